@@ -1,0 +1,207 @@
+//! Canonical encoding and content identifiers.
+//!
+//! Every operation is encoded as canonical JSON in the sense of RFC 8785
+//! (JCS) restricted to the subset didmesh uses: objects, arrays, strings,
+//! integers, booleans and null; object members sorted by key (our keys are
+//! ASCII, so UTF-16 order equals byte order); no insignificant whitespace;
+//! strings escaped the way JCS and serde_json agree on. Floats are refused.
+//! Python reproduces it with
+//! `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+//!
+//! A CID is a CIDv1 (multiformats) with the `raw` codec (0x55) and a blake3
+//! multihash (0x1e, 32 bytes), in multibase base32-lower (`b…`), so any
+//! multiformats tool can parse it.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use std::fmt;
+
+const BASE32_LOWER: data_encoding::Encoding = data_encoding::BASE32_NOPAD;
+
+/// CIDv1 prefix: version 1, codec raw (0x55), multihash blake3 (0x1e), 32 bytes.
+pub const CID_PREFIX: [u8; 4] = [0x01, 0x55, 0x1e, 0x20];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodingError {
+    #[error("floating-point numbers are not allowed in operations")]
+    Float,
+    #[error("value cannot be encoded: {0}")]
+    Serialize(String),
+}
+
+/// Encodes any serializable value as canonical JSON bytes.
+pub fn canonical_json<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, EncodingError> {
+    let value = serde_json::to_value(v).map_err(|e| EncodingError::Serialize(e.to_string()))?;
+    canonical_value(&value)
+}
+
+/// Encodes a JSON value canonically. Key order never depends on serde_json's
+/// map implementation (a `preserve_order` feature elsewhere in the graph must
+/// not change our bytes), so members are sorted here.
+pub fn canonical_value(value: &Value) -> Result<Vec<u8>, EncodingError> {
+    let mut out = Vec::with_capacity(512);
+    write_value(value, &mut out)?;
+    Ok(out)
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else {
+                return Err(EncodingError::Float);
+            }
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // RFC 8785 §3.2.3 sorts by UTF-16 code units.
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                write_value(v, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// RFC 8785 §3.2.2.2 string escaping.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// A content identifier: blake3 of an operation's canonical bytes.
+/// Ordered by digest bytes ("the lower CID" of the fork rule).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cid(pub [u8; 32]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a didmesh CID (CIDv1, raw, blake3, base32 'b…')")]
+pub struct CidError;
+
+impl Cid {
+    pub fn of(bytes: &[u8]) -> Cid {
+        Cid(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn parse(s: &str) -> Result<Cid, CidError> {
+        let body = s.strip_prefix('b').ok_or(CidError)?;
+        if body.len() != 58 {
+            return Err(CidError);
+        }
+        let upper = body.to_ascii_uppercase();
+        let bytes = BASE32_LOWER.decode(upper.as_bytes()).map_err(|_| CidError)?;
+        let digest = bytes.strip_prefix(&CID_PREFIX).ok_or(CidError)?;
+        let arr: [u8; 32] = digest.try_into().map_err(|_| CidError)?;
+        Ok(Cid(arr))
+    }
+}
+
+impl fmt::Display for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::with_capacity(36);
+        buf.extend_from_slice(&CID_PREFIX);
+        buf.extend_from_slice(&self.0);
+        write!(f, "b{}", BASE32_LOWER.encode(&buf).to_ascii_lowercase())
+    }
+}
+
+impl fmt::Debug for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cid({self})")
+    }
+}
+
+impl Serialize for Cid {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Cid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lower-case unpadded base32 (RFC 4648), as used in `did:mesh` suffixes.
+pub fn base32_lower(bytes: &[u8]) -> String {
+    BASE32_LOWER.encode(bytes).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_keys_and_strips_whitespace() {
+        let v = json!({"b": [1, {"z": null, "a": true}], "a": "x\ny\u{1}é"});
+        let bytes = canonical_value(&v).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "{\"a\":\"x\\ny\\u0001é\",\"b\":[1,{\"a\":true,\"z\":null}]}"
+        );
+    }
+
+    #[test]
+    fn floats_are_refused() {
+        assert_eq!(canonical_value(&json!({"a": 1.5})), Err(EncodingError::Float));
+    }
+
+    #[test]
+    fn cid_round_trips_and_has_multiformats_prefix() {
+        let cid = Cid::of(b"hello");
+        let s = cid.to_string();
+        assert!(s.starts_with("bafkr4i"), "{s}");
+        assert_eq!(Cid::parse(&s).unwrap(), cid);
+        assert!(Cid::parse("bafkr4i").is_err());
+        assert!(Cid::parse(&s.replace('b', "B")).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! # did-core
+//!
+//! The pure heart of didmesh: everything that can be decided without a
+//! clock, a socket or a disk. Time, randomness and peers are passed in, so
+//! every function is deterministic and testable by simulation.
+//!
+//! ## Layout
+//!
+//! * [`keys`] — Ed25519 public keys in multibase (`z6Mk…`), `did:key`,
+//!   base64url signatures.
+//! * [`encoding`] — canonical JSON (RFC 8785 subset) and CIDs (CIDv1, raw,
+//!   blake3).
+//! * [`op`] — DID operations (`create`, `update`, `deactivate`), their
+//!   limits and self-checks; `did:mesh` identifiers.
+//! * [`ledger`] — the state machine: validation against `prev`, the fork
+//!   rule, the orphan pool, resolution, audit logs, set digests.
+//! * [`document`] — W3C DID documents and resolution results.
+//! * [`login`] — the EIP-4361-style challenge message and its verification.
+//! * [`claims`] — access-token claims.
+//! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
+//!
+//! No tokio, axum, sled or libp2p here (STYLE.md rule 1).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod claims;
+pub mod document;
+pub mod encoding;
+pub mod keys;
+pub mod ledger;
+pub mod login;
+pub mod op;
+pub mod time;
+
+pub use claims::Claims;
+pub use encoding::Cid;
+pub use keys::PublicKey;
+pub use ledger::{Check, DidView, Ledger, Validated};
+pub use op::{DidState, Limits, OpError, OpKind, Operation, Relationship, Service, VerificationMethod};

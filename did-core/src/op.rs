@@ -1,0 +1,432 @@
+//! DID operations: `create`, `update` (carries the whole new state, as
+//! did:plc does) and `deactivate`.
+//!
+//! An operation is signed over the canonical encoding of every field but
+//! `sig`; its CID is the blake3 of the canonical encoding of all fields. A
+//! DID is `did:mesh:` + base32-lower of the first 20 bytes of the CID digest
+//! of its signed `create` op: self-certifying, nobody assigns it.
+
+use crate::encoding::{base32_lower, canonical_json, canonical_value, Cid};
+use crate::keys::{signature_from_b64, sign_b64, PublicKey};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+/// `did:mesh:` method prefix.
+pub const DID_MESH_PREFIX: &str = "did:mesh:";
+/// Bytes of the genesis digest kept in a did:mesh suffix (160 bits).
+pub const DID_SUFFIX_BYTES: usize = 20;
+
+/// Bounds on what one operation may carry. Anything beyond is refused with
+/// a reason rather than truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Canonical size of a signed op, in bytes.
+    pub max_op_bytes: usize,
+    pub max_rotation_keys: usize,
+    pub max_verification_methods: usize,
+    pub max_services: usize,
+    pub max_also_known_as: usize,
+    /// How far in the future `created_at` may be, in seconds, when an op is
+    /// ingested (checked against the receiver's clock, see [`check_clock`]).
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_op_bytes: 8 * 1024,
+            max_rotation_keys: 5,
+            max_verification_methods: 10,
+            max_services: 10,
+            max_also_known_as: 10,
+            max_clock_skew_secs: 300,
+        }
+    }
+}
+
+/// Verification relationships (W3C DID Core §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Relationship {
+    Authentication,
+    Assertion,
+    /// A second factor: a device key that must also sign for MFA logins.
+    Mfa,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationMethod {
+    /// Fragment id, e.g. `key-1` (the document shows `did#key-1`).
+    pub id: String,
+    pub public_key_multibase: PublicKey,
+    pub relationships: Vec<Relationship>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub endpoint: String,
+}
+
+/// The state of a DID after an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidState {
+    /// Keys that may sign the next operation; index 0 has the highest
+    /// priority in the fork rule.
+    pub rotation_keys: Vec<PublicKey>,
+    pub verification_methods: Vec<VerificationMethod>,
+    pub services: Vec<Service>,
+    pub also_known_as: Vec<String>,
+}
+
+impl DidState {
+    /// A fresh state where one key is both the rotation key and the
+    /// authentication key.
+    pub fn single_key(key: PublicKey) -> Self {
+        DidState {
+            rotation_keys: vec![key],
+            verification_methods: vec![VerificationMethod {
+                id: "key-1".into(),
+                public_key_multibase: key,
+                relationships: vec![Relationship::Authentication, Relationship::Assertion],
+            }],
+            services: vec![],
+            also_known_as: vec![],
+        }
+    }
+
+    /// Keys holding a relationship.
+    pub fn keys_for(&self, rel: Relationship) -> impl Iterator<Item = &VerificationMethod> {
+        self.verification_methods
+            .iter()
+            .filter(move |vm| vm.relationships.contains(&rel))
+    }
+
+    /// Position of `key` among the rotation keys (0 = highest priority).
+    pub fn rotation_priority(&self, key: &PublicKey) -> Option<usize> {
+        self.rotation_keys.iter().position(|k| k == key)
+    }
+
+    fn check(&self, limits: &Limits) -> Result<(), OpError> {
+        if self.rotation_keys.is_empty() {
+            return Err(OpError::Invalid("at least one rotation key is required".into()));
+        }
+        if self.rotation_keys.len() > limits.max_rotation_keys {
+            return Err(OpError::Limit(format!(
+                "at most {} rotation keys",
+                limits.max_rotation_keys
+            )));
+        }
+        for (i, k) in self.rotation_keys.iter().enumerate() {
+            if self.rotation_keys[..i].contains(k) {
+                return Err(OpError::Invalid("duplicate rotation key".into()));
+            }
+        }
+        if self.verification_methods.len() > limits.max_verification_methods {
+            return Err(OpError::Limit(format!(
+                "at most {} verification methods",
+                limits.max_verification_methods
+            )));
+        }
+        for (i, vm) in self.verification_methods.iter().enumerate() {
+            check_fragment(&vm.id)?;
+            if self.verification_methods[..i].iter().any(|o| o.id == vm.id) {
+                return Err(OpError::Invalid(format!("duplicate verification method id {}", vm.id)));
+            }
+            if vm.relationships.is_empty() || vm.relationships.len() > 3 {
+                return Err(OpError::Invalid(format!(
+                    "verification method {} needs 1 to 3 relationships",
+                    vm.id
+                )));
+            }
+            for (j, r) in vm.relationships.iter().enumerate() {
+                if vm.relationships[..j].contains(r) {
+                    return Err(OpError::Invalid(format!("duplicate relationship on {}", vm.id)));
+                }
+            }
+        }
+        if self.services.len() > limits.max_services {
+            return Err(OpError::Limit(format!("at most {} services", limits.max_services)));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            check_fragment(&s.id)?;
+            if self.services[..i].iter().any(|o| o.id == s.id) {
+                return Err(OpError::Invalid(format!("duplicate service id {}", s.id)));
+            }
+            check_text("service type", &s.kind, 64)?;
+            check_uri("service endpoint", &s.endpoint)?;
+            if self.verification_methods.iter().any(|vm| vm.id == s.id) {
+                return Err(OpError::Invalid(format!("id {} used twice", s.id)));
+            }
+        }
+        if self.also_known_as.len() > limits.max_also_known_as {
+            return Err(OpError::Limit(format!(
+                "at most {} also_known_as entries",
+                limits.max_also_known_as
+            )));
+        }
+        for aka in &self.also_known_as {
+            check_uri("also_known_as", aka)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_fragment(id: &str) -> Result<(), OpError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "id {id:?} must be 1-64 characters of [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+fn check_text(what: &str, s: &str, max: usize) -> Result<(), OpError> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(OpError::Invalid(format!(
+            "{what} must be 1-{max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A URI per RFC 3986 §3.1: a scheme, a colon, something after it.
+fn check_uri(what: &str, s: &str) -> Result<(), OpError> {
+    check_text(what, s, 512)?;
+    let (scheme, rest) = s
+        .split_once(':')
+        .ok_or_else(|| OpError::Invalid(format!("{what} must be a URI")))?;
+    let scheme_ok = scheme.len() <= 32
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.is_empty() || s.contains(char::is_whitespace) {
+        return Err(OpError::Invalid(format!("{what} must be a URI")));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Create,
+    Update,
+    Deactivate,
+}
+
+/// A signed DID operation, as it travels and as it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    #[serde(rename = "type")]
+    pub kind: OpKind,
+    /// The DID this op changes; `null` for `create` (the DID is derived).
+    pub did: Option<String>,
+    /// The CID this op builds on; `null` for `create`.
+    pub prev: Option<Cid>,
+    /// The whole new state; `null` for `deactivate`.
+    pub state: Option<DidState>,
+    /// Unix seconds, as claimed by the author.
+    pub created_at: u64,
+    /// The rotation key that signed (of the state at `prev`, or of `state`
+    /// for `create`).
+    pub signer: PublicKey,
+    /// base64url Ed25519 signature over the canonical op without `sig`.
+    pub sig: String,
+}
+
+/// Why an operation was refused. Every variant maps to a 4xx with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("malformed operation: {0}")]
+    Malformed(String),
+    #[error("invalid operation: {0}")]
+    Invalid(String),
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    #[error("prev {0} is not known")]
+    UnknownPrev(String),
+    #[error("created_at is {0}s in the future (clock skew limit)")]
+    ClockSkew(u64),
+    #[error("DID is deactivated")]
+    Deactivated,
+}
+
+impl OpError {
+    /// A stable machine-readable code for the `error` field of an answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::Malformed(_) => "malformed_op",
+            OpError::Invalid(_) => "invalid_op",
+            OpError::Limit(_) => "limit_exceeded",
+            OpError::BadSignature(_) => "bad_signature",
+            OpError::UnknownPrev(_) => "unknown_prev",
+            OpError::ClockSkew(_) => "clock_skew",
+            OpError::Deactivated => "deactivated",
+        }
+    }
+}
+
+impl Operation {
+    /// Parses an operation from JSON bytes (strict: unknown fields refused).
+    pub fn from_json(bytes: &[u8]) -> Result<Operation, OpError> {
+        serde_json::from_slice(bytes).map_err(|e| OpError::Malformed(e.to_string()))
+    }
+
+    /// The bytes that are signed: canonical JSON of every field but `sig`.
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, OpError> {
+        let mut v = serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("sig");
+        }
+        canonical_value(&v).map_err(|e| OpError::Malformed(e.to_string()))
+    }
+
+    /// Canonical bytes of the signed op (what the CID names and what is stored).
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, OpError> {
+        canonical_json(self).map_err(|e| OpError::Malformed(e.to_string()))
+    }
+
+    pub fn cid(&self) -> Result<Cid, OpError> {
+        Ok(Cid::of(&self.canonical_bytes()?))
+    }
+
+    /// Builds and signs an op. `key` must be a rotation key (of `state` for a
+    /// create, of the state at `prev` otherwise).
+    pub fn sign(
+        kind: OpKind,
+        did: Option<String>,
+        prev: Option<Cid>,
+        state: Option<DidState>,
+        created_at: u64,
+        key: &SigningKey,
+    ) -> Result<Operation, OpError> {
+        let mut op = Operation {
+            kind,
+            did,
+            prev,
+            state,
+            created_at,
+            signer: crate::keys::public_of(key),
+            sig: String::new(),
+        };
+        op.sig = sign_b64(key, &op.signing_bytes()?);
+        Ok(op)
+    }
+
+    pub fn create(state: DidState, created_at: u64, key: &SigningKey) -> Result<Operation, OpError> {
+        Self::sign(OpKind::Create, None, None, Some(state), created_at, key)
+    }
+
+    pub fn update(
+        did: &str,
+        prev: Cid,
+        state: DidState,
+        created_at: u64,
+        key: &SigningKey,
+    ) -> Result<Operation, OpError> {
+        Self::sign(OpKind::Update, Some(did.into()), Some(prev), Some(state), created_at, key)
+    }
+
+    pub fn deactivate(did: &str, prev: Cid, created_at: u64, key: &SigningKey) -> Result<Operation, OpError> {
+        Self::sign(OpKind::Deactivate, Some(did.into()), Some(prev), None, created_at, key)
+    }
+
+    /// Checks that need no other op: shape per kind, limits, encoding size,
+    /// and that `sig` is a signature by `signer` over the op. Returns the
+    /// op's CID and canonical bytes. Whether `signer` may sign is decided
+    /// against the parent state by the ledger.
+    pub fn check_self(&self, limits: &Limits) -> Result<(Cid, Vec<u8>), OpError> {
+        match (self.kind, &self.did, &self.prev, &self.state) {
+            (OpKind::Create, None, None, Some(_)) => {}
+            (OpKind::Create, _, _, _) => {
+                return Err(OpError::Invalid("create has no did or prev and carries a state".into()))
+            }
+            (OpKind::Update, Some(_), Some(_), Some(_)) => {}
+            (OpKind::Update, _, _, _) => {
+                return Err(OpError::Invalid("update names did and prev and carries a state".into()))
+            }
+            (OpKind::Deactivate, Some(_), Some(_), None) => {}
+            (OpKind::Deactivate, _, _, _) => {
+                return Err(OpError::Invalid("deactivate names did and prev and carries no state".into()))
+            }
+        }
+        if let Some(did) = &self.did {
+            parse_mesh_did(did)?;
+        }
+        if let Some(state) = &self.state {
+            state.check(limits)?;
+        }
+        let bytes = self.canonical_bytes()?;
+        if bytes.len() > limits.max_op_bytes {
+            return Err(OpError::Limit(format!(
+                "operation is {} bytes, the limit is {}",
+                bytes.len(),
+                limits.max_op_bytes
+            )));
+        }
+        let sig = signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
+        if !self.signer.verify(&self.signing_bytes()?, &sig) {
+            return Err(OpError::BadSignature("signature does not verify with signer".into()));
+        }
+        Ok((Cid::of(&bytes), bytes))
+    }
+}
+
+/// The DID a `create` op with this CID defines.
+pub fn did_from_genesis(cid: &Cid) -> String {
+    format!("{DID_MESH_PREFIX}{}", base32_lower(&cid.0[..DID_SUFFIX_BYTES]))
+}
+
+/// Validates the shape of a `did:mesh:` identifier.
+pub fn parse_mesh_did(did: &str) -> Result<&str, OpError> {
+    let suffix = did
+        .strip_prefix(DID_MESH_PREFIX)
+        .ok_or_else(|| OpError::Invalid(format!("not a did:mesh identifier: {}", truncate(did))))?;
+    let ok = suffix.len() == 32
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+    if ok {
+        Ok(suffix)
+    } else {
+        Err(OpError::Invalid(format!("malformed did:mesh identifier: {}", truncate(did))))
+    }
+}
+
+/// Shortens user input before it is echoed in an error.
+pub(crate) fn truncate(s: &str) -> String {
+    if s.len() <= 80 {
+        s.to_string()
+    } else {
+        let mut end = 80;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+/// Refuses an op whose `created_at` is too far ahead of `now` (both unix
+/// seconds). Applied on ingestion only, never on replay, so the ledger
+/// itself stays a pure function of its op set.
+pub fn check_clock(op: &Operation, now: u64, limits: &Limits) -> Result<(), OpError> {
+    if op.created_at > now.saturating_add(limits.max_clock_skew_secs) {
+        return Err(OpError::ClockSkew(op.created_at - now));
+    }
+    Ok(())
+}
