@@ -16,6 +16,8 @@ pub struct LoginChallenge {
     pub did: String,
     pub network_id: String,
     pub nonce: String,
+    /// The relying party the token will be for (RFC 7519 `aud`).
+    pub audience: String,
     pub issued_at: u64,
     pub expires_at: u64,
 }
@@ -29,6 +31,7 @@ impl LoginChallenge {
              URI: didmesh://{domain}\n\
              Version: 1\n\
              Network ID: {network}\n\
+             Audience: {aud}\n\
              Nonce: {nonce}\n\
              Issued At: {iat}\n\
              Expiration Time: {exp}",
@@ -36,6 +39,7 @@ impl LoginChallenge {
             did = self.did,
             network = self.network_id,
             nonce = self.nonce,
+            aud = self.audience,
             iat = rfc3339(self.issued_at),
             exp = rfc3339(self.expires_at),
         )

@@ -1,0 +1,72 @@
+//! Canonical-encoding test vectors. `vectors.json` holds, for fixed seeds,
+//! the op, the hex of its signing and signed bytes, the signature, the CID
+//! and the DID. `scripts/check_vectors.py` recomputes every field with
+//! Python's blake3 and cryptography packages, independently of this code.
+//! Regenerate with `UPDATE_VECTORS=1 cargo test -p did-core --test vectors`.
+
+use did_core::keys::public_of;
+use did_core::op::{did_from_genesis, DidState, Operation, Relationship, Service, VerificationMethod};
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+
+fn vectors() -> Value {
+    let seed_a = [7u8; 32];
+    let seed_b: [u8; 32] = core::array::from_fn(|i| i as u8);
+    let a = SigningKey::from_bytes(&seed_a);
+    let b = SigningKey::from_bytes(&seed_b);
+    let mut state = DidState::single_key(public_of(&a));
+    state.rotation_keys.push(public_of(&b));
+    state.services.push(Service {
+        id: "home".into(),
+        kind: "HomeActivities".into(),
+        endpoint: "https://home.example/api/ünïcode?q=\"x\"".into(),
+    });
+    state.also_known_as.push("at://alice.example".into());
+    let create = Operation::create(state.clone(), 1_790_000_000, &a).unwrap();
+    let genesis = create.cid().unwrap();
+    let did = did_from_genesis(&genesis);
+    let mut next = state;
+    next.verification_methods.push(VerificationMethod {
+        id: "phone".into(),
+        public_key_multibase: public_of(&b),
+        relationships: vec![Relationship::Mfa],
+    });
+    let update = Operation::update(&did, genesis, next, 1_790_000_060, &b).unwrap();
+    let deactivate = Operation::deactivate(&did, update.cid().unwrap(), 1_790_000_120, &a).unwrap();
+    let entry = |name: &str, seed: &[u8; 32], op: &Operation| {
+        json!({
+            "name": name,
+            "signer_seed_hex": hex::encode(seed),
+            "op": serde_json::to_value(op).unwrap(),
+            "signing_bytes_hex": hex::encode(op.signing_bytes().unwrap()),
+            "op_bytes_hex": hex::encode(op.canonical_bytes().unwrap()),
+            "signature_b64url": op.sig,
+            "cid": op.cid().unwrap().to_string(),
+            "did": did,
+        })
+    };
+    json!({
+        "description": "didmesh canonical encoding vectors: RFC 8785 JSON, Ed25519 over signing bytes, CIDv1 raw blake3, did:mesh = base32(blake3(create)[..20])",
+        "vectors": [
+            entry("create", &seed_a, &create),
+            entry("update-by-second-rotation-key", &seed_b, &update),
+            entry("deactivate", &seed_a, &deactivate),
+        ]
+    })
+}
+
+#[test]
+fn vectors_file_matches_the_implementation() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json");
+    let fresh = vectors();
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::write(path, serde_json::to_string_pretty(&fresh).unwrap() + "\n").unwrap();
+    }
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(stored, fresh, "encoding changed: that breaks every stored ledger");
+    // and every stored op parses back to the same bytes
+    for v in stored["vectors"].as_array().unwrap() {
+        let op = Operation::from_json(v["op"].to_string().as_bytes()).unwrap();
+        assert_eq!(hex::encode(op.canonical_bytes().unwrap()), v["op_bytes_hex"]);
+    }
+}

@@ -1,0 +1,324 @@
+//! The HTTP API (DESIGN.md, "HTTP API"). Handlers are thin: parse, call the
+//! domain, map the error. Every error is JSON `{"error","reason"}`.
+
+use crate::auth::AuthError;
+use crate::writer::{SubmitError, Submitted};
+use crate::NodeState;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use did_core::document::{resolution_error, resolution_result};
+use did_core::{OpError, Operation};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+
+/// Largest request body accepted (an op is at most 8 KiB canonical).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A request that takes longer is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one error type of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError { status, error, reason: reason.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({"error": self.error, "reason": self.reason}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("DIDAuth realm=\"didmesh\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, "invalid_request", r.body_text())
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> ApiError {
+        let status = match e {
+            OpError::UnknownPrev(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::Deactivated => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::Op(op) => op.into(),
+            SubmitError::Storage(_) => {
+                tracing::error!(error = %e, "op not stored");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", "the op could not be stored")
+            }
+            SubmitError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let (status, code) = match &e {
+            AuthError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            AuthError::UnknownDid(_) => (StatusCode::NOT_FOUND, "unknown_did"),
+            AuthError::Deactivated => (StatusCode::FORBIDDEN, "did_deactivated"),
+            AuthError::UnknownNonce => (StatusCode::BAD_REQUEST, "invalid_challenge"),
+            AuthError::Expired => (StatusCode::BAD_REQUEST, "challenge_expired"),
+            AuthError::DidMismatch => (StatusCode::BAD_REQUEST, "invalid_challenge"),
+            AuthError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            AuthError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AuthError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The node's router. `state` carries everything handlers need.
+pub fn router(state: Arc<NodeState>) -> Router {
+    let auth_routes = Router::new()
+        .route("/v1/auth/challenge", post(challenge))
+        .route("/v1/auth/token", post(token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/status", get(status))
+        .route("/v1/ops", post(submit_op))
+        .route("/1.0/identifiers/{did}", get(resolve))
+        .route("/v1/dids/{did}/log", get(did_log))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/metrics", get(metrics))
+        .merge(auth_routes)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    // Path only: query strings and headers (tokens) never reach a log line.
+                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+                }),
+        )
+        .with_state(state)
+}
+
+/// Per-client-address rate limit for the auth endpoints (`--auth-rate`).
+async fn rate_limit(
+    State(state): State<Arc<NodeState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &state.auth_limiter {
+        if limiter.check_key(&addr.ip()).is_err() {
+            state.metrics.rate_limited.inc();
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many login requests from this address; slow down",
+            )
+            .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn status(State(state): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.status_json()))
+}
+
+async fn submit_op(State(state): State<Arc<NodeState>>, body: Bytes) -> Result<Response, ApiError> {
+    let op = Operation::from_json(&body).inspect_err(|_| state.metrics.ops_rejected.inc())?;
+    did_core::op::check_clock(&op, crate::now(), &state.limits).inspect_err(|_| state.metrics.ops_rejected.inc())?;
+    let did = match op.kind {
+        did_core::OpKind::Create => None,
+        _ => op.did.clone(),
+    };
+    match state.writer.submit(op, false).await {
+        Ok(Submitted::Created(cid)) => {
+            state.metrics.ops_accepted.inc();
+            let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
+            Ok((StatusCode::CREATED, Json(json!({"cid": cid.to_string(), "did": did, "durable": true}))).into_response())
+        }
+        Ok(Submitted::Existing(cid)) => {
+            let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
+            Ok((StatusCode::OK, Json(json!({"cid": cid.to_string(), "did": did, "durable": true}))).into_response())
+        }
+        Ok(Submitted::Orphaned) => Err(OpError::UnknownPrev("(parked)".into()).into()),
+        Err(e) => {
+            state.metrics.ops_rejected.inc();
+            Err(e.into())
+        }
+    }
+}
+
+async fn resolve(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -> Response {
+    let did_json = |status: StatusCode, body: serde_json::Value| {
+        let mut r = (status, Json(body)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json;profile=\"https://w3id.org/did-resolution\""),
+        );
+        r
+    };
+    if did.starts_with("did:key:") {
+        return match crate::didkey::resolve(&did) {
+            Ok((doc, _)) => did_json(
+                StatusCode::OK,
+                json!({
+                    "@context": did_core::document::RESOLUTION_CONTEXT,
+                    "didDocument": doc,
+                    "didResolutionMetadata": {"contentType": "application/did+ld+json"},
+                    "didDocumentMetadata": {},
+                }),
+            ),
+            Err(e) => did_json(StatusCode::BAD_REQUEST, resolution_error("invalidDid", &e.to_string())),
+        };
+    }
+    if let Err(e) = did_core::op::parse_mesh_did(&did) {
+        return did_json(StatusCode::BAD_REQUEST, resolution_error("invalidDid", &e.to_string()));
+    }
+    let Ok(ledger) = state.ledger.read() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "ledger busy").into_response();
+    };
+    match ledger.resolve(&did) {
+        Some(view) => {
+            // W3C DID Resolution §7.1 (HTTP binding): a deactivated DID is 410.
+            let status = if view.deactivated() { StatusCode::GONE } else { StatusCode::OK };
+            did_json(status, resolution_result(&view))
+        }
+        None => did_json(StatusCode::NOT_FOUND, resolution_error("notFound", "DID not found on this network")),
+    }
+}
+
+async fn did_log(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    did_core::op::parse_mesh_did(&did).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_did", e.to_string()))?;
+    let ledger = state
+        .ledger
+        .read()
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "ledger busy"))?;
+    let log = ledger
+        .did_log(&did)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "DID not found on this network"))?;
+    let entries: Vec<serde_json::Value> = log
+        .iter()
+        .map(|e| json!({"cid": e.stored.cid.to_string(), "winning": e.winning, "op": e.stored.op}))
+        .collect();
+    Ok(Json(json!({"did": did, "ops": entries})))
+}
+
+async fn jwks(State(state): State<Arc<NodeState>>) -> Response {
+    let mut r = Json(state.jwks_json()).into_response();
+    // Short cache so a member change reaches relying parties quickly.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    r
+}
+
+async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
+    let base = &state.public_url;
+    Json(json!({
+        "issuer": state.genesis.issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/v1/auth/token"),
+        "didmesh_challenge_endpoint": format!("{base}/v1/auth/challenge"),
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "auth_time", "amr"],
+        "didmesh_network_id": state.genesis.network_id,
+    }))
+}
+
+async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    let mut r = state.metrics_text().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeRequest {
+    did: String,
+    audience: Option<String>,
+}
+
+async fn challenge(
+    State(state): State<Arc<NodeState>>,
+    body: Result<Json<ChallengeRequest>, JsonRejection>,
+) -> Result<Json<crate::auth::ChallengeResponse>, ApiError> {
+    let Json(req) = body?;
+    let resp = state
+        .auth
+        .challenge(&state.ledger, &req.did, req.audience.as_deref(), crate::now())
+        .inspect_err(|_| state.metrics.logins_failed.inc())?;
+    state.metrics.challenges_issued.inc();
+    Ok(Json(resp))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    did: String,
+    nonce: String,
+    signature: String,
+}
+
+async fn token(
+    State(state): State<Arc<NodeState>>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    match state.auth.token(&state.ledger, &req.did, &req.nonce, &req.signature, crate::now()) {
+        Ok((resp, _claims)) => {
+            state.metrics.tokens_issued.inc();
+            let mut r = Json(resp).into_response();
+            // RFC 6749 §5.1: token responses are not cached.
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(r)
+        }
+        Err(e) => {
+            state.metrics.logins_failed.inc();
+            tracing::info!(reason = %e, "login refused");
+            Err(e.into())
+        }
+    }
+}

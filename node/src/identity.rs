@@ -1,0 +1,198 @@
+//! The node's member key (the key that signs tokens) and the network genesis.
+//!
+//! The member key is kept in the data folder as `member-key.pem`
+//! (PKCS#8, RFC 8410, mode 0600) so any standard tool can read it. Its JWK
+//! `kid` is the RFC 7638 thumbprint, so every verifier computes the same id.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use did_core::encoding::{base32_lower, canonical_json};
+use did_core::PublicKey;
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use std::io::Write as _;
+use std::path::Path;
+
+/// PKCS#8 v1 prefix for a bare Ed25519 seed (RFC 8410 §7).
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+pub const MEMBER_KEY_FILE: &str = "member-key.pem";
+pub const GENESIS_FILE: &str = "genesis.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}: not a PKCS#8 Ed25519 private key in PEM")]
+    BadKey(String),
+    #[error("{0}: not a valid genesis file: {1}")]
+    BadGenesis(String, String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io { path: path.display().to_string(), source }
+}
+
+/// The PKCS#8 DER of an Ed25519 seed.
+pub fn pkcs8_der(key: &SigningKey) -> Vec<u8> {
+    let mut der = PKCS8_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(&key.to_bytes());
+    der
+}
+
+fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n")
+}
+
+fn parse_pem(text: &str) -> Option<SigningKey> {
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()?;
+    let seed = der.strip_prefix(&PKCS8_ED25519_PREFIX)?;
+    let seed: [u8; 32] = seed.try_into().ok()?;
+    Some(SigningKey::from_bytes(&seed))
+}
+
+/// Loads the member key from `dir`, creating it on first start.
+pub fn load_or_create_member_key(dir: &Path) -> Result<SigningKey, IdentityError> {
+    let path = dir.join(MEMBER_KEY_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        return parse_pem(&text).ok_or_else(|| IdentityError::BadKey(path.display().to_string()));
+    }
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    write_private(&path, pem(&pkcs8_der(&key)).as_bytes())?;
+    Ok(key)
+}
+
+/// Writes a secret file readable by the owner only, atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// JWK of an Ed25519 public key (RFC 8037 §2).
+pub fn jwk(key: &PublicKey) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(key.as_bytes()),
+        "kid": kid(key),
+        "alg": "EdDSA",
+        "use": "sig",
+    })
+}
+
+/// RFC 7638 JWK thumbprint: SHA-256 of the required members in
+/// lexicographic order, base64url.
+pub fn kid(key: &PublicKey) -> String {
+    let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+/// One founding or added member of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    /// The member's DID: the `did:key` of its token-signing key.
+    pub node_did: String,
+    /// Token-signing key (multibase).
+    pub key: PublicKey,
+}
+
+/// What fixes a network. `network_id` is derived from the rest, so two
+/// networks with different members never share an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub network_id: String,
+    pub issuer: String,
+    pub members: Vec<Member>,
+    /// Signatures of current members needed for a membership change.
+    pub quorum: usize,
+    pub created_at: u64,
+}
+
+impl Genesis {
+    /// Builds a genesis and derives its id.
+    pub fn new(issuer: &str, members: Vec<Member>, quorum: usize, created_at: u64) -> Genesis {
+        let mut g = Genesis {
+            network_id: String::new(),
+            issuer: issuer.to_string(),
+            members,
+            quorum,
+            created_at,
+        };
+        g.network_id = g.derived_id();
+        g
+    }
+
+    fn derived_id(&self) -> String {
+        let body = serde_json::json!({
+            "issuer": self.issuer,
+            "members": self.members,
+            "quorum": self.quorum,
+            "created_at": self.created_at,
+        });
+        let bytes = canonical_json(&body).unwrap_or_default();
+        format!("mesh-{}", &base32_lower(blake3::hash(&bytes).as_bytes())[..16])
+    }
+
+    pub fn load(path: &Path) -> Result<Genesis, IdentityError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let g: Genesis = serde_json::from_str(&text)
+            .map_err(|e| IdentityError::BadGenesis(path.display().to_string(), e.to_string()))?;
+        let bad = |why: &str| IdentityError::BadGenesis(path.display().to_string(), why.to_string());
+        if g.network_id != g.derived_id() {
+            return Err(bad("network_id does not match its content"));
+        }
+        if g.members.is_empty() || g.quorum == 0 || g.quorum > g.members.len() {
+            return Err(bad("needs at least one member and 1 <= quorum <= members"));
+        }
+        Ok(g)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(io(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc8037_thumbprint_vector() {
+        // RFC 8037 Appendix A.3: thumbprint of the example Ed25519 key.
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        let key = PublicKey::from_bytes(&x.try_into().unwrap()).unwrap();
+        assert_eq!(kid(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let k = SigningKey::from_bytes(&[9; 32]);
+        assert_eq!(parse_pem(&pem(&pkcs8_der(&k))).unwrap().to_bytes(), k.to_bytes());
+    }
+}

@@ -1,0 +1,251 @@
+//! # didmesh-node
+//!
+//! An identity node: it keeps the DID ledger in sled, answers the HTTP API
+//! of DESIGN.md, checks logins on its own and signs EdDSA access tokens with
+//! its member key.
+//!
+//! ## Layout
+//!
+//! * [`config`] — command-line flags (`didmesh-node --help`).
+//! * [`identity`] — the member key (`member-key.pem`), JWK/`kid`, the
+//!   network genesis (`genesis.json`).
+//! * [`storage`] — the hash-chained op log in sled, verified on start.
+//! * [`writer`] — the single writer thread: validation, group commit, fsync.
+//! * [`auth`] — challenges and tokens.
+//! * [`didkey`] — `did:key` resolution through ssi.
+//! * [`api`] — the axum router and its one error type.
+//!
+//! ## Run
+//!
+//! ```text
+//! didmesh-node --data-dir ./data --http-addr 127.0.0.1:7001
+//! ```
+//! With no `--genesis`, a first start creates a one-member development
+//! network of its own in the data folder.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod didkey;
+pub mod identity;
+pub mod storage;
+pub mod writer;
+
+use auth::{AuthSettings, Authenticator};
+use config::Config;
+use did_core::{Ledger, Limits};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use identity::{Genesis, Member};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use storage::Store;
+use writer::Writer;
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A monotonically increasing Prometheus counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ops_accepted: Counter,
+    pub ops_rejected: Counter,
+    pub challenges_issued: Counter,
+    pub tokens_issued: Counter,
+    pub logins_failed: Counter,
+    pub rate_limited: Counter,
+}
+
+/// Everything the handlers share.
+pub struct NodeState {
+    pub genesis: Genesis,
+    /// This node's member entry (its token key).
+    pub me: Member,
+    pub ledger: Arc<RwLock<Ledger>>,
+    pub store: Arc<RwLock<Store>>,
+    pub writer: Writer,
+    pub auth: Authenticator,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// Base URL this node is reached at (discovery, challenge domain).
+    pub public_url: String,
+    /// `None` when `--auth-rate 0`.
+    pub auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl NodeState {
+    /// Opens (or creates) the data folder, verifies and replays the log.
+    pub fn open(config: &Config) -> Result<Arc<NodeState>, NodeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
+        let key = identity::load_or_create_member_key(dir)?;
+        let public = did_core::keys::public_of(&key);
+        let genesis = match &config.genesis {
+            Some(path) => Genesis::load(path)?,
+            None => {
+                let path = dir.join(identity::GENESIS_FILE);
+                if path.exists() {
+                    Genesis::load(&path)?
+                } else {
+                    let me = Member { name: "dev".into(), node_did: public.did_key(), key: public };
+                    let g = Genesis::new(&config.issuer, vec![me], 1, now());
+                    g.save(&path)?;
+                    tracing::info!(network = %g.network_id, "created a one-member development network");
+                    g
+                }
+            }
+        };
+        let me = genesis
+            .members
+            .iter()
+            .find(|m| m.key == public)
+            .cloned()
+            .unwrap_or(Member { name: "observer".into(), node_did: public.did_key(), key: public });
+        let limits = Limits::default();
+        let mut ledger = Ledger::new(limits);
+        let started = std::time::Instant::now();
+        let store = Store::open(dir, &mut ledger)?;
+        tracing::info!(ops = ledger.len(), elapsed_ms = started.elapsed().as_millis() as u64, "op log verified");
+        let ledger = Arc::new(RwLock::new(ledger));
+        let (writer, store) = Writer::start(store, ledger.clone());
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.http_addr))
+            .trim_end_matches('/')
+            .to_string();
+        let domain = public_url.split("://").nth(1).unwrap_or(&public_url).to_string();
+        let auth = Authenticator::new(
+            AuthSettings {
+                domain,
+                network_id: genesis.network_id.clone(),
+                issuer: genesis.issuer.clone(),
+                default_audience: config.audience.clone(),
+                challenge_ttl: config.challenge_ttl,
+                token_ttl: config.token_ttl,
+                max_challenges: 100_000,
+            },
+            &identity::pkcs8_der(&key),
+            identity::kid(&public),
+        );
+        let auth_limiter = NonZeroU32::new(config.auth_rate).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Ok(Arc::new(NodeState {
+            genesis,
+            me,
+            ledger,
+            store,
+            writer,
+            auth,
+            limits,
+            metrics: Metrics::default(),
+            public_url,
+            auth_limiter,
+        }))
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.genesis.members.iter().any(|m| m.key == self.me.key)
+    }
+
+    /// The JWKS: every current member's token key.
+    pub fn jwks_json(&self) -> serde_json::Value {
+        let keys: Vec<_> = self.genesis.members.iter().map(|m| identity::jwk(&m.key)).collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let (ops, dids, orphans, op_digest, state_digest) = match self.ledger.read() {
+            Ok(l) => (l.len(), l.did_count(), l.orphan_count(), hex(&l.op_set_digest()), hex(&l.state_digest())),
+            Err(_) => (0, 0, 0, String::new(), String::new()),
+        };
+        let (log_entries, log_head) = match self.store.read() {
+            Ok(s) => (s.count(), s.head_hex()),
+            Err(_) => (0, String::new()),
+        };
+        serde_json::json!({
+            "node_did": self.me.node_did,
+            "member": self.is_member(),
+            "network_id": self.genesis.network_id,
+            "issuer": self.genesis.issuer,
+            "peer_id": null,
+            "peers": [],
+            "replication": "no peers: this node runs alone",
+            "op_count": ops,
+            "did_count": dids,
+            "orphans": orphans,
+            "log_entries": log_entries,
+            "log_head": log_head,
+            "ledger_digest": op_digest,
+            "state_digest": state_digest,
+        })
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let (ops, dids) = self.ledger.read().map(|l| (l.len(), l.did_count())).unwrap_or((0, 0));
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+        };
+        counter("didmesh_ops_accepted_total", "Ops accepted through the API.", m.ops_accepted.get());
+        counter("didmesh_ops_rejected_total", "Ops refused through the API.", m.ops_rejected.get());
+        counter("didmesh_challenges_issued_total", "Login challenges issued.", m.challenges_issued.get());
+        counter("didmesh_tokens_issued_total", "Access tokens issued.", m.tokens_issued.get());
+        counter("didmesh_logins_failed_total", "Login steps refused.", m.logins_failed.get());
+        counter("didmesh_rate_limited_total", "Auth requests refused by the rate limit.", m.rate_limited.get());
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        };
+        gauge("didmesh_ledger_ops", "Ops held in the ledger.", ops as u64);
+        gauge("didmesh_ledger_dids", "DIDs held in the ledger.", dids as u64);
+        gauge("didmesh_challenges_outstanding", "Challenges not yet used or expired.", self.auth.outstanding_challenges() as u64);
+        out
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    state: Arc<NodeState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

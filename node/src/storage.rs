@@ -1,0 +1,154 @@
+//! Durable storage: an append-only, hash-chained op log in sled.
+//!
+//! Entry `n` is stored under `L` ‖ n (big-endian) as
+//! `chain_hash(n-1)` ‖ `cid` ‖ canonical op bytes, where
+//! `chain_hash(n) = blake3(chain_hash(n-1) ‖ cid)` and `cid = blake3(bytes)`.
+//! The head (`H`) holds the count and the last chain hash. A batch of entries
+//! and the new head are written in one atomic sled batch and flushed
+//! (fsync) before any op of it is acknowledged. On start every entry is
+//! re-hashed and the chain re-walked, so an altered, dropped or reordered
+//! entry makes the node refuse to start.
+
+use did_core::{Cid, Ledger, Operation};
+use std::path::Path;
+
+const HEAD_KEY: &[u8] = b"H";
+const LOG_PREFIX: u8 = b'L';
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the data folder's database: {0}")]
+    Open(sled::Error),
+    #[error("database write failed: {0}")]
+    Write(sled::Error),
+    #[error(
+        "the data folder failed verification at log entry {entry}: {why}. \
+         It was altered or corrupted; refusing to start. Restore it from a \
+         backup or move it away and let the node resync from its peers."
+    )]
+    Tampered { entry: u64, why: String },
+}
+
+/// The node's op log.
+pub struct Store {
+    db: sled::Db,
+    log: sled::Tree,
+    /// Entries written so far.
+    count: u64,
+    /// Chain hash after the last entry.
+    head: [u8; 32],
+}
+
+fn log_key(n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = LOG_PREFIX;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn chain(prev: &[u8; 32], cid: &Cid) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(cid.digest());
+    *h.finalize().as_bytes()
+}
+
+impl Store {
+    /// Opens the store and replays it into `ledger`, verifying every entry.
+    pub fn open(dir: &Path, ledger: &mut Ledger) -> Result<Store, StorageError> {
+        let db = sled::Config::new()
+            .path(dir.join("ledger.sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(StorageError::Open)?;
+        let log = db.open_tree("oplog").map_err(StorageError::Open)?;
+        let tampered = |entry: u64, why: &str| StorageError::Tampered { entry, why: why.to_string() };
+
+        let (want_count, want_head) = match log.get(HEAD_KEY).map_err(StorageError::Open)? {
+            None => (0, [0u8; 32]),
+            Some(v) if v.len() == 40 => {
+                let mut count = [0u8; 8];
+                count.copy_from_slice(&v[..8]);
+                let mut head = [0u8; 32];
+                head.copy_from_slice(&v[8..]);
+                (u64::from_be_bytes(count), head)
+            }
+            Some(_) => return Err(tampered(0, "head record has the wrong size")),
+        };
+
+        let mut running = [0u8; 32];
+        let mut n = 0u64;
+        for item in log.scan_prefix([LOG_PREFIX]) {
+            let (key, value) = item.map_err(StorageError::Open)?;
+            if key.as_ref() != log_key(n) {
+                return Err(tampered(n, "entries are missing or out of order"));
+            }
+            if value.len() < 64 {
+                return Err(tampered(n, "entry is truncated"));
+            }
+            if value[..32] != running {
+                return Err(tampered(n, "chain hash does not match the previous entry"));
+            }
+            let bytes = &value[64..];
+            let cid = Cid::of(bytes);
+            if value[32..64] != cid.0 {
+                return Err(tampered(n, "op bytes do not match their CID"));
+            }
+            let op = Operation::from_json(bytes).map_err(|e| tampered(n, &e.to_string()))?;
+            match ledger.validate(&op) {
+                Ok(did_core::Check::New(v)) => {
+                    ledger.commit(*v);
+                }
+                Ok(did_core::Check::Known(_)) => return Err(tampered(n, "op appears twice")),
+                Err(e) => return Err(tampered(n, &format!("op no longer validates: {e}"))),
+            }
+            running = chain(&running, &cid);
+            n += 1;
+        }
+        if n != want_count || running != want_head {
+            return Err(tampered(
+                n,
+                &format!("log has {n} entries but the head record says {want_count}, or its hash differs"),
+            ));
+        }
+        Ok(Store { db, log, count: n, head: running })
+    }
+
+    /// Appends ops (canonical bytes with their CIDs) atomically and flushes
+    /// them to disk. Returns only once they are durable.
+    pub fn append_durable(&mut self, entries: &[(Cid, &[u8])]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut running = self.head;
+        let mut n = self.count;
+        for (cid, bytes) in entries {
+            let mut value = Vec::with_capacity(64 + bytes.len());
+            value.extend_from_slice(&running);
+            value.extend_from_slice(cid.digest());
+            value.extend_from_slice(bytes);
+            batch.insert(&log_key(n), value);
+            running = chain(&running, cid);
+            n += 1;
+        }
+        let mut head = Vec::with_capacity(40);
+        head.extend_from_slice(&n.to_be_bytes());
+        head.extend_from_slice(&running);
+        batch.insert(HEAD_KEY, head);
+        self.log.apply_batch(batch).map_err(StorageError::Write)?;
+        self.db.flush().map_err(StorageError::Write)?;
+        self.count = n;
+        self.head = running;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The chain hash of the last entry (hex), shown in `/v1/status`.
+    pub fn head_hex(&self) -> String {
+        self.head.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
