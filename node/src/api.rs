@@ -5,7 +5,7 @@ use crate::auth::AuthError;
 use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::middleware::{self, Next};
@@ -165,7 +165,14 @@ async fn status(State(state): State<Arc<NodeState>>) -> Result<Json<serde_json::
     Ok(Json(state.status_json()))
 }
 
-async fn submit_op(State(state): State<Arc<NodeState>>, body: Bytes) -> Result<Response, ApiError> {
+async fn submit_op(
+    State(state): State<Arc<NodeState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| {
+        state.metrics.ops_rejected.inc();
+        ApiError::new(r.status(), "invalid_request", r.body_text())
+    })?;
     let op = Operation::from_json(&body).inspect_err(|_| state.metrics.ops_rejected.inc())?;
     did_core::op::check_clock(&op, crate::now(), &state.limits).inspect_err(|_| state.metrics.ops_rejected.inc())?;
     let did = match op.kind {

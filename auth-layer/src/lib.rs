@@ -1,0 +1,103 @@
+//! # auth-layer
+//!
+//! A tower/axum layer and extractors that verify didmesh access tokens, for
+//! any Rust application that sits behind a didmesh network.
+//!
+//! A didmesh node issues JWTs (`alg: EdDSA`, header `kid` = the signing
+//! member key) and every node serves the same JWKS. A relying party therefore
+//! needs one issuer string, one audience and one JWKS URL; it never calls an
+//! identity server per request.
+//!
+//! ## Layout
+//!
+//! | module | what lives there |
+//! | --- | --- |
+//! | [`claims`] | [`Claims`], the verified token payload, and its axum extractors (`Claims`, `Option<Claims>`) |
+//! | [`jwks`] | [`JwksCache`]: fetches the JWKS over HTTP, keeps the Ed25519 keys by `kid`, refetches on an unknown `kid` (rate-limited, single-flight) and periodically |
+//! | `token_cache` | the bounded, sharded cache of already-verified tokens (blake3 of the token → claims), so a repeated token costs no signature check |
+//! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation, the cache, counters |
+//! | [`layer`] | [`AuthLayer`]: takes the `Authorization: Bearer` token, verifies it, puts the claims in the request extensions; [`AuthMode`] `Optional` or `Required` |
+//! | [`trusted_header`] | [`TrustedHeaderLayer`]: sidecar mode, reads claims that Envoy `jwt_authn` already verified (`forward_payload_header`) |
+//! | [`error`] | [`AuthError`]: the 401 answer (RFC 6750 §3 `WWW-Authenticate` + JSON body) |
+//! | `testkit` | (feature `testkit`) an in-memory issuer that mints tokens for tests |
+//!
+//! ## Usage
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use auth_layer::{AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, VerifierConfig};
+//! use axum::{routing::get, Json, Router};
+//!
+//! async fn whoami(claims: Claims) -> Json<String> {
+//!     Json(claims.sub)
+//! }
+//!
+//! async fn greet(claims: Option<Claims>) -> String {
+//!     match claims {
+//!         Some(c) => format!("hello {}", c.sub),
+//!         None => "hello stranger".to_owned(),
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let jwks = JwksCache::new(JwksConfig::new("http://127.0.0.1:7000/.well-known/jwks.json"))?;
+//! // A node that is down at start is not fatal: an unknown `kid` refetches later.
+//! if let Err(e) = jwks.refresh().await {
+//!     tracing::warn!(error = %e, "JWKS not reachable yet");
+//! }
+//! let _refresher = jwks.spawn_periodic_refresh();
+//!
+//! let mut config = VerifierConfig::new("didmesh:example", "home-api");
+//! config.leeway = Duration::from_secs(30);
+//! let verifier = TokenVerifier::new(jwks, config);
+//!
+//! let app: Router = Router::new()
+//!     .route("/me", get(whoami))
+//!     .route("/", get(greet))
+//!     .layer(AuthLayer::new(verifier, AuthMode::Optional));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Handlers never read headers: `Claims` answers 401 when the request carries
+//! no verified claims, `Option<Claims>` is `None` then.
+//!
+//! ## Security notes
+//!
+//! * Only `EdDSA` is accepted; the algorithm is fixed by the verifier, never
+//!   taken from the token (so `alg: none` and HS256-with-the-public-key fail).
+//! * Tokens never reach a log line: instrumented functions use `skip_all`.
+//! * A key removed from the JWKS stops verifying after the next refetch, also
+//!   for tokens already in the verified-token cache.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![deny(clippy::await_holding_lock, missing_docs)]
+
+pub mod claims;
+pub mod error;
+pub mod jwks;
+pub mod layer;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod token_cache;
+pub mod trusted_header;
+pub mod verifier;
+
+pub use claims::Claims;
+pub use error::{AuthError, JwksError, Reason};
+pub use jwks::{JwksCache, JwksConfig};
+pub use layer::{AuthLayer, AuthMode, AuthService};
+pub use trusted_header::{TrustedHeaderLayer, TrustedHeaderService, DEFAULT_TRUSTED_HEADER};
+pub use verifier::{TokenVerifier, VerifierConfig, VerifierStats};
+
+/// Seconds since the Unix epoch, the unit of JWT `NumericDate` (RFC 7519 §2).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,189 @@
+//! Command-line flags (each also read from a `HOME_API_*` environment
+//! variable), the start-up checks, and turning them into an [`Auth`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auth_layer::{
+    AuthLayer, AuthMode, JwksCache, JwksConfig, JwksError, TokenVerifier, TrustedHeaderLayer,
+    VerifierConfig, DEFAULT_TRUSTED_HEADER,
+};
+use axum::http::HeaderName;
+use clap::{Parser, ValueEnum};
+
+use crate::{AppOptions, Auth};
+
+/// How `home-api` authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthKind {
+    /// Verify `Authorization: Bearer` JWTs in-process against the JWKS.
+    Jwt,
+    /// Trust the claims header set by a verifying sidecar (Envoy jwt_authn
+    /// `forward_payload_header`). Requires a loopback --listen.
+    Sidecar,
+    /// No authentication (benchmark baseline only; never in production).
+    Off,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  home-api --listen 127.0.0.1:8080 \\
+      --jwks-url http://127.0.0.1:7000/.well-known/jwks.json \\
+      --issuer didmesh:local --audience home-api
+  home-api --auth sidecar --listen 127.0.0.1:8081   # behind Envoy
+
+Endpoints: GET /api/activities/home, GET /healthz.
+Logs: RUST_LOG (default info), to stderr.";
+
+/// home-api: the didmesh example application ("home activities").
+///
+/// Serves GET /api/activities/home: public activities for everyone, plus the
+/// caller's private activity and DID when the request carries a valid didmesh
+/// token. An invalid, expired, forged or wrong-audience token gets a 401 with
+/// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "home-api", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Address to listen on (IP:port). With --auth sidecar it must be a
+    /// loopback address, so that only the sidecar can reach the app.
+    #[arg(long, env = "HOME_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// How requests are authenticated.
+    #[arg(long, env = "HOME_API_AUTH", value_enum, default_value_t = AuthKind::Jwt)]
+    pub auth: AuthKind,
+
+    /// JWKS URL of the didmesh network (any node's /.well-known/jwks.json).
+    /// Required with --auth jwt.
+    #[arg(long, env = "HOME_API_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Expected token issuer (`iss`), the network's issuer string. Required
+    /// with --auth jwt.
+    #[arg(long, env = "HOME_API_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// Expected token audience (`aud`): this application's name. Required
+    /// with --auth jwt.
+    #[arg(long, env = "HOME_API_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// Header holding the sidecar-verified JWT payload (base64url JSON), with
+    /// --auth sidecar.
+    #[arg(long, env = "HOME_API_TRUSTED_HEADER", default_value = DEFAULT_TRUSTED_HEADER)]
+    pub trusted_header: HeaderName,
+
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    #[arg(long, env = "HOME_API_LEEWAY_SECS", default_value_t = 30)]
+    pub leeway_secs: u64,
+
+    /// Periodic JWKS refresh, in seconds (an unknown `kid` also refetches,
+    /// at most once a second).
+    #[arg(long, env = "HOME_API_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// Whole-request timeout, in seconds (answered with 503).
+    #[arg(long, env = "HOME_API_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+}
+
+/// Why `home-api` refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Sidecar mode trusts a header, so the app must not be reachable
+    /// except through the sidecar.
+    #[error(
+        "--auth sidecar trusts the {header} header, so home-api must only be reachable \
+         through its sidecar: --listen must be a loopback address (127.0.0.1 or ::1), not {addr}"
+    )]
+    SidecarNotLoopback {
+        /// The refused address.
+        addr: SocketAddr,
+        /// The trusted header.
+        header: HeaderName,
+    },
+    /// A flag required by the chosen mode is absent.
+    #[error("--auth jwt requires {0}")]
+    Missing(&'static str),
+    /// The JWKS cache could not be set up.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+impl Cli {
+    /// Checks that the flags make sense together, before anything starts.
+    pub fn check(&self) -> Result<(), StartupError> {
+        match self.auth {
+            AuthKind::Sidecar if !self.listen.ip().is_loopback() => {
+                Err(StartupError::SidecarNotLoopback {
+                    addr: self.listen,
+                    header: self.trusted_header.clone(),
+                })
+            }
+            AuthKind::Jwt => {
+                self.jwt_settings()?;
+                Ok(())
+            }
+            AuthKind::Sidecar | AuthKind::Off => Ok(()),
+        }
+    }
+
+    fn jwt_settings(&self) -> Result<(&str, &str, &str), StartupError> {
+        Ok((
+            self.jwks_url
+                .as_deref()
+                .ok_or(StartupError::Missing("--jwks-url"))?,
+            self.issuer
+                .as_deref()
+                .ok_or(StartupError::Missing("--issuer"))?,
+            self.audience
+                .as_deref()
+                .ok_or(StartupError::Missing("--audience"))?,
+        ))
+    }
+
+    /// Limits for [`crate::app`].
+    pub fn app_options(&self) -> AppOptions {
+        AppOptions {
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            ..AppOptions::default()
+        }
+    }
+
+    /// Checks the flags and builds the auth layer. In jwt mode this loads the
+    /// JWKS once (a failure is only a warning: keys are fetched again when a
+    /// token arrives) and starts the periodic refresh, so it must run inside
+    /// a tokio runtime.
+    pub async fn build_auth(&self) -> Result<Auth, StartupError> {
+        self.check()?;
+        match self.auth {
+            AuthKind::Off => Ok(Auth::Off),
+            AuthKind::Sidecar => Ok(Auth::Sidecar(TrustedHeaderLayer::new(
+                self.trusted_header.clone(),
+                AuthMode::Optional,
+            ))),
+            AuthKind::Jwt => {
+                let (url, issuer, audience) = self.jwt_settings()?;
+                let mut jwks_config = JwksConfig::new(url);
+                jwks_config.refresh_interval = Duration::from_secs(self.jwks_refresh_secs.max(1));
+                let jwks = JwksCache::new(jwks_config)?;
+                match jwks.refresh().await {
+                    Ok(keys) => tracing::info!(keys, url, "JWKS loaded"),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        url,
+                        "JWKS not reachable yet; it will be fetched when a token arrives"
+                    ),
+                }
+                // Ends by itself when the verifier (and its cache) is dropped.
+                drop(jwks.spawn_periodic_refresh());
+                let mut config = VerifierConfig::new(issuer, audience);
+                config.leeway = Duration::from_secs(self.leeway_secs);
+                Ok(Auth::Jwt(AuthLayer::new(
+                    TokenVerifier::new(jwks, config),
+                    AuthMode::Optional,
+                )))
+            }
+        }
+    }
+}

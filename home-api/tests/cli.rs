@@ -1,0 +1,61 @@
+//! Start-up checks: flag combinations, and the real binary refusing to run
+//! sidecar mode on a non-loopback address.
+
+use std::process::Command;
+
+use clap::Parser as _;
+use home_api::cli::{Cli, StartupError};
+
+fn parse(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("home-api").chain(args.iter().copied())).unwrap()
+}
+
+#[test]
+fn sidecar_mode_refuses_a_non_loopback_listen_address() {
+    for addr in ["0.0.0.0:8080", "192.168.1.10:8080", "[::]:8080"] {
+        let cli = parse(&["--auth", "sidecar", "--listen", addr]);
+        assert!(
+            matches!(cli.check(), Err(StartupError::SidecarNotLoopback { .. })),
+            "{addr}"
+        );
+    }
+    for addr in ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080"] {
+        parse(&["--auth", "sidecar", "--listen", addr])
+            .check()
+            .unwrap();
+    }
+}
+
+#[test]
+fn jwt_mode_needs_jwks_issuer_and_audience() {
+    let cli = parse(&["--listen", "0.0.0.0:8080"]);
+    assert!(matches!(cli.check(), Err(StartupError::Missing(_))));
+    parse(&[
+        "--listen",
+        "0.0.0.0:8080",
+        "--jwks-url",
+        "http://127.0.0.1:1/jwks.json",
+        "--issuer",
+        "didmesh:test",
+        "--audience",
+        "home-api",
+    ])
+    .check()
+    .unwrap();
+    // Off mode needs nothing (and may listen anywhere).
+    parse(&["--auth", "off", "--listen", "0.0.0.0:8080"])
+        .check()
+        .unwrap();
+}
+
+#[test]
+fn the_binary_exits_with_an_error_for_sidecar_on_a_public_address() {
+    let output = Command::new(env!("CARGO_BIN_EXE_home-api"))
+        .args(["--auth", "sidecar", "--listen", "0.0.0.0:0"])
+        .env_remove("HOME_API_LISTEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
