@@ -15,6 +15,7 @@
 //! ([`Ledger::apply`]) until the parent arrives.
 
 use crate::encoding::Cid;
+use crate::member::{Member, NetworkRules};
 use crate::op::{did_from_genesis, DidState, Limits, OpError, OpKind, Operation};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -142,6 +143,14 @@ pub struct Ledger {
     op_xor: [u8; 32],
     /// XOR of blake3(did ‖ head) over DIDs: a digest of resolved state.
     state_xor: [u8; 32],
+    /// Membership rules; `None` for a ledger that only tracks DIDs.
+    network: Option<NetworkRules>,
+    /// Member set after each membership op.
+    member_sets: HashMap<Cid, Vec<Member>>,
+    /// Membership ops built directly on the genesis.
+    member_roots: Vec<Cid>,
+    /// Winning membership op, `None` while the genesis set holds.
+    member_head: Option<Cid>,
 }
 
 impl Default for Ledger {
@@ -162,6 +171,118 @@ impl Ledger {
             },
             op_xor: [0; 32],
             state_xor: [0; 32],
+            network: None,
+            member_sets: HashMap::new(),
+            member_roots: vec![],
+            member_head: None,
+        }
+    }
+
+    /// Enables membership ops under `rules` (from the network genesis).
+    pub fn with_network(mut self, rules: NetworkRules) -> Ledger {
+        self.network = Some(rules);
+        self
+    }
+
+    /// The current members: the genesis founders changed by the winning
+    /// chain of membership ops.
+    pub fn members(&self) -> &[Member] {
+        match (&self.network, self.member_head) {
+            (_, Some(head)) => self.member_sets.get(&head).map(Vec::as_slice).unwrap_or(&[]),
+            (Some(rules), None) => &rules.founders,
+            (None, None) => &[],
+        }
+    }
+
+    /// The winning membership op (`None` = the genesis set).
+    pub fn membership_head(&self) -> Option<Cid> {
+        self.member_head
+    }
+
+    pub fn network(&self) -> Option<&NetworkRules> {
+        self.network.as_ref()
+    }
+
+    fn validate_membership(&self, op: &Operation) -> Result<(String, usize), OpError> {
+        let rules = self
+            .network
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("this ledger takes no membership ops".into()))?;
+        if op.did.as_deref() != Some(rules.network_id.as_str()) {
+            return Err(OpError::Invalid("membership op for another network".into()));
+        }
+        let parent_set: &[Member] = match op.prev {
+            None => &rules.founders,
+            Some(prev) => {
+                let parent = self.ops.get(&prev).ok_or_else(|| OpError::UnknownPrev(prev.to_string()))?;
+                if !parent.op.kind.is_membership() {
+                    return Err(OpError::Invalid("prev of a membership op must be a membership op".into()));
+                }
+                if op.created_at < parent.op.created_at {
+                    return Err(OpError::Invalid("created_at is earlier than prev's".into()));
+                }
+                self.member_sets.get(&prev).map(Vec::as_slice).unwrap_or(&[])
+            }
+        };
+        let signers = op.signers()?;
+        if let Some(outsider) = signers.iter().find(|k| !parent_set.iter().any(|m| m.key == **k)) {
+            return Err(OpError::BadSignature(format!("{outsider} is not a member at prev")));
+        }
+        if signers.len() < rules.quorum {
+            return Err(OpError::BadSignature(format!(
+                "{} member signatures, the quorum is {}",
+                signers.len(),
+                rules.quorum
+            )));
+        }
+        let member = op.member.as_ref().ok_or_else(|| OpError::Invalid("no member".into()))?;
+        let present = parent_set.iter().any(|m| m.key == member.key);
+        match op.kind {
+            OpKind::MemberAdd if present => return Err(OpError::Invalid("already a member".into())),
+            OpKind::MemberRemove if !present => return Err(OpError::Invalid("not a member".into())),
+            OpKind::MemberRemove if parent_set.len() <= rules.quorum => {
+                return Err(OpError::Invalid("removal would leave fewer members than the quorum".into()))
+            }
+            _ => {}
+        }
+        Ok((rules.network_id.clone(), 0))
+    }
+
+    fn commit_membership(&mut self, cid: Cid, op: &Operation) {
+        let parent_set = match op.prev {
+            None => self.network.as_ref().map(|r| r.founders.clone()).unwrap_or_default(),
+            Some(prev) => self.member_sets.get(&prev).cloned().unwrap_or_default(),
+        };
+        let mut set = parent_set;
+        if let Some(m) = &op.member {
+            match op.kind {
+                OpKind::MemberAdd => set.push(m.clone()),
+                _ => set.retain(|x| x.key != m.key),
+            }
+        }
+        self.member_sets.insert(cid, set);
+        if op.prev.is_none() {
+            self.member_roots.push(cid);
+        }
+        let old = self.member_head;
+        let mut head = self
+            .member_roots
+            .iter()
+            .filter_map(|c| self.ops.get(c))
+            .min_by_key(|c| (c.priority, c.cid))
+            .map(|c| c.cid);
+        while let Some(best) = head.and_then(|h| best_child(&self.ops, &h)) {
+            head = Some(best);
+        }
+        if head != old {
+            let network = self.network.as_ref().map(|r| r.network_id.clone()).unwrap_or_default();
+            if let Some(old) = old {
+                xor_into(&mut self.state_xor, &head_digest(&network, &old));
+            }
+            if let Some(new) = head {
+                xor_into(&mut self.state_xor, &head_digest(&network, &new));
+            }
+            self.member_head = head;
         }
     }
 
@@ -211,6 +332,7 @@ impl Ledger {
             return Ok(Check::Known(cid));
         }
         let (did, priority) = match op.kind {
+            OpKind::MemberAdd | OpKind::MemberRemove => self.validate_membership(op)?,
             OpKind::Create => {
                 let state = op
                     .state
@@ -261,11 +383,23 @@ impl Ledger {
         let Validated { op, cid, bytes, did, priority } = v;
         let created_at = op.created_at;
         let prev = op.prev;
+        let membership = op.kind.is_membership().then(|| op.clone());
         xor_into(&mut self.op_xor, &cid.0);
         self.ops.insert(
             cid,
             StoredOp { op, cid, bytes, did: did.clone(), priority, children: vec![] },
         );
+        if let Some(prev) = prev {
+            if let Some(parent) = self.ops.get_mut(&prev) {
+                if membership.is_some() {
+                    parent.children.push(cid);
+                }
+            }
+        }
+        if let Some(op) = membership {
+            self.commit_membership(cid, &op);
+            return true;
+        }
         match prev {
             None => {
                 let mut audit = BTreeSet::new();

@@ -14,9 +14,13 @@
 //!   limits and self-checks; `did:mesh` identifiers.
 //! * [`ledger`] — the state machine: validation against `prev`, the fork
 //!   rule, the orphan pool, resolution, audit logs, set digests.
+//! * [`member`] — network membership: members, quorum co-signatures.
 //! * [`document`] — W3C DID documents and resolution results.
 //! * [`login`] — the EIP-4361-style challenge message and its verification.
 //! * [`claims`] — access-token claims.
+//! * [`sync`] — anti-entropy: range-based set reconciliation over op CIDs
+//!   (index, messages and their binary format, sessions) and the gossip
+//!   dedupe set.
 //! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
 //!
 //! No tokio, axum, sled or libp2p here (STYLE.md rule 1).
@@ -28,7 +32,9 @@ pub mod encoding;
 pub mod keys;
 pub mod ledger;
 pub mod login;
+pub mod member;
 pub mod op;
+pub mod sync;
 pub mod time;
 
 pub use claims::Claims;

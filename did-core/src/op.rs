@@ -219,11 +219,20 @@ fn check_uri(what: &str, s: &str) -> Result<(), OpError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum OpKind {
     Create,
     Update,
     Deactivate,
+    /// Network membership change (see [`crate::member`]).
+    MemberAdd,
+    MemberRemove,
+}
+
+impl OpKind {
+    pub fn is_membership(self) -> bool {
+        matches!(self, OpKind::MemberAdd | OpKind::MemberRemove)
+    }
 }
 
 /// A signed DID operation, as it travels and as it is stored.
@@ -233,6 +242,7 @@ pub struct Operation {
     #[serde(rename = "type")]
     pub kind: OpKind,
     /// The DID this op changes; `null` for `create` (the DID is derived).
+    /// For membership ops: the network id.
     pub did: Option<String>,
     /// The CID this op builds on; `null` for `create`.
     pub prev: Option<Cid>,
@@ -243,8 +253,15 @@ pub struct Operation {
     /// The rotation key that signed (of the state at `prev`, or of `state`
     /// for `create`).
     pub signer: PublicKey,
-    /// base64url Ed25519 signature over the canonical op without `sig`.
+    /// base64url Ed25519 signature over the canonical op without `sig`
+    /// and `cosigs`.
     pub sig: String,
+    /// Membership ops only: the member added or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<crate::member::Member>,
+    /// Membership ops only: signatures of further members (quorum).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosigs: Vec<crate::member::CoSig>,
 }
 
 /// Why an operation was refused. Every variant maps to a 4xx with a reason.
@@ -292,6 +309,7 @@ impl Operation {
         let mut v = serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
         if let Some(obj) = v.as_object_mut() {
             obj.remove("sig");
+            obj.remove("cosigs");
         }
         canonical_value(&v).map_err(|e| OpError::Malformed(e.to_string()))
     }
@@ -323,6 +341,8 @@ impl Operation {
             created_at,
             signer: crate::keys::public_of(key),
             sig: String::new(),
+            member: None,
+            cosigs: vec![],
         };
         op.sig = sign_b64(key, &op.signing_bytes()?);
         Ok(op)
@@ -346,6 +366,65 @@ impl Operation {
         Self::sign(OpKind::Deactivate, Some(did.into()), Some(prev), None, created_at, key)
     }
 
+    /// A membership op for `network_id`, signed by `signers[0]` with the
+    /// others as co-signers. `prev` is the membership head (`None` = the
+    /// genesis).
+    pub fn membership(
+        kind: OpKind,
+        network_id: &str,
+        prev: Option<Cid>,
+        member: crate::member::Member,
+        created_at: u64,
+        signers: &[&SigningKey],
+    ) -> Result<Operation, OpError> {
+        let first = signers
+            .first()
+            .ok_or_else(|| OpError::Invalid("a membership op needs a signer".into()))?;
+        let mut op = Operation {
+            kind,
+            did: Some(network_id.to_string()),
+            prev,
+            state: None,
+            created_at,
+            signer: crate::keys::public_of(first),
+            sig: String::new(),
+            member: Some(member),
+            cosigs: vec![],
+        };
+        let bytes = op.signing_bytes()?;
+        op.sig = sign_b64(first, &bytes);
+        op.cosigs = signers[1..]
+            .iter()
+            .map(|k| crate::member::CoSig { signer: crate::keys::public_of(k), sig: sign_b64(k, &bytes) })
+            .collect();
+        Ok(op)
+    }
+
+    /// Adds a co-signature to a membership op (offline quorum gathering).
+    pub fn cosign(&mut self, key: &SigningKey) -> Result<(), OpError> {
+        let bytes = self.signing_bytes()?;
+        self.cosigs.push(crate::member::CoSig { signer: crate::keys::public_of(key), sig: sign_b64(key, &bytes) });
+        Ok(())
+    }
+
+    /// Every key that validly signed this op (signer first), deduplicated.
+    pub fn signers(&self) -> Result<Vec<PublicKey>, OpError> {
+        let bytes = self.signing_bytes()?;
+        let mut out = vec![];
+        let all = std::iter::once((&self.signer, &self.sig)).chain(self.cosigs.iter().map(|c| (&c.signer, &c.sig)));
+        for (key, sig) in all {
+            let sig = signature_from_b64(sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
+            if !key.verify(&bytes, &sig) {
+                return Err(OpError::BadSignature(format!("signature by {key} does not verify")));
+            }
+            if out.contains(key) {
+                return Err(OpError::Invalid(format!("{key} signed twice")));
+            }
+            out.push(*key);
+        }
+        Ok(out)
+    }
+
     /// Checks that need no other op: shape per kind, limits, encoding size,
     /// and that `sig` is a signature by `signer` over the op. Returns the
     /// op's CID and canonical bytes. Whether `signer` may sign is decided
@@ -364,9 +443,32 @@ impl Operation {
             (OpKind::Deactivate, _, _, _) => {
                 return Err(OpError::Invalid("deactivate names did and prev and carries no state".into()))
             }
+            (OpKind::MemberAdd | OpKind::MemberRemove, Some(_), _, None) if self.member.is_some() => {}
+            (OpKind::MemberAdd | OpKind::MemberRemove, _, _, _) => {
+                return Err(OpError::Invalid(
+                    "a membership op names the network in did, a member, and carries no state".into(),
+                ))
+            }
         }
-        if let Some(did) = &self.did {
-            parse_mesh_did(did)?;
+        if self.kind.is_membership() {
+            let network = self.did.as_deref().unwrap_or_default();
+            check_text("network id", network, 64)?;
+            if let Some(m) = &self.member {
+                check_text("member name", &m.name, 64)?;
+                if m.node_did != m.key.did_key() {
+                    return Err(OpError::Invalid("member node_did must be the did:key of its key".into()));
+                }
+            }
+            if self.cosigs.len() > 32 {
+                return Err(OpError::Limit("at most 32 co-signatures".into()));
+            }
+        } else {
+            if self.member.is_some() || !self.cosigs.is_empty() {
+                return Err(OpError::Invalid("member and cosigs belong to membership ops only".into()));
+            }
+            if let Some(did) = &self.did {
+                parse_mesh_did(did)?;
+            }
         }
         if let Some(state) = &self.state {
             state.check(limits)?;
@@ -379,9 +481,13 @@ impl Operation {
                 limits.max_op_bytes
             )));
         }
-        let sig = signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
-        if !self.signer.verify(&self.signing_bytes()?, &sig) {
-            return Err(OpError::BadSignature("signature does not verify with signer".into()));
+        if self.kind.is_membership() {
+            self.signers()?;
+        } else {
+            let sig = signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
+            if !self.signer.verify(&self.signing_bytes()?, &sig) {
+                return Err(OpError::BadSignature("signature does not verify with signer".into()));
+            }
         }
         Ok((Cid::of(&bytes), bytes))
     }

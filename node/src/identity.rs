@@ -107,16 +107,7 @@ pub fn kid(key: &PublicKey) -> String {
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
-/// One founding or added member of a network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Member {
-    pub name: String,
-    /// The member's DID: the `did:key` of its token-signing key.
-    pub node_did: String,
-    /// Token-signing key (multibase).
-    pub key: PublicKey,
-}
+pub use did_core::member::Member;
 
 /// What fixes a network. `network_id` is derived from the rest, so two
 /// networks with different members never share an id.
@@ -168,6 +159,15 @@ impl Genesis {
             return Err(bad("needs at least one member and 1 <= quorum <= members"));
         }
         Ok(g)
+    }
+
+    /// The membership rules the ledger enforces.
+    pub fn rules(&self) -> did_core::member::NetworkRules {
+        did_core::member::NetworkRules {
+            network_id: self.network_id.clone(),
+            founders: self.members.clone(),
+            quorum: self.quorum,
+        }
     }
 
     pub fn save(&self, path: &Path) -> Result<(), IdentityError> {

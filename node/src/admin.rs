@@ -1,0 +1,97 @@
+//! Administration commands: `init-network`, `member-add`, `member-remove`.
+
+use crate::config::MemberChange;
+use crate::identity::{self, Genesis, Member};
+use did_core::{OpKind, Operation, PublicKey};
+use std::path::Path;
+
+/// Writes `out/genesis.json` and `out/node1..N` data folders.
+pub fn init_network(nodes: usize, out: &Path, issuer: &str, quorum: Option<usize>) -> Result<Genesis, String> {
+    if nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    let quorum = quorum.unwrap_or(nodes / 2 + 1);
+    if quorum == 0 || quorum > nodes {
+        return Err(format!("--quorum must be between 1 and {nodes}"));
+    }
+    let genesis_path = out.join(identity::GENESIS_FILE);
+    if genesis_path.exists() {
+        return Err(format!("{} exists; refusing to overwrite a network", genesis_path.display()));
+    }
+    let mut members = vec![];
+    for i in 1..=nodes {
+        let dir = out.join(format!("node{i}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let key = identity::load_or_create_member_key(&dir).map_err(|e| e.to_string())?;
+        members.push(Member::from_key(&format!("node{i}"), did_core::keys::public_of(&key)));
+    }
+    let genesis = Genesis::new(issuer, members, quorum, crate::now());
+    genesis.save(&genesis_path).map_err(|e| e.to_string())?;
+    for i in 1..=nodes {
+        genesis
+            .save(&out.join(format!("node{i}")).join(identity::GENESIS_FILE))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(genesis)
+}
+
+fn member_key(spec: &str) -> Result<PublicKey, String> {
+    if spec.starts_with('z') {
+        return PublicKey::from_multibase(spec).map_err(|e| format!("--member: {e}"));
+    }
+    let path = Path::new(spec);
+    if !path.join(identity::MEMBER_KEY_FILE).exists() {
+        return Err(format!("--member: {spec} is neither a z6Mk… key nor a data folder with a member key"));
+    }
+    identity::load_or_create_member_key(path)
+        .map(|k| did_core::keys::public_of(&k))
+        .map_err(|e| e.to_string())
+}
+
+/// Builds, signs and submits a membership op; returns the node's answer.
+pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_json::Value, String> {
+    let base = args.node.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let network: serde_json::Value = client
+        .get(format!("{base}/v1/network"))
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{base}/v1/network: {e}"))?;
+    let network_id = network["network_id"].as_str().ok_or("node answered no network_id")?;
+    let prev = match network["membership_head"].as_str() {
+        Some(s) => Some(did_core::Cid::parse(s).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let key = member_key(&args.member)?;
+    let mut signers = vec![];
+    for dir in &args.sign_with {
+        if !dir.join(identity::MEMBER_KEY_FILE).exists() {
+            return Err(format!("--sign-with {}: no member key there", dir.display()));
+        }
+        signers.push(identity::load_or_create_member_key(dir).map_err(|e| e.to_string())?);
+    }
+    let refs: Vec<&ed25519_dalek::SigningKey> = signers.iter().collect();
+    let op = Operation::membership(kind, network_id, prev, Member::from_key(&args.name, key), crate::now(), &refs)
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .post(format!("{base}/v1/ops"))
+        .json(&op)
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!(
+            "{} ({}, HTTP {})",
+            body["reason"].as_str().unwrap_or("refused"),
+            body["error"].as_str().unwrap_or("error"),
+            status.as_u16()
+        ))
+    }
+}
