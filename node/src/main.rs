@@ -1,7 +1,8 @@
 //! `didmesh-node`: see `didmesh-node --help` and the crate docs.
 
 use clap::Parser;
-use didmesh_node::config::Config;
+use did_core::OpKind;
+use didmesh_node::config::{Command, Config};
 use didmesh_node::NodeState;
 use std::process::ExitCode;
 
@@ -14,6 +15,20 @@ async fn main() -> ExitCode {
         )
         .init();
     let config = Config::parse();
+    if let Some(command) = &config.command {
+        return run_command(command).await;
+    }
+    // Before anything else starts, so a bad certificate fails fast.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => match didmesh_node::tls::server_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("didmesh-node: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let state = match NodeState::open(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -21,6 +36,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !config.no_p2p {
+        let p2p = didmesh_node::p2p::P2pConfig {
+            listen: config.p2p_addr.clone(),
+            bootstrap: config.bootstrap.clone(),
+            sync_interval: std::time::Duration::from_millis(config.sync_interval_ms.max(100)),
+        };
+        match didmesh_node::p2p::start(state.clone(), p2p, &config.data_dir).await {
+            Ok(client) => {
+                let _ = state.p2p.set(client);
+            }
+            Err(e) => {
+                eprintln!("didmesh-node: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -30,18 +61,69 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         addr = %config.http_addr,
+        scheme = config.url_scheme(),
         network = %state.genesis.network_id,
         node_did = %state.me.node_did,
         "serving"
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let shutdown = shutdown_signal();
+    let served = match tls {
+        Some(tls) => didmesh_node::tls::serve_tls(state, listener, tls, shutdown).await,
+        None => didmesh_node::serve(state, listener, shutdown).await,
     };
-    match didmesh_node::serve(state, listener, shutdown).await {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("didmesh-node: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run_command(command: &Command) -> ExitCode {
+    use didmesh_node::admin;
+    let result = match command {
+        Command::InitNetwork { nodes, out, issuer, quorum } => {
+            admin::init_network(*nodes, out, issuer, *quorum).map(|g| {
+                println!("network {} ({} members, quorum {})", g.network_id, g.members.len(), g.quorum);
+                for (i, m) in g.members.iter().enumerate() {
+                    println!("  node{}: {}  data folder {}", i + 1, m.node_did, out.join(format!("node{}", i + 1)).display());
+                }
+            })
+        }
+        Command::MemberAdd(args) => admin::member_change(OpKind::MemberAdd, args).await.map(|v| println!("{v}")),
+        Command::MemberRemove(args) => admin::member_change(OpKind::MemberRemove, args).await.map(|v| println!("{v}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("didmesh-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM (what `scripts/cluster.sh down` and
+/// container runtimes send). Acknowledged ops are already durable, so a
+/// stop at any moment loses nothing.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The whole didmesh test suite, from a fresh machine:
+#
+#   scripts/test.sh
+#
+# 1. system packages it needs (curl, openssl, iproute2 for network
+#    namespaces), via apt-get when missing;
+# 2. Rust: fmt and clippy gates (LINT=0 skips them), the workspace's
+#    binaries, `cargo test --workspace` (unit, property, in-process router
+#    tests, and multi-process tests on real binaries);
+# 3. Python venv (.venv in the repo) and npm packages (sidecars/setup.sh);
+#    the canonical-encoding vectors recomputed independently in Python;
+# 4. the end-to-end walk-through with PyJWT as an outside verifier;
+# 5. the sidecar suites (Envoy, aws-jwt-verify, Flask) and the interop
+#    matrix against a real node; the compose file checked against --help;
+# 6. the partition test in network namespaces (root only; skipped with a
+#    reason otherwise) runs inside `cargo test` (tests/tests/partition.rs).
+# Every server a step needs is started by that step and stopped by it.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "system packages"
+missing=()
+for pair in curl:curl openssl:openssl ip:iproute2; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing ${missing[*]} and not root to install them" >&2
+    exit 1
+  fi
+fi
+echo "ok"
+
+if [[ ${LINT:-1} == 1 ]]; then
+  step "cargo fmt --check and clippy -D warnings"
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+fi
+
+step "build"
+cargo build --workspace --bins --quiet
+
+step "python and node packages"
+bash sidecars/setup.sh
+
+step "cargo test --workspace"
+cargo test --workspace --quiet 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$|^$'
+test "${PIPESTATUS[0]}" -eq 0
+
+step "encoding vectors, recomputed in Python"
+.venv/bin/python scripts/check_vectors.py did-core/tests/vectors.json
+
+step "end to end: wallet, DID, login, PyJWT, home-api"
+bash scripts/e2e.sh
+
+step "sidecars: Envoy, aws-jwt-verify, Flask"
+bash sidecars/test.sh -q
+
+for extra in scripts/interop.sh scripts/compose-check.sh; do
+  if [[ -f $extra ]]; then
+    step "$extra"
+    bash "$extra"
+  fi
+done
+
+step "all tests passed"
