@@ -22,7 +22,10 @@ fn ops(n: u32) -> Vec<Operation> {
 fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let sample = ops(1000);
-    let json: Vec<Vec<u8>> = sample.iter().map(|o| serde_json::to_vec(o).unwrap()).collect();
+    let json: Vec<Vec<u8>> = sample
+        .iter()
+        .map(|o| serde_json::to_vec(o).unwrap())
+        .collect();
 
     let mut g = c.benchmark_group("op");
     g.throughput(Throughput::Elements(1));

@@ -43,7 +43,10 @@ pub fn did_document(did: &str, state: &DidState) -> Value {
     if !standalone.is_empty() {
         doc.insert("verificationMethod".into(), Value::Array(standalone));
     }
-    let authentication: Vec<Value> = state.keys_for(Relationship::Authentication).map(vm_json).collect();
+    let authentication: Vec<Value> = state
+        .keys_for(Relationship::Authentication)
+        .map(vm_json)
+        .collect();
     if !authentication.is_empty() {
         doc.insert("authentication".into(), Value::Array(authentication));
     }

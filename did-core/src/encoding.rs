@@ -135,7 +135,9 @@ impl Cid {
             return Err(CidError);
         }
         let upper = body.to_ascii_uppercase();
-        let bytes = BASE32_LOWER.decode(upper.as_bytes()).map_err(|_| CidError)?;
+        let bytes = BASE32_LOWER
+            .decode(upper.as_bytes())
+            .map_err(|_| CidError)?;
         let digest = bytes.strip_prefix(&CID_PREFIX).ok_or(CidError)?;
         let arr: [u8; 32] = digest.try_into().map_err(|_| CidError)?;
         Ok(Cid(arr))
@@ -192,7 +194,10 @@ mod tests {
 
     #[test]
     fn floats_are_refused() {
-        assert_eq!(canonical_value(&json!({"a": 1.5})), Err(EncodingError::Float));
+        assert_eq!(
+            canonical_value(&json!({"a": 1.5})),
+            Err(EncodingError::Float)
+        );
     }
 
     #[test]

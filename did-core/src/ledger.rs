@@ -109,7 +109,9 @@ impl OrphanPool {
         self.order.push_back((missing, cid));
         self.len += 1;
         while self.len > self.capacity {
-            let Some((parent, victim)) = self.order.pop_front() else { break };
+            let Some((parent, victim)) = self.order.pop_front() else {
+                break;
+            };
             if let Some(list) = self.waiting.get_mut(&parent) {
                 if let Some(pos) = list.iter().position(|(c, _)| *c == victim) {
                     list.swap_remove(pos);
@@ -124,7 +126,9 @@ impl OrphanPool {
     }
 
     fn release(&mut self, parent: &Cid) -> Vec<Operation> {
-        let Some(list) = self.waiting.remove(parent) else { return vec![] };
+        let Some(list) = self.waiting.remove(parent) else {
+            return vec![];
+        };
         self.len -= list.len();
         self.order.retain(|(p, _)| p != parent);
         list.into_iter().map(|(_, op)| op).collect()
@@ -188,7 +192,11 @@ impl Ledger {
     /// chain of membership ops.
     pub fn members(&self) -> &[Member] {
         match (&self.network, self.member_head) {
-            (_, Some(head)) => self.member_sets.get(&head).map(Vec::as_slice).unwrap_or(&[]),
+            (_, Some(head)) => self
+                .member_sets
+                .get(&head)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
             (Some(rules), None) => &rules.founders,
             (None, None) => &[],
         }
@@ -214,19 +222,32 @@ impl Ledger {
         let parent_set: &[Member] = match op.prev {
             None => &rules.founders,
             Some(prev) => {
-                let parent = self.ops.get(&prev).ok_or_else(|| OpError::UnknownPrev(prev.to_string()))?;
+                let parent = self
+                    .ops
+                    .get(&prev)
+                    .ok_or_else(|| OpError::UnknownPrev(prev.to_string()))?;
                 if !parent.op.kind.is_membership() {
-                    return Err(OpError::Invalid("prev of a membership op must be a membership op".into()));
+                    return Err(OpError::Invalid(
+                        "prev of a membership op must be a membership op".into(),
+                    ));
                 }
                 if op.created_at < parent.op.created_at {
                     return Err(OpError::Invalid("created_at is earlier than prev's".into()));
                 }
-                self.member_sets.get(&prev).map(Vec::as_slice).unwrap_or(&[])
+                self.member_sets
+                    .get(&prev)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
             }
         };
         let signers = op.signers()?;
-        if let Some(outsider) = signers.iter().find(|k| !parent_set.iter().any(|m| m.key == **k)) {
-            return Err(OpError::BadSignature(format!("{outsider} is not a member at prev")));
+        if let Some(outsider) = signers
+            .iter()
+            .find(|k| !parent_set.iter().any(|m| m.key == **k))
+        {
+            return Err(OpError::BadSignature(format!(
+                "{outsider} is not a member at prev"
+            )));
         }
         if signers.len() < rules.quorum {
             return Err(OpError::BadSignature(format!(
@@ -235,13 +256,22 @@ impl Ledger {
                 rules.quorum
             )));
         }
-        let member = op.member.as_ref().ok_or_else(|| OpError::Invalid("no member".into()))?;
+        let member = op
+            .member
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("no member".into()))?;
         let present = parent_set.iter().any(|m| m.key == member.key);
         match op.kind {
-            OpKind::MemberAdd if present => return Err(OpError::Invalid("already a member".into())),
-            OpKind::MemberRemove if !present => return Err(OpError::Invalid("not a member".into())),
+            OpKind::MemberAdd if present => {
+                return Err(OpError::Invalid("already a member".into()))
+            }
+            OpKind::MemberRemove if !present => {
+                return Err(OpError::Invalid("not a member".into()))
+            }
             OpKind::MemberRemove if parent_set.len() <= rules.quorum => {
-                return Err(OpError::Invalid("removal would leave fewer members than the quorum".into()))
+                return Err(OpError::Invalid(
+                    "removal would leave fewer members than the quorum".into(),
+                ))
             }
             _ => {}
         }
@@ -250,7 +280,11 @@ impl Ledger {
 
     fn commit_membership(&mut self, cid: Cid, op: &Operation) {
         let parent_set = match op.prev {
-            None => self.network.as_ref().map(|r| r.founders.clone()).unwrap_or_default(),
+            None => self
+                .network
+                .as_ref()
+                .map(|r| r.founders.clone())
+                .unwrap_or_default(),
             Some(prev) => self.member_sets.get(&prev).cloned().unwrap_or_default(),
         };
         let mut set = parent_set;
@@ -275,7 +309,11 @@ impl Ledger {
             head = Some(best);
         }
         if head != old {
-            let network = self.network.as_ref().map(|r| r.network_id.clone()).unwrap_or_default();
+            let network = self
+                .network
+                .as_ref()
+                .map(|r| r.network_id.clone())
+                .unwrap_or_default();
             if let Some(old) = old {
                 xor_into(&mut self.state_xor, &head_digest(&network, &old));
             }
@@ -339,7 +377,9 @@ impl Ledger {
                     .as_ref()
                     .ok_or_else(|| OpError::Invalid("create carries a state".into()))?;
                 let priority = state.rotation_priority(&op.signer).ok_or_else(|| {
-                    OpError::BadSignature("create must be signed by one of its rotation keys".into())
+                    OpError::BadSignature(
+                        "create must be signed by one of its rotation keys".into(),
+                    )
                 })?;
                 (did_from_genesis(&cid), priority)
             }
@@ -352,11 +392,15 @@ impl Ledger {
                     .get(&prev)
                     .ok_or_else(|| OpError::UnknownPrev(prev.to_string()))?;
                 if op.did.as_deref() != Some(parent.did.as_str()) {
-                    return Err(OpError::Invalid("did does not match the DID of prev".into()));
+                    return Err(OpError::Invalid(
+                        "did does not match the DID of prev".into(),
+                    ));
                 }
                 let parent_state = parent.op.state.as_ref().ok_or(OpError::Deactivated)?;
                 let priority = parent_state.rotation_priority(&op.signer).ok_or_else(|| {
-                    OpError::BadSignature("signer is not a rotation key of the state at prev".into())
+                    OpError::BadSignature(
+                        "signer is not a rotation key of the state at prev".into(),
+                    )
                 })?;
                 if op.created_at < parent.op.created_at {
                     return Err(OpError::Invalid("created_at is earlier than prev's".into()));
@@ -380,14 +424,27 @@ impl Ledger {
         if self.ops.contains_key(&v.cid) {
             return false;
         }
-        let Validated { op, cid, bytes, did, priority } = v;
+        let Validated {
+            op,
+            cid,
+            bytes,
+            did,
+            priority,
+        } = v;
         let created_at = op.created_at;
         let prev = op.prev;
         let membership = op.kind.is_membership().then(|| op.clone());
         xor_into(&mut self.op_xor, &cid.0);
         self.ops.insert(
             cid,
-            StoredOp { op, cid, bytes, did: did.clone(), priority, children: vec![] },
+            StoredOp {
+                op,
+                cid,
+                bytes,
+                did: did.clone(),
+                priority,
+                children: vec![],
+            },
         );
         if let Some(prev) = prev {
             if let Some(parent) = self.ops.get_mut(&prev) {
@@ -405,7 +462,13 @@ impl Ledger {
                 let mut audit = BTreeSet::new();
                 audit.insert((created_at, cid));
                 xor_into(&mut self.state_xor, &head_digest(&did, &cid));
-                self.dids.insert(did, DidEntry { chain: vec![cid], audit });
+                self.dids.insert(
+                    did,
+                    DidEntry {
+                        chain: vec![cid],
+                        audit,
+                    },
+                );
             }
             Some(prev) => {
                 if let Some(parent) = self.ops.get_mut(&prev) {
@@ -419,7 +482,9 @@ impl Ledger {
 
     /// Applies the fork rule for a new child `cid` of `prev`.
     fn extend_chain(&mut self, did: &str, prev: Cid, cid: Cid, priority: usize, created_at: u64) {
-        let Some(entry) = self.dids.get_mut(did) else { return };
+        let Some(entry) = self.dids.get_mut(did) else {
+            return;
+        };
         entry.audit.insert((created_at, cid));
         let Some(pos) = entry.chain.iter().position(|c| *c == prev) else {
             return; // builds on a losing branch: stored, does not count
@@ -452,7 +517,9 @@ impl Ledger {
 
     /// Parks an op whose parent is unknown. Returns false if already parked.
     pub fn park_orphan(&mut self, op: Operation) -> bool {
-        let (Some(prev), Ok(cid)) = (op.prev, op.cid()) else { return false };
+        let (Some(prev), Ok(cid)) = (op.prev, op.cid()) else {
+            return false;
+        };
         self.orphans.park(prev, cid, op)
     }
 

@@ -24,7 +24,10 @@
 //! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
 //!
 //! No tokio, axum, sled or libp2p here (STYLE.md rule 1).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod claims;
 pub mod document;
@@ -41,4 +44,6 @@ pub use claims::Claims;
 pub use encoding::Cid;
 pub use keys::PublicKey;
 pub use ledger::{Check, DidView, Ledger, Validated};
-pub use op::{DidState, Limits, OpError, OpKind, Operation, Relationship, Service, VerificationMethod};
+pub use op::{
+    DidState, Limits, OpError, OpKind, Operation, Relationship, Service, VerificationMethod,
+};

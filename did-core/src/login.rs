@@ -72,7 +72,11 @@ pub fn verify_login<'a>(
 }
 
 /// Verifies a login signed by the key a `did:key` names.
-pub fn verify_did_key_login(key: &PublicKey, message: &[u8], signature_b64: &str) -> Result<(), LoginError> {
+pub fn verify_did_key_login(
+    key: &PublicKey,
+    message: &[u8],
+    signature_b64: &str,
+) -> Result<(), LoginError> {
     let sig = signature_from_b64(signature_b64).map_err(|_| LoginError::BadEncoding)?;
     if key.verify(message, &sig) {
         Ok(())

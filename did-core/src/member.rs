@@ -24,7 +24,11 @@ pub struct Member {
 
 impl Member {
     pub fn from_key(name: &str, key: PublicKey) -> Member {
-        Member { name: name.to_string(), node_did: key.did_key(), key }
+        Member {
+            name: name.to_string(),
+            node_did: key.did_key(),
+            key,
+        }
     }
 }
 

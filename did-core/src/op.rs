@@ -7,7 +7,7 @@
 //! of its signed `create` op: self-certifying, nobody assigns it.
 
 use crate::encoding::{base32_lower, canonical_json, canonical_value, Cid};
-use crate::keys::{signature_from_b64, sign_b64, PublicKey};
+use crate::keys::{sign_b64, signature_from_b64, PublicKey};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
@@ -114,7 +114,9 @@ impl DidState {
 
     fn check(&self, limits: &Limits) -> Result<(), OpError> {
         if self.rotation_keys.is_empty() {
-            return Err(OpError::Invalid("at least one rotation key is required".into()));
+            return Err(OpError::Invalid(
+                "at least one rotation key is required".into(),
+            ));
         }
         if self.rotation_keys.len() > limits.max_rotation_keys {
             return Err(OpError::Limit(format!(
@@ -136,7 +138,10 @@ impl DidState {
         for (i, vm) in self.verification_methods.iter().enumerate() {
             check_fragment(&vm.id)?;
             if self.verification_methods[..i].iter().any(|o| o.id == vm.id) {
-                return Err(OpError::Invalid(format!("duplicate verification method id {}", vm.id)));
+                return Err(OpError::Invalid(format!(
+                    "duplicate verification method id {}",
+                    vm.id
+                )));
             }
             if vm.relationships.is_empty() || vm.relationships.len() > 3 {
                 return Err(OpError::Invalid(format!(
@@ -146,12 +151,18 @@ impl DidState {
             }
             for (j, r) in vm.relationships.iter().enumerate() {
                 if vm.relationships[..j].contains(r) {
-                    return Err(OpError::Invalid(format!("duplicate relationship on {}", vm.id)));
+                    return Err(OpError::Invalid(format!(
+                        "duplicate relationship on {}",
+                        vm.id
+                    )));
                 }
             }
         }
         if self.services.len() > limits.max_services {
-            return Err(OpError::Limit(format!("at most {} services", limits.max_services)));
+            return Err(OpError::Limit(format!(
+                "at most {} services",
+                limits.max_services
+            )));
         }
         for (i, s) in self.services.iter().enumerate() {
             check_fragment(&s.id)?;
@@ -348,7 +359,11 @@ impl Operation {
         Ok(op)
     }
 
-    pub fn create(state: DidState, created_at: u64, key: &SigningKey) -> Result<Operation, OpError> {
+    pub fn create(
+        state: DidState,
+        created_at: u64,
+        key: &SigningKey,
+    ) -> Result<Operation, OpError> {
         Self::sign(OpKind::Create, None, None, Some(state), created_at, key)
     }
 
@@ -359,11 +374,30 @@ impl Operation {
         created_at: u64,
         key: &SigningKey,
     ) -> Result<Operation, OpError> {
-        Self::sign(OpKind::Update, Some(did.into()), Some(prev), Some(state), created_at, key)
+        Self::sign(
+            OpKind::Update,
+            Some(did.into()),
+            Some(prev),
+            Some(state),
+            created_at,
+            key,
+        )
     }
 
-    pub fn deactivate(did: &str, prev: Cid, created_at: u64, key: &SigningKey) -> Result<Operation, OpError> {
-        Self::sign(OpKind::Deactivate, Some(did.into()), Some(prev), None, created_at, key)
+    pub fn deactivate(
+        did: &str,
+        prev: Cid,
+        created_at: u64,
+        key: &SigningKey,
+    ) -> Result<Operation, OpError> {
+        Self::sign(
+            OpKind::Deactivate,
+            Some(did.into()),
+            Some(prev),
+            None,
+            created_at,
+            key,
+        )
     }
 
     /// A membership op for `network_id`, signed by `signers[0]` with the
@@ -395,7 +429,10 @@ impl Operation {
         op.sig = sign_b64(first, &bytes);
         op.cosigs = signers[1..]
             .iter()
-            .map(|k| crate::member::CoSig { signer: crate::keys::public_of(k), sig: sign_b64(k, &bytes) })
+            .map(|k| crate::member::CoSig {
+                signer: crate::keys::public_of(k),
+                sig: sign_b64(k, &bytes),
+            })
             .collect();
         Ok(op)
     }
@@ -403,7 +440,10 @@ impl Operation {
     /// Adds a co-signature to a membership op (offline quorum gathering).
     pub fn cosign(&mut self, key: &SigningKey) -> Result<(), OpError> {
         let bytes = self.signing_bytes()?;
-        self.cosigs.push(crate::member::CoSig { signer: crate::keys::public_of(key), sig: sign_b64(key, &bytes) });
+        self.cosigs.push(crate::member::CoSig {
+            signer: crate::keys::public_of(key),
+            sig: sign_b64(key, &bytes),
+        });
         Ok(())
     }
 
@@ -411,11 +451,14 @@ impl Operation {
     pub fn signers(&self) -> Result<Vec<PublicKey>, OpError> {
         let bytes = self.signing_bytes()?;
         let mut out = vec![];
-        let all = std::iter::once((&self.signer, &self.sig)).chain(self.cosigs.iter().map(|c| (&c.signer, &c.sig)));
+        let all = std::iter::once((&self.signer, &self.sig))
+            .chain(self.cosigs.iter().map(|c| (&c.signer, &c.sig)));
         for (key, sig) in all {
             let sig = signature_from_b64(sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
             if !key.verify(&bytes, &sig) {
-                return Err(OpError::BadSignature(format!("signature by {key} does not verify")));
+                return Err(OpError::BadSignature(format!(
+                    "signature by {key} does not verify"
+                )));
             }
             if out.contains(key) {
                 return Err(OpError::Invalid(format!("{key} signed twice")));
@@ -433,20 +476,28 @@ impl Operation {
         match (self.kind, &self.did, &self.prev, &self.state) {
             (OpKind::Create, None, None, Some(_)) => {}
             (OpKind::Create, _, _, _) => {
-                return Err(OpError::Invalid("create has no did or prev and carries a state".into()))
+                return Err(OpError::Invalid(
+                    "create has no did or prev and carries a state".into(),
+                ))
             }
             (OpKind::Update, Some(_), Some(_), Some(_)) => {}
             (OpKind::Update, _, _, _) => {
-                return Err(OpError::Invalid("update names did and prev and carries a state".into()))
+                return Err(OpError::Invalid(
+                    "update names did and prev and carries a state".into(),
+                ))
             }
             (OpKind::Deactivate, Some(_), Some(_), None) => {}
             (OpKind::Deactivate, _, _, _) => {
-                return Err(OpError::Invalid("deactivate names did and prev and carries no state".into()))
+                return Err(OpError::Invalid(
+                    "deactivate names did and prev and carries no state".into(),
+                ))
             }
-            (OpKind::MemberAdd | OpKind::MemberRemove, Some(_), _, None) if self.member.is_some() => {}
+            (OpKind::MemberAdd | OpKind::MemberRemove, Some(_), _, None)
+                if self.member.is_some() => {}
             (OpKind::MemberAdd | OpKind::MemberRemove, _, _, _) => {
                 return Err(OpError::Invalid(
-                    "a membership op names the network in did, a member, and carries no state".into(),
+                    "a membership op names the network in did, a member, and carries no state"
+                        .into(),
                 ))
             }
         }
@@ -456,7 +507,9 @@ impl Operation {
             if let Some(m) = &self.member {
                 check_text("member name", &m.name, 64)?;
                 if m.node_did != m.key.did_key() {
-                    return Err(OpError::Invalid("member node_did must be the did:key of its key".into()));
+                    return Err(OpError::Invalid(
+                        "member node_did must be the did:key of its key".into(),
+                    ));
                 }
             }
             if self.cosigs.len() > 32 {
@@ -464,7 +517,9 @@ impl Operation {
             }
         } else {
             if self.member.is_some() || !self.cosigs.is_empty() {
-                return Err(OpError::Invalid("member and cosigs belong to membership ops only".into()));
+                return Err(OpError::Invalid(
+                    "member and cosigs belong to membership ops only".into(),
+                ));
             }
             if let Some(did) = &self.did {
                 parse_mesh_did(did)?;
@@ -484,9 +539,12 @@ impl Operation {
         if self.kind.is_membership() {
             self.signers()?;
         } else {
-            let sig = signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
+            let sig =
+                signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
             if !self.signer.verify(&self.signing_bytes()?, &sig) {
-                return Err(OpError::BadSignature("signature does not verify with signer".into()));
+                return Err(OpError::BadSignature(
+                    "signature does not verify with signer".into(),
+                ));
             }
         }
         Ok((Cid::of(&bytes), bytes))
@@ -495,7 +553,10 @@ impl Operation {
 
 /// The DID a `create` op with this CID defines.
 pub fn did_from_genesis(cid: &Cid) -> String {
-    format!("{DID_MESH_PREFIX}{}", base32_lower(&cid.0[..DID_SUFFIX_BYTES]))
+    format!(
+        "{DID_MESH_PREFIX}{}",
+        base32_lower(&cid.0[..DID_SUFFIX_BYTES])
+    )
 }
 
 /// Validates the shape of a `did:mesh:` identifier.
@@ -510,7 +571,10 @@ pub fn parse_mesh_did(did: &str) -> Result<&str, OpError> {
     if ok {
         Ok(suffix)
     } else {
-        Err(OpError::Invalid(format!("malformed did:mesh identifier: {}", truncate(did))))
+        Err(OpError::Invalid(format!(
+            "malformed did:mesh identifier: {}",
+            truncate(did)
+        )))
     }
 }
 

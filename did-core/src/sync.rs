@@ -11,8 +11,8 @@
 //! # The protocol
 //!
 //! Range-based set reconciliation (Aljoscha Meyer, "Range-Based Set
-//! Reconciliation", SRDS 2023, arXiv:2212.13567; the same scheme as Doug
-//! Hoyte's negentropy). CIDs are ordered by digest bytes, so the CID space
+//! Reconciliation", 2023, arXiv:2212.13567; the scheme behind Doug Hoyte's
+//! negentropy). CIDs are ordered by digest bytes, so the CID space
 //! is a line `[0, End)`. A message is a list of contiguous ranges that cover
 //! a prefix of that line; each range carries one payload:
 //!
@@ -35,8 +35,9 @@
 //! So both sides learn both directions: `need` (CIDs to fetch from the peer)
 //! and `have` (CIDs the peer lacks, to offer or push). A session ends when a
 //! side's answer has no range left open ([`Step::reply`] is `None`); with
-//! 100,000 shared CIDs and a handful of differences that is 7 messages
-//! (3.5 round trips) and a few KiB, see `tests/sync_cost.rs`.
+//! 100,000 shared CIDs and 10 differences that is 8 messages (4 round
+//! trips) and about 7 KiB, where listing the CIDs would take 3.2 MB; see
+//! `tests/sync_cost.rs` for the table by size of difference.
 //!
 //! ## Fingerprints
 //!
@@ -46,12 +47,14 @@
 //! (32 bytes, little-endian) and `count` the number of items (u64 LE).
 //! Addition is an abelian group, so the index keeps running sums and gets a
 //! range's sum as a difference of two prefix sums: inserting is O(log n) and
-//! a fingerprint is O(log n + chunk), never O(range). XOR would be just as
+//! a fingerprint is O(log n + chunk), never O(range): 0.6 µs for half of
+//! 100,000 CIDs, against 0.4 ms for a scan of a `BTreeSet` (`benches/sync.rs`).
+//! XOR would be just as
 //! incremental, but it is linear over GF(2): anyone who can mint ops (anyone
 //! can create a DID) could solve for a subset of ops whose XOR equals another
 //! set's and hide ops from anti-entropy with a few hundred chosen items
-//! (Meyer §5 surveys this). Integer addition with the count and a final hash
-//! has no such shortcut. Digests are blake3 outputs, so sums of honest sets
+//! (Meyer's paper surveys fingerprint schemes and their attacks). Integer
+//! addition with the count and a final hash has no such linear shortcut. Digests are blake3 outputs, so sums of honest sets
 //! are uniform; 16 bytes keeps an accidental collision at 2^-128 per range.
 //!
 //! ## Wire format (version 1)
@@ -86,23 +89,30 @@
 //!
 //! ## Bounds per exchange
 //!
-//! An answer is built within [`SyncConfig::max_message_bytes`] (64 KiB by
+//! An answer is built within [`SyncConfig::max_message_bytes`] (128 KiB by
 //! default). When the budget runs out, the rest of the incoming message is
 //! folded into one `Fingerprint` over the remaining span, which the peer
 //! splits again next round; a `Reply` whose `you_lack` would not fit is cut
 //! at a bound and the tail re-opened with a `Fingerprint`. Large
 //! differences therefore take more rounds, never larger messages. Every
 //! answer processes at least one open range, so sessions terminate.
-//! [`Session`] also caps the number of messages it accepts.
+//! [`Session`] also caps the number of messages it accepts
+//! ([`SyncConfig::max_rounds`]). `Reply` ranges inside a folded span are
+//! still taken in, so after a cut a CID can be reported twice; [`Session`]
+//! keeps sets, and callers dedupe fetches anyway.
 //!
 //! # Driving it (network layer)
 //!
 //! One side (the initiator: on a new connection, and every few seconds with a
-//! random peer) calls [`Session::initiate`] and sends the bytes. Each side
-//! feeds every message it receives to [`Session::handle`] and sends the
-//! answer back; when `handle` returns `None` the session is over (a
-//! request-response responder sends `Message::default().encode()`, the
-//! one-byte "done"). Both sides then hold [`Session::need`] and
+//! random peer) calls [`Session::initiate`] and sends the bytes as a request.
+//! Each side feeds every message it receives to [`Session::handle`] and sends
+//! the answer back (the responder as the response, the initiator as the next
+//! request); when `handle` returns `None` that side is done (a responder
+//! must still answer the request: it sends `Message::default().encode()`,
+//! the one-byte "done", and may drop its session). Equal sets take one
+//! message; a few differences among 10^5 ops take about four round trips;
+//! larger differences move about 128 KiB per message. Time out a session
+//! whose peer stops answering; what was learned so far stays valid. Both sides then hold [`Session::need`] and
 //! [`Session::have`] (or drain them each round with
 //! [`Session::take_outcome`] to start fetching early). `need` is a hint:
 //! filter it with [`Ledger::contains`] (gossip may have delivered meanwhile),
@@ -145,6 +155,9 @@ const FINGERPRINT_ENTRY_MAX: usize = 33 + 1 + FINGERPRINT_BYTES;
 /// that a partial chunk sum (at most half a chunk) is cheap, large enough
 /// that the tree over chunks stays shallow.
 const CHUNK_MAX: usize = 256;
+/// Up to this many items, a range is split by summing its items in one
+/// pass rather than by prefix sums.
+const SMALL_SPLIT: usize = 512;
 
 /// Why a sync message or session was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,7 +286,11 @@ impl Bound {
     /// The shortest bound `s` with `a < s <= b` (for `a < b`): the common
     /// prefix of the two plus one byte of `b`, zero-padded.
     fn separator(a: &Cid, b: &Cid) -> Bound {
-        let common = a.0.iter().zip(b.0.iter()).take_while(|(x, y)| x == y).count();
+        let common =
+            a.0.iter()
+                .zip(b.0.iter())
+                .take_while(|(x, y)| x == y)
+                .count();
         let len = (common + 1).min(32);
         let mut v = [0u8; 32];
         v[..len].copy_from_slice(&b.0[..len]);
@@ -348,6 +365,9 @@ struct Pos {
 #[derive(Debug, Clone, Default)]
 pub struct SyncIndex {
     chunks: Vec<Chunk>,
+    /// The first CID of each chunk, kept apart so that finding a chunk
+    /// walks one contiguous array instead of one heap block per step.
+    firsts: Vec<[u8; 32]>,
     /// Fenwick tree (1-based) over `chunks[i].acc`.
     tree: Vec<Acc>,
     len: usize,
@@ -369,8 +389,16 @@ impl SyncIndex {
         cids.dedup();
         let len = cids.len();
         // Half-full chunks leave room for inserts before the first split.
-        let chunks = cids.chunks(CHUNK_MAX / 2).map(|c| Chunk::new(c.to_vec())).collect();
-        let mut index = SyncIndex { chunks, tree: vec![], len };
+        let chunks = cids
+            .chunks(CHUNK_MAX / 2)
+            .map(|c| Chunk::new(c.to_vec()))
+            .collect();
+        let mut index = SyncIndex {
+            chunks,
+            firsts: vec![],
+            tree: vec![],
+            len,
+        };
         index.rebuild_tree();
         index
     }
@@ -392,12 +420,21 @@ impl SyncIndex {
             return true;
         }
         let c = self
-            .chunks
-            .partition_point(|ch| ch.items.first().is_some_and(|f| *f <= cid))
+            .firsts
+            .partition_point(|f| !below(&cid.0, f))
             .saturating_sub(1);
-        let Some(chunk) = self.chunks.get_mut(c) else { return false };
-        let Err(at) = chunk.items.binary_search(&cid) else { return false };
+        let Some(chunk) = self.chunks.get_mut(c) else {
+            return false;
+        };
+        let Err(at) = chunk.items.binary_search(&cid) else {
+            return false;
+        };
         chunk.items.insert(at, cid);
+        if at == 0 {
+            if let Some(first) = self.firsts.get_mut(c) {
+                *first = cid.0;
+            }
+        }
         let delta = Acc::of(&cid);
         chunk.acc.add(&delta);
         self.len += 1;
@@ -440,10 +477,17 @@ impl SyncIndex {
 
     /// The fingerprint of `[lower, upper)`.
     pub fn fingerprint(&self, lower: &Bound, upper: &Bound) -> Fingerprint {
-        self.acc_range(self.pos(lower), self.pos(upper)).fingerprint()
+        self.acc_range(self.pos(lower), self.pos(upper))
+            .fingerprint()
     }
 
+    /// Recomputes `firsts` and the tree after chunks were added or split.
     fn rebuild_tree(&mut self) {
+        self.firsts = self
+            .chunks
+            .iter()
+            .filter_map(|ch| ch.items.first().map(|c| c.0))
+            .collect();
         let m = self.chunks.len();
         self.tree = vec![Acc::default(); m + 1];
         for (i, ch) in self.chunks.iter().enumerate() {
@@ -478,22 +522,40 @@ impl SyncIndex {
     /// The position of the first CID not below `bound`.
     fn pos(&self, bound: &Bound) -> Pos {
         let Bound::Below(v) = bound else {
-            return Pos { chunk: self.chunks.len(), offset: 0 };
+            return Pos {
+                chunk: self.chunks.len(),
+                offset: 0,
+            };
         };
-        let chunk = self
-            .chunks
-            .partition_point(|ch| ch.items.last().is_some_and(|l| l.0 < *v));
-        let offset = self
-            .chunks
-            .get(chunk)
-            .map_or(0, |ch| ch.items.partition_point(|c| c.0 < *v));
-        Pos { chunk, offset }
+        // Chunks starting below `v`; the answer is in the last of them or
+        // at the start of the next.
+        let k = self.firsts.partition_point(|f| below(f, v));
+        let Some(prev) = k.checked_sub(1).and_then(|p| self.chunks.get(p)) else {
+            return Pos {
+                chunk: 0,
+                offset: 0,
+            };
+        };
+        match prev.items.partition_point(|c| below(&c.0, v)) {
+            n if n == prev.items.len() => Pos {
+                chunk: k,
+                offset: 0,
+            },
+            n => Pos {
+                chunk: k - 1,
+                offset: n,
+            },
+        }
     }
 
     /// The position of the CID of rank `r` (0-based), by walking the tree.
     fn pos_of_rank(&self, r: usize) -> Pos {
         let m = self.chunks.len();
-        let mut step = if m == 0 { 0 } else { 1usize << (usize::BITS - 1 - m.leading_zeros()) };
+        let mut step = if m == 0 {
+            0
+        } else {
+            1usize << (usize::BITS - 1 - m.leading_zeros())
+        };
         let (mut at, mut rest) = (0usize, r as u64);
         while step > 0 {
             let next = at + step;
@@ -505,7 +567,10 @@ impl SyncIndex {
             }
             step >>= 1;
         }
-        Pos { chunk: at, offset: rest as usize }
+        Pos {
+            chunk: at,
+            offset: rest as usize,
+        }
     }
 
     fn rank(&self, pos: Pos) -> usize {
@@ -546,10 +611,25 @@ impl SyncIndex {
             .take_while(move |(i, _)| *i <= b.chunk)
             .flat_map(move |(i, ch)| {
                 let start = if i == a.chunk { a.offset } else { 0 };
-                let end = if i == b.chunk { b.offset } else { ch.items.len() };
+                let end = if i == b.chunk {
+                    b.offset
+                } else {
+                    ch.items.len()
+                };
                 ch.items.get(start..end).unwrap_or(&[]).iter()
             })
     }
+}
+
+/// `a < b` on digests, by 128-bit halves: the hot comparison of every
+/// lookup, several times faster than the `memcmp` a slice compare calls.
+fn below(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let half = |x: &[u8; 32], i: usize| {
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&x[16 * i..16 * i + 16]);
+        u128::from_be_bytes(h)
+    };
+    (half(a, 0), half(a, 1)) < (half(b, 0), half(b, 1))
 }
 
 impl FromIterator<Cid> for SyncIndex {
@@ -775,7 +855,10 @@ fn payload_len(p: &Payload) -> usize {
         Payload::Fingerprint(_) => FINGERPRINT_BYTES,
         Payload::Items(c) => varint_len(c.len()) + 32 * c.len(),
         Payload::Reply { you_lack, i_lack } => {
-            varint_len(you_lack.len()) + 32 * you_lack.len() + varint_len(i_lack.len()) + i_lack.len().div_ceil(8)
+            varint_len(you_lack.len())
+                + 32 * you_lack.len()
+                + varint_len(i_lack.len())
+                + i_lack.len().div_ceil(8)
         }
     }
 }
@@ -828,7 +911,9 @@ impl<'a> Reader<'a> {
     /// A count charged against the message's CID allowance.
     fn count(&mut self, left: &mut usize) -> Result<usize, SyncError> {
         let n = self.varint()?;
-        *left = left.checked_sub(n).ok_or(SyncError::Limit("too many CIDs"))?;
+        *left = left
+            .checked_sub(n)
+            .ok_or(SyncError::Limit("too many CIDs"))?;
         Ok(n)
     }
 
@@ -887,9 +972,9 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            branching: 16,
-            items_threshold: 16,
-            max_message_bytes: 64 * 1024,
+            branching: 8,
+            items_threshold: 8,
+            max_message_bytes: 128 * 1024,
             max_rounds: 1024,
         }
     }
@@ -944,10 +1029,16 @@ impl Builder {
     }
 
     fn finish(mut self) -> Option<Message> {
-        if self.entries.last().is_some_and(|e| e.payload == Payload::Skip) {
+        if self
+            .entries
+            .last()
+            .is_some_and(|e| e.payload == Payload::Skip)
+        {
             self.entries.pop();
         }
-        let m = Message { entries: self.entries };
+        let m = Message {
+            entries: self.entries,
+        };
         (!m.is_done()).then_some(m)
     }
 }
@@ -957,7 +1048,9 @@ impl Reconciler {
         let config = SyncConfig {
             branching: config.branching.max(2),
             items_threshold: config.items_threshold.clamp(1, MAX_CIDS / 2),
-            max_message_bytes: config.max_message_bytes.min(MAX_MESSAGE_BYTES - 4 * FINGERPRINT_ENTRY_MAX),
+            max_message_bytes: config
+                .max_message_bytes
+                .min(MAX_MESSAGE_BYTES - 4 * FINGERPRINT_ENTRY_MAX),
             max_rounds: config.max_rounds,
         };
         Reconciler { config }
@@ -975,46 +1068,72 @@ impl Reconciler {
         } else {
             Payload::Fingerprint(index.fingerprint(&Bound::MIN, &Bound::End))
         };
-        Message { entries: vec![Entry { upper: Bound::End, payload }] }
+        Message {
+            entries: vec![Entry {
+                upper: Bound::End,
+                payload,
+            }],
+        }
     }
 
     /// Answers one message: what this side needs and has in the ranges it
     /// settled, and the ranges left open for the peer.
     pub fn respond(&self, index: &SyncIndex, msg: &Message) -> Result<Step, SyncError> {
         msg.validate()?;
-        let mut out = Builder { entries: vec![], bytes: 1, cids: 0 };
+        let mut out = Builder {
+            entries: vec![],
+            bytes: 1,
+            cids: 0,
+        };
         let mut step = Step::default();
         let last_upper = msg.entries.last().map_or(Bound::End, |e| e.upper);
         let mut lower = Bound::MIN;
         let mut progressed = false;
+        let mut folded = false;
         for entry in &msg.entries {
             let upper = entry.upper;
-            let open = match &entry.payload {
-                Payload::Skip => false,
+            // A reply whose bitmap does not fit our current count answers
+            // a list we no longer hold: our set grew since, or the peer
+            // answered some other list.
+            let stale = match &entry.payload {
                 Payload::Reply { i_lack, .. } => index.count(&lower, &upper) != i_lack.len(),
-                Payload::Fingerprint(_) | Payload::Items(_) => true,
+                _ => false,
             };
-            if open && progressed && !self.room_for(&out, &entry.payload) {
-                // Out of budget: hand the rest back as one range to split anew.
-                out.push(last_upper, Payload::Fingerprint(index.fingerprint(&lower, &last_upper)));
-                break;
+            let open =
+                stale || matches!(entry.payload, Payload::Fingerprint(_) | Payload::Items(_));
+            if !folded && open && progressed && !self.room_for(&out, &entry.payload) {
+                // Out of budget: hand the rest back as one range to split
+                // anew. Replies in it are still taken in below (they cost no
+                // output); the peer may report those CIDs again later.
+                out.push(
+                    last_upper,
+                    Payload::Fingerprint(index.fingerprint(&lower, &last_upper)),
+                );
+                folded = true;
             }
             progressed |= open;
             match &entry.payload {
-                Payload::Skip => out.push(upper, Payload::Skip),
-                Payload::Fingerprint(fp) => self.on_fingerprint(index, lower, upper, fp, &mut out),
-                Payload::Items(list) => self.on_items(index, lower, upper, list, &mut out, &mut step),
-                Payload::Reply { you_lack, i_lack } => {
-                    if open {
-                        // Our set changed since we listed it (or the peer
-                        // answered some other list): re-open the range.
-                        out.push(upper, Payload::Fingerprint(index.fingerprint(&lower, &upper)));
-                    } else {
-                        step.need.extend(you_lack.iter().filter(|c| !index.contains(c)));
-                        let mine = index.range(&lower, &upper);
-                        step.have.extend(mine.zip(i_lack).filter(|(_, lack)| **lack).map(|(c, _)| *c));
+                Payload::Reply { you_lack, i_lack } if !stale => {
+                    step.need
+                        .extend(you_lack.iter().filter(|c| !index.contains(c)));
+                    let mine = index.range(&lower, &upper);
+                    step.have
+                        .extend(mine.zip(i_lack).filter(|(_, lack)| **lack).map(|(c, _)| *c));
+                    if !folded {
                         out.push(upper, Payload::Skip);
                     }
+                }
+                _ if folded => {}
+                Payload::Skip => out.push(upper, Payload::Skip),
+                Payload::Fingerprint(fp) => self.on_fingerprint(index, lower, upper, fp, &mut out),
+                Payload::Items(list) => {
+                    self.on_items(index, lower, upper, list, &mut out, &mut step)
+                }
+                Payload::Reply { .. } => {
+                    out.push(
+                        upper,
+                        Payload::Fingerprint(index.fingerprint(&lower, &upper)),
+                    );
                 }
             }
             lower = upper;
@@ -1028,10 +1147,14 @@ impl Reconciler {
     fn room_for(&self, out: &Builder, payload: &Payload) -> bool {
         let c = &self.config;
         let worst = match payload {
-            Payload::Fingerprint(_) => (c.branching * FINGERPRINT_ENTRY_MAX).max(ENTRY_OVERHEAD + 32 * c.items_threshold),
+            Payload::Fingerprint(_) => {
+                (c.branching * FINGERPRINT_ENTRY_MAX).max(ENTRY_OVERHEAD + 32 * c.items_threshold)
+            }
             // At least a few CIDs of `you_lack`, plus the bitmap and the
             // re-opened tail.
-            Payload::Items(list) => ENTRY_OVERHEAD + 4 * 32 + list.len().div_ceil(8) + FINGERPRINT_ENTRY_MAX,
+            Payload::Items(list) => {
+                ENTRY_OVERHEAD + 4 * 32 + list.len().div_ceil(8) + FINGERPRINT_ENTRY_MAX
+            }
             _ => FINGERPRINT_ENTRY_MAX,
         };
         let entries = match payload {
@@ -1043,12 +1166,20 @@ impl Reconciler {
             Payload::Items(list) => list.len() + 4,
             _ => 0,
         };
-        out.bytes + worst + FINGERPRINT_ENTRY_MAX <= c.max_message_bytes
+        // Two spare entries: a skip may follow, then the remainder.
+        out.bytes + worst + 2 * FINGERPRINT_ENTRY_MAX <= c.max_message_bytes
             && out.entries.len() + entries < MAX_ENTRIES
             && out.cids + cids <= MAX_CIDS
     }
 
-    fn on_fingerprint(&self, index: &SyncIndex, lower: Bound, upper: Bound, fp: &Fingerprint, out: &mut Builder) {
+    fn on_fingerprint(
+        &self,
+        index: &SyncIndex,
+        lower: Bound,
+        upper: Bound,
+        fp: &Fingerprint,
+        out: &mut Builder,
+    ) {
         let (a, b) = (index.pos(&lower), index.pos(&upper));
         let acc = index.acc_range(a, b);
         if acc.fingerprint() == *fp {
@@ -1057,12 +1188,33 @@ impl Reconciler {
         }
         let count = acc.count as usize;
         if count <= self.config.items_threshold {
-            out.push(upper, Payload::Items(index.between(a, b).copied().collect()));
+            out.push(
+                upper,
+                Payload::Items(index.between(a, b).copied().collect()),
+            );
             return;
         }
         // Split at our own items into `parts` runs of equal count.
-        let min_part: usize = std::env::var("MINPART").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-        let parts = self.config.branching.min(count.div_ceil(min_part)).max(2).min(count);
+        let parts = self.config.branching.min(count);
+        if count <= SMALL_SPLIT {
+            // Few items: one pass over them beats two prefix sums per part.
+            let items: Vec<&Cid> = index.between(a, b).collect();
+            let mut start = 0;
+            for i in 1..=parts {
+                let end = count * i / parts;
+                let mut sub = Acc::default();
+                for c in items.get(start..end).unwrap_or(&[]) {
+                    sub.add(&Acc::of(c));
+                }
+                let sub_upper = match (items.get(end.wrapping_sub(1)), items.get(end)) {
+                    (Some(p), Some(c)) if i < parts => Bound::separator(p, c),
+                    _ => upper,
+                };
+                out.push(sub_upper, Payload::Fingerprint(sub.fingerprint()));
+                start = end;
+            }
+            return;
+        }
         let r0 = index.rank(a);
         let mut acc_lower = index.acc_before(a);
         for i in 1..=parts {
@@ -1094,43 +1246,52 @@ impl Reconciler {
     ) {
         let c = &self.config;
         // Room for `you_lack` once the bitmap and a re-opened tail fit.
-        let spare = c
-            .max_message_bytes
-            .saturating_sub(out.bytes + ENTRY_OVERHEAD + list.len().div_ceil(8) + 2 * FINGERPRINT_ENTRY_MAX);
-        let max_have = (spare / 32).min(MAX_CIDS.saturating_sub(out.cids + list.len())).max(1);
+        let spare = c.max_message_bytes.saturating_sub(
+            out.bytes + ENTRY_OVERHEAD + list.len().div_ceil(8) + 2 * FINGERPRINT_ENTRY_MAX,
+        );
+        let max_have = (spare / 32)
+            .min(MAX_CIDS.saturating_sub(out.cids + list.len()))
+            .max(1);
 
         let mut i_lack = vec![false; list.len()];
         let mut you_lack = Vec::new();
         let mut cut = None;
         let mut li = 0;
         for mine in index.range(&lower, &upper) {
-            while let Some(theirs) = list.get(li).filter(|t| *t < mine) {
+            while list.get(li).is_some_and(|t| t < mine) {
                 if let Some(flag) = i_lack.get_mut(li) {
                     *flag = true;
                 }
-                step.need.push(*theirs);
                 li += 1;
             }
             if list.get(li) == Some(mine) {
                 li += 1;
                 continue;
             }
-            if you_lack.len() == max_have {
-                let last = you_lack.last().copied().unwrap_or(*mine);
-                cut = Some(Bound::separator(&last, mine));
+            if let Some(last) = you_lack.last().filter(|_| you_lack.len() >= max_have) {
+                cut = Some(Bound::separator(last, mine));
                 break;
             }
             you_lack.push(*mine);
         }
-        let reply_upper = cut.unwrap_or(upper);
-        while let Some(theirs) = list.get(li).filter(|t| reply_upper.is_above(t)) {
-            if let Some(flag) = i_lack.get_mut(li) {
-                *flag = true;
+        let reply_upper = match cut {
+            Some(cut) => cut,
+            None => {
+                // Past our last item: the rest of their list is new to us.
+                for flag in i_lack.iter_mut().skip(li) {
+                    *flag = true;
+                }
+                upper
             }
-            step.need.push(*theirs);
-            li += 1;
-        }
-        i_lack.truncate(li);
+        };
+        // Their items at or above the cut are answered in a later round.
+        i_lack.truncate(list.partition_point(|t| reply_upper.is_above(t)));
+        step.need.extend(
+            list.iter()
+                .zip(&i_lack)
+                .filter(|(_, lack)| **lack)
+                .map(|(c, _)| *c),
+        );
         step.have.extend(you_lack.iter().copied());
         out.push(reply_upper, Payload::Reply { you_lack, i_lack });
         if let Some(cut) = cut {
@@ -1165,7 +1326,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: SyncConfig) -> Session {
-        Session { reconciler: Reconciler::new(config), ..Default::default() }
+        Session {
+            reconciler: Reconciler::new(config),
+            ..Default::default()
+        }
     }
 
     /// The first message, encoded.
@@ -1178,7 +1342,11 @@ impl Session {
     /// Handles one encoded message from the peer. `Ok(Some(bytes))` is the
     /// answer to send; `Ok(None)` means this side is done (a responder that
     /// must answer sends `Message::default().encode()`).
-    pub fn handle(&mut self, index: &SyncIndex, bytes: &[u8]) -> Result<Option<Vec<u8>>, SyncError> {
+    pub fn handle(
+        &mut self,
+        index: &SyncIndex,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, SyncError> {
         self.stats.messages_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
         if self.stats.messages_received > self.reconciler.config.max_rounds {
@@ -1256,7 +1424,11 @@ pub struct Seen {
 impl Seen {
     pub fn new(capacity: usize) -> Seen {
         let capacity = capacity.max(1);
-        Seen { capacity, set: HashSet::new(), order: VecDeque::new() }
+        Seen {
+            capacity,
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Records a sighting; true the first time (validate and forward it),
@@ -1297,8 +1469,14 @@ mod tests {
 
     #[test]
     fn acc_add_sub_round_trip_with_carries() {
-        let a = Acc { sum: [u64::MAX; 4], count: 1 };
-        let b = Acc { sum: [1, 0, 0, 0], count: 1 };
+        let a = Acc {
+            sum: [u64::MAX; 4],
+            count: 1,
+        };
+        let b = Acc {
+            sum: [1, 0, 0, 0],
+            count: 1,
+        };
         let mut s = a;
         s.add(&b);
         assert_eq!(s.sum, [0; 4], "wraps mod 2^256");
@@ -1338,7 +1516,10 @@ mod tests {
             assert_eq!(idx.count(&l, &h), hi - lo);
             assert_eq!(idx.fingerprint(&l, &h), Fingerprint::of(&v[lo..hi]));
         }
-        assert_eq!(idx.fingerprint(&Bound::MIN, &Bound::End), Fingerprint::of(&v));
+        assert_eq!(
+            idx.fingerprint(&Bound::MIN, &Bound::End),
+            Fingerprint::of(&v)
+        );
     }
 
     #[test]

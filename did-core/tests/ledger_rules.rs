@@ -1,8 +1,8 @@
 //! Ledger rules: fork resolution, order independence, refusals.
 
+use did_core::keys::public_of;
 use did_core::ledger::Ledger;
 use did_core::op::{DidState, OpError, Operation};
-use did_core::keys::public_of;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -25,8 +25,22 @@ fn higher_priority_key_wins_a_fork_in_any_order() {
     let genesis = create.cid().unwrap();
     let did = did_core::op::did_from_genesis(&genesis);
     // low-priority key rotates first, high-priority key recovers later
-    let by_low = Operation::update(&did, genesis, DidState::single_key(public_of(&key(3))), 110, &low).unwrap();
-    let by_high = Operation::update(&did, genesis, DidState::single_key(public_of(&key(4))), 120, &high).unwrap();
+    let by_low = Operation::update(
+        &did,
+        genesis,
+        DidState::single_key(public_of(&key(3))),
+        110,
+        &low,
+    )
+    .unwrap();
+    let by_high = Operation::update(
+        &did,
+        genesis,
+        DidState::single_key(public_of(&key(4))),
+        120,
+        &high,
+    )
+    .unwrap();
     for order in [[&create, &by_low, &by_high], [&create, &by_high, &by_low]] {
         let mut ledger = Ledger::default();
         for op in order {
@@ -68,15 +82,33 @@ fn refusals_carry_reasons_and_store_nothing() {
     let before = l.op_set_digest();
 
     // signed by a key that is not a rotation key at prev
-    let stranger = Operation::update(&did, g, DidState::single_key(public_of(&key(9))), 101, &key(9)).unwrap();
-    assert!(matches!(l.validate(&stranger), Err(OpError::BadSignature(_))));
+    let stranger = Operation::update(
+        &did,
+        g,
+        DidState::single_key(public_of(&key(9))),
+        101,
+        &key(9),
+    )
+    .unwrap();
+    assert!(matches!(
+        l.validate(&stranger),
+        Err(OpError::BadSignature(_))
+    ));
     // forged: signature by one key, signer field claims another
-    let mut forged = Operation::update(&did, g, DidState::single_key(public_of(&key(9))), 101, &key(9)).unwrap();
+    let mut forged = Operation::update(
+        &did,
+        g,
+        DidState::single_key(public_of(&key(9))),
+        101,
+        &key(9),
+    )
+    .unwrap();
     forged.signer = public_of(&k);
     assert!(matches!(l.validate(&forged), Err(OpError::BadSignature(_))));
     // prev that does not exist
     let ghost = did_core::Cid::of(b"nothing");
-    let orphan = Operation::update(&did, ghost, DidState::single_key(public_of(&k)), 101, &k).unwrap();
+    let orphan =
+        Operation::update(&did, ghost, DidState::single_key(public_of(&k)), 101, &k).unwrap();
     assert!(matches!(l.validate(&orphan), Err(OpError::UnknownPrev(_))));
     // too many rotation keys
     let mut big = DidState::single_key(public_of(&k));
@@ -87,7 +119,14 @@ fn refusals_carry_reasons_and_store_nothing() {
     let deact = Operation::deactivate(&did, g, 102, &k).unwrap();
     l.apply(deact.clone()).unwrap();
     assert!(l.resolve(&did).unwrap().deactivated());
-    let after = Operation::update(&did, deact.cid().unwrap(), DidState::single_key(public_of(&k)), 103, &k).unwrap();
+    let after = Operation::update(
+        &did,
+        deact.cid().unwrap(),
+        DidState::single_key(public_of(&k)),
+        103,
+        &k,
+    )
+    .unwrap();
     assert_eq!(l.validate(&after).unwrap_err(), OpError::Deactivated);
     assert_eq!(l.len(), 2);
     assert_ne!(l.op_set_digest(), before, "only the deactivation was added");
@@ -95,12 +134,18 @@ fn refusals_carry_reasons_and_store_nothing() {
 
 #[test]
 fn unknown_fields_and_kinds_are_malformed() {
-    assert!(matches!(Operation::from_json(br#"{"type":"explode"}"#), Err(OpError::Malformed(_))));
+    assert!(matches!(
+        Operation::from_json(br#"{"type":"explode"}"#),
+        Err(OpError::Malformed(_))
+    ));
     let k = key(1);
     let op = Operation::create(DidState::single_key(public_of(&k)), 100, &k).unwrap();
     let mut v = serde_json::to_value(&op).unwrap();
     v["extra"] = serde_json::json!(1);
-    assert!(matches!(Operation::from_json(v.to_string().as_bytes()), Err(OpError::Malformed(_))));
+    assert!(matches!(
+        Operation::from_json(v.to_string().as_bytes()),
+        Err(OpError::Malformed(_))
+    ));
 }
 
 /// Builds a random op set with forks, deactivations and invalid ops.
@@ -114,7 +159,11 @@ fn random_op_set(seed: u64) -> Vec<Operation> {
         let create = Operation::create(two_key_state(k0, k1), 1_000 + d as u64, k0).unwrap();
         let did = did_core::op::did_from_genesis(&create.cid().unwrap());
         // (cid, rotation keys of its state) of every op that has a state
-        let mut tips = vec![(create.cid().unwrap(), vec![k0.clone(), k1.clone()], 1_000 + d as u64)];
+        let mut tips = vec![(
+            create.cid().unwrap(),
+            vec![k0.clone(), k1.clone()],
+            1_000 + d as u64,
+        )];
         ops.push(create);
         for step in 0..rng.gen_range(2..7) {
             let (prev, rot, t) = tips[rng.gen_range(0..tips.len())].clone();
@@ -125,18 +174,38 @@ fn random_op_set(seed: u64) -> Vec<Operation> {
                 1 => {
                     // invalid: signed by a key that is not a rotation key
                     let outsider = SigningKey::generate(&mut rng);
-                    ops.push(Operation::update(&did, prev, DidState::single_key(public_of(&outsider)), t, &outsider).unwrap());
+                    ops.push(
+                        Operation::update(
+                            &did,
+                            prev,
+                            DidState::single_key(public_of(&outsider)),
+                            t,
+                            &outsider,
+                        )
+                        .unwrap(),
+                    );
                 }
                 2 => {
                     // invalid: tampered signature
-                    let mut op = Operation::update(&did, prev, DidState::single_key(public_of(signer)), t, signer).unwrap();
+                    let mut op = Operation::update(
+                        &did,
+                        prev,
+                        DidState::single_key(public_of(signer)),
+                        t,
+                        signer,
+                    )
+                    .unwrap();
                     op.created_at += 1;
                     ops.push(op);
                 }
                 _ => {
                     let a = keys[rng.gen_range(0..keys.len())].clone();
                     let b = keys[rng.gen_range(0..keys.len())].clone();
-                    let rot = if a == b { vec![a.clone()] } else { vec![a.clone(), b.clone()] };
+                    let rot = if a == b {
+                        vec![a.clone()]
+                    } else {
+                        vec![a.clone(), b.clone()]
+                    };
                     let mut state = two_key_state(&a, &b);
                     state.rotation_keys.truncate(rot.len());
                     state.also_known_as = vec![format!("at://step{step}")];
@@ -150,7 +219,11 @@ fn random_op_set(seed: u64) -> Vec<Operation> {
     ops
 }
 
-fn outcome(ops: &[Operation]) -> ([u8; 32], [u8; 32], Vec<(String, String, bool)>) {
+/// What two ledgers must agree on: op-set digest, state digest, and every
+/// DID's (did, head, deactivated).
+type Outcome = ([u8; 32], [u8; 32], Vec<(String, String, bool)>);
+
+fn outcome(ops: &[Operation]) -> Outcome {
     let mut l = Ledger::default();
     for op in ops {
         let _ = l.apply(op.clone());
@@ -158,7 +231,10 @@ fn outcome(ops: &[Operation]) -> ([u8; 32], [u8; 32], Vec<(String, String, bool)
     let mut dids: Vec<(String, String, bool)> = ops
         .iter()
         .filter_map(|op| op.did.clone())
-        .filter_map(|d| l.resolve(&d).map(|v| (d.clone(), v.head.to_string(), v.deactivated())))
+        .filter_map(|d| {
+            l.resolve(&d)
+                .map(|v| (d.clone(), v.head.to_string(), v.deactivated()))
+        })
         .collect();
     dids.sort();
     dids.dedup();

@@ -13,7 +13,9 @@ fn k(i: u8) -> SigningKey {
 fn rules() -> NetworkRules {
     NetworkRules {
         network_id: "mesh-test".into(),
-        founders: (1..=3).map(|i| Member::from_key(&format!("node{i}"), public_of(&k(i)))).collect(),
+        founders: (1..=3)
+            .map(|i| Member::from_key(&format!("node{i}"), public_of(&k(i))))
+            .collect(),
         quorum: 2,
     }
 }
@@ -22,23 +24,74 @@ fn rules() -> NetworkRules {
 fn quorum_of_current_members_is_required() {
     let mut l = Ledger::default().with_network(rules());
     let newcomer = Member::from_key("node4", public_of(&k(4)));
-    let one = Operation::membership(OpKind::MemberAdd, "mesh-test", None, newcomer.clone(), 10, &[&k(1)]).unwrap();
+    let one = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        newcomer.clone(),
+        10,
+        &[&k(1)],
+    )
+    .unwrap();
     assert!(matches!(l.validate(&one), Err(OpError::BadSignature(_))));
-    let outsider = Operation::membership(OpKind::MemberAdd, "mesh-test", None, newcomer.clone(), 10, &[&k(1), &k(9)]).unwrap();
-    assert!(matches!(l.validate(&outsider), Err(OpError::BadSignature(_))));
-    let twice = Operation::membership(OpKind::MemberAdd, "mesh-test", None, newcomer.clone(), 10, &[&k(1), &k(1)]).unwrap();
+    let outsider = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        newcomer.clone(),
+        10,
+        &[&k(1), &k(9)],
+    )
+    .unwrap();
+    assert!(matches!(
+        l.validate(&outsider),
+        Err(OpError::BadSignature(_))
+    ));
+    let twice = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        newcomer.clone(),
+        10,
+        &[&k(1), &k(1)],
+    )
+    .unwrap();
     assert!(l.validate(&twice).is_err());
-    let other_net = Operation::membership(OpKind::MemberAdd, "mesh-else", None, newcomer.clone(), 10, &[&k(1), &k(2)]).unwrap();
+    let other_net = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-else",
+        None,
+        newcomer.clone(),
+        10,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
     assert!(l.validate(&other_net).is_err());
 
-    let add = Operation::membership(OpKind::MemberAdd, "mesh-test", None, newcomer.clone(), 10, &[&k(1), &k(2)]).unwrap();
+    let add = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        newcomer.clone(),
+        10,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
     l.apply(add.clone()).unwrap();
     assert_eq!(l.members().len(), 4);
     assert!(l.members().contains(&newcomer));
 
     // the new member now counts towards the quorum
     let removed = Member::from_key("node1", public_of(&k(1)));
-    let rm = Operation::membership(OpKind::MemberRemove, "mesh-test", add.cid().ok(), removed.clone(), 11, &[&k(4), &k(3)]).unwrap();
+    let rm = Operation::membership(
+        OpKind::MemberRemove,
+        "mesh-test",
+        add.cid().ok(),
+        removed.clone(),
+        11,
+        &[&k(4), &k(3)],
+    )
+    .unwrap();
     l.apply(rm).unwrap();
     assert_eq!(l.members().len(), 3);
     assert!(!l.members().contains(&removed));
@@ -46,8 +99,24 @@ fn quorum_of_current_members_is_required() {
 
 #[test]
 fn membership_forks_resolve_the_same_in_any_order() {
-    let a = Operation::membership(OpKind::MemberAdd, "mesh-test", None, Member::from_key("a", public_of(&k(5))), 10, &[&k(1), &k(2)]).unwrap();
-    let b = Operation::membership(OpKind::MemberAdd, "mesh-test", None, Member::from_key("b", public_of(&k(6))), 10, &[&k(2), &k(3)]).unwrap();
+    let a = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        Member::from_key("a", public_of(&k(5))),
+        10,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
+    let b = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        Member::from_key("b", public_of(&k(6))),
+        10,
+        &[&k(2), &k(3)],
+    )
+    .unwrap();
     let winner = a.cid().unwrap().min(b.cid().unwrap());
     let mut digests = vec![];
     for order in [[&a, &b], [&b, &a]] {

@@ -11,6 +11,8 @@ const SHARED: usize = 100_000;
 
 struct Run {
     messages: u32,
+    /// The longest single message.
+    largest: usize,
     bytes: u64,
     a: Session,
     b: Session,
@@ -21,17 +23,24 @@ struct Run {
 fn reconcile(a: &SyncIndex, b: &SyncIndex, config: SyncConfig) -> Run {
     let (mut sa, mut sb) = (Session::new(config), Session::new(config));
     let mut msg = sa.initiate(a);
+    let mut largest = msg.len();
     let mut to_b = true;
     loop {
-        let next = if to_b { sb.handle(b, &msg) } else { sa.handle(a, &msg) };
+        let next = if to_b {
+            sb.handle(b, &msg)
+        } else {
+            sa.handle(a, &msg)
+        };
         match next.expect("honest messages are valid") {
             Some(m) => msg = m,
             None => break,
         }
+        largest = largest.max(msg.len());
         to_b = !to_b;
     }
     let (sta, stb) = (sa.stats(), sb.stats());
     Run {
+        largest,
         messages: sta.messages_sent + stb.messages_sent,
         bytes: sta.bytes_sent + stb.bytes_sent,
         a: sa,
@@ -82,29 +91,46 @@ fn ten_differences_in_100k_cost_a_few_kib() {
 fn identical_sets_settle_in_one_round_trip() {
     let (a, b, _, _) = pair(2, 0);
     let run = reconcile(&a, &b, SyncConfig::default());
-    assert_eq!(run.messages, 1, "the responder sees equal fingerprints and is done");
+    assert_eq!(
+        run.messages, 1,
+        "the responder sees equal fingerprints and is done"
+    );
     assert!(run.bytes < 32, "{}", run.bytes);
     assert!(run.a.need().is_empty() && run.b.need().is_empty());
 }
 
 #[test]
 fn cost_table_by_difference() {
-    println!("{:>8} {:>10} {:>12} {:>10} {:>14}", "diff", "messages", "round trips", "bytes", "bytes/diff");
+    println!(
+        "{:>8} {:>10} {:>12} {:>10} {:>14} {:>10}",
+        "diff", "messages", "round trips", "bytes", "bytes/diff", "largest"
+    );
     for (i, diff) in [0usize, 1, 10, 100, 1000, 10_000].into_iter().enumerate() {
         let (a, b, a_only, b_only) = pair(100 + i as u64, diff);
         let run = reconcile(&a, &b, SyncConfig::default());
         assert_exact(&run, &a_only, &b_only);
         println!(
-            "{:>8} {:>10} {:>12} {:>10} {:>14.1}",
+            "{:>8} {:>10} {:>12} {:>10} {:>14.1} {:>10}",
             diff,
             run.messages,
             run.messages.div_ceil(2),
             run.bytes,
-            run.bytes as f64 / diff.max(1) as f64
+            run.bytes as f64 / diff.max(1) as f64,
+            run.largest
         );
-        // Cost follows the difference: ~32 bytes per differing CID is the
-        // floor; allow a generous constant factor plus a small fixed part.
-        assert!(run.bytes as usize <= 1 << 30, "diff {diff}: {} bytes", run.bytes);
+        assert!(
+            run.largest <= 128 * 1024 + 64,
+            "messages stay within the budget"
+        );
+        // Cost follows the difference (32 bytes per differing CID is the
+        // floor; splitting adds fingerprints per level), and never exceeds
+        // what listing one side's CIDs would cost.
+        let bound = (1500 + 800 * diff).min(32 * SHARED);
+        assert!(
+            run.bytes as usize <= bound,
+            "diff {diff}: {} bytes > {bound}",
+            run.bytes
+        );
     }
 }
 
@@ -113,14 +139,21 @@ fn a_fresh_replica_learns_everything_in_bounded_messages() {
     let mut rng = StdRng::seed_from_u64(3);
     let full: SyncIndex = random_cids(&mut rng, 20_000).into_iter().collect();
     let empty = SyncIndex::new();
-    let config = SyncConfig { max_message_bytes: 16 * 1024, ..SyncConfig::default() };
+    let config = SyncConfig {
+        max_message_bytes: 16 * 1024,
+        ..SyncConfig::default()
+    };
     let run = reconcile(&empty, &full, config);
     assert_eq!(run.a.need().len(), 20_000);
     assert_eq!(run.b.have().len(), 20_000);
-    let per_message = run.bytes / u64::from(run.messages);
     println!(
-        "empty vs 20k, 16 KiB budget: {} messages, {} bytes, {} bytes/message",
-        run.messages, run.bytes, per_message
+        "empty vs 20k, 16 KiB budget: {} messages, {} bytes, largest message {} bytes",
+        run.messages, run.bytes, run.largest
     );
-    assert!(run.a.stats().bytes_received <= u64::from(run.a.stats().messages_received) * 16 * 1024);
+    assert!(run.largest <= 16 * 1024, "{}", run.largest);
+    assert!(
+        run.bytes <= 20_000 * 34,
+        "about one CID per CID held: {}",
+        run.bytes
+    );
 }

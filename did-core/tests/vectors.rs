@@ -5,7 +5,9 @@
 //! Regenerate with `UPDATE_VECTORS=1 cargo test -p did-core --test vectors`.
 
 use did_core::keys::public_of;
-use did_core::op::{did_from_genesis, DidState, Operation, Relationship, Service, VerificationMethod};
+use did_core::op::{
+    did_from_genesis, DidState, Operation, Relationship, Service, VerificationMethod,
+};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
@@ -63,10 +65,16 @@ fn vectors_file_matches_the_implementation() {
         std::fs::write(path, serde_json::to_string_pretty(&fresh).unwrap() + "\n").unwrap();
     }
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    assert_eq!(stored, fresh, "encoding changed: that breaks every stored ledger");
+    assert_eq!(
+        stored, fresh,
+        "encoding changed: that breaks every stored ledger"
+    );
     // and every stored op parses back to the same bytes
     for v in stored["vectors"].as_array().unwrap() {
         let op = Operation::from_json(v["op"].to_string().as_bytes()).unwrap();
-        assert_eq!(hex::encode(op.canonical_bytes().unwrap()), v["op_bytes_hex"]);
+        assert_eq!(
+            hex::encode(op.canonical_bytes().unwrap()),
+            v["op_bytes_hex"]
+        );
     }
 }
