@@ -94,7 +94,7 @@ Try it (the wallet asks for a passphrase, or set DIDMESH_PASSPHRASE):
   $bin/didmesh --wallet /tmp/alice.wallet wallet init
   $bin/didmesh --wallet /tmp/alice.wallet did create --node http://127.0.0.1:$(http_port 1)
   $bin/didmesh --wallet /tmp/alice.wallet get http://$APP_ADDR/api/activities/home --node http://127.0.0.1:$(http_port $(( n > 1 ? 2 : 1 )))
-  curl -s http://127.0.0.1:$(http_port "$n")/1.0/identifiers/\$($bin/didmesh --wallet /tmp/alice.wallet wallet show | awk '/^did:mesh/{print \$1; exit}')
+  curl -s http://127.0.0.1:$(http_port "$n")/1.0/identifiers/\$($bin/didmesh --wallet /tmp/alice.wallet wallet show | awk '/^did /{print \$2; exit}')
 
 Stop with: scripts/cluster.sh down
 TXT

@@ -6,7 +6,12 @@ use did_core::{OpKind, Operation, PublicKey};
 use std::path::Path;
 
 /// Writes `out/genesis.json` and `out/node1..N` data folders.
-pub fn init_network(nodes: usize, out: &Path, issuer: &str, quorum: Option<usize>) -> Result<Genesis, String> {
+pub fn init_network(
+    nodes: usize,
+    out: &Path,
+    issuer: &str,
+    quorum: Option<usize>,
+) -> Result<Genesis, String> {
     if nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
@@ -16,14 +21,20 @@ pub fn init_network(nodes: usize, out: &Path, issuer: &str, quorum: Option<usize
     }
     let genesis_path = out.join(identity::GENESIS_FILE);
     if genesis_path.exists() {
-        return Err(format!("{} exists; refusing to overwrite a network", genesis_path.display()));
+        return Err(format!(
+            "{} exists; refusing to overwrite a network",
+            genesis_path.display()
+        ));
     }
     let mut members = vec![];
     for i in 1..=nodes {
         let dir = out.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let key = identity::load_or_create_member_key(&dir).map_err(|e| e.to_string())?;
-        members.push(Member::from_key(&format!("node{i}"), did_core::keys::public_of(&key)));
+        members.push(Member::from_key(
+            &format!("node{i}"),
+            did_core::keys::public_of(&key),
+        ));
     }
     let genesis = Genesis::new(issuer, members, quorum, crate::now());
     genesis.save(&genesis_path).map_err(|e| e.to_string())?;
@@ -41,7 +52,9 @@ fn member_key(spec: &str) -> Result<PublicKey, String> {
     }
     let path = Path::new(spec);
     if !path.join(identity::MEMBER_KEY_FILE).exists() {
-        return Err(format!("--member: {spec} is neither a z6Mk… key nor a data folder with a member key"));
+        return Err(format!(
+            "--member: {spec} is neither a z6Mk… key nor a data folder with a member key"
+        ));
     }
     identity::load_or_create_member_key(path)
         .map(|k| did_core::keys::public_of(&k))
@@ -60,7 +73,9 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
         .json()
         .await
         .map_err(|e| format!("{base}/v1/network: {e}"))?;
-    let network_id = network["network_id"].as_str().ok_or("node answered no network_id")?;
+    let network_id = network["network_id"]
+        .as_str()
+        .ok_or("node answered no network_id")?;
     let prev = match network["membership_head"].as_str() {
         Some(s) => Some(did_core::Cid::parse(s).map_err(|e| e.to_string())?),
         None => None,
@@ -69,13 +84,23 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
     let mut signers = vec![];
     for dir in &args.sign_with {
         if !dir.join(identity::MEMBER_KEY_FILE).exists() {
-            return Err(format!("--sign-with {}: no member key there", dir.display()));
+            return Err(format!(
+                "--sign-with {}: no member key there",
+                dir.display()
+            ));
         }
         signers.push(identity::load_or_create_member_key(dir).map_err(|e| e.to_string())?);
     }
     let refs: Vec<&ed25519_dalek::SigningKey> = signers.iter().collect();
-    let op = Operation::membership(kind, network_id, prev, Member::from_key(&args.name, key), crate::now(), &refs)
-        .map_err(|e| e.to_string())?;
+    let op = Operation::membership(
+        kind,
+        network_id,
+        prev,
+        Member::from_key(&args.name, key),
+        crate::now(),
+        &refs,
+    )
+    .map_err(|e| e.to_string())?;
     let resp = client
         .post(format!("{base}/v1/ops"))
         .json(&op)

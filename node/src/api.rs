@@ -36,13 +36,21 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> ApiError {
-        ApiError { status, error, reason: reason.into() }
+        ApiError {
+            status,
+            error,
+            reason: reason.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"error": self.error, "reason": self.reason}))).into_response();
+        let mut resp = (
+            self.status,
+            Json(json!({"error": self.error, "reason": self.reason})),
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -83,11 +91,17 @@ impl From<SubmitError> for ApiError {
             SubmitError::Op(op) => op.into(),
             SubmitError::Storage(_) => {
                 tracing::error!(error = %e, "op not stored");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", "the op could not be stored")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_failure",
+                    "the op could not be stored",
+                )
             }
-            SubmitError::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-            }
+            SubmitError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -118,6 +132,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/status", get(status))
+        .route(
+            "/v1/network",
+            get(|State(s): State<Arc<NodeState>>| async move { Json(s.network_json()) }),
+        )
         .route("/v1/ops", post(submit_op))
         .route("/1.0/identifiers/{did}", get(resolve))
         .route("/v1/dids/{did}/log", get(did_log))
@@ -125,15 +143,19 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/metrics", get(metrics))
         .merge(auth_routes)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    // Path only: query strings and headers (tokens) never reach a log line.
-                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-                }),
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                // Path only: query strings and headers (tokens) never reach a log line.
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
         )
         .with_state(state)
 }
@@ -154,7 +176,8 @@ async fn rate_limit(
                 "too many login requests from this address; slow down",
             )
             .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp;
         }
     }
@@ -174,7 +197,8 @@ async fn submit_op(
         ApiError::new(r.status(), "invalid_request", r.body_text())
     })?;
     let op = Operation::from_json(&body).inspect_err(|_| state.metrics.ops_rejected.inc())?;
-    did_core::op::check_clock(&op, crate::now(), &state.limits).inspect_err(|_| state.metrics.ops_rejected.inc())?;
+    did_core::op::check_clock(&op, crate::now(), &state.limits)
+        .inspect_err(|_| state.metrics.ops_rejected.inc())?;
     let did = match op.kind {
         did_core::OpKind::Create => None,
         _ => op.did.clone(),
@@ -183,11 +207,19 @@ async fn submit_op(
         Ok(Submitted::Created(cid)) => {
             state.metrics.ops_accepted.inc();
             let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
-            Ok((StatusCode::CREATED, Json(json!({"cid": cid.to_string(), "did": did, "durable": true}))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"cid": cid.to_string(), "did": did, "durable": true})),
+            )
+                .into_response())
         }
         Ok(Submitted::Existing(cid)) => {
             let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
-            Ok((StatusCode::OK, Json(json!({"cid": cid.to_string(), "did": did, "durable": true}))).into_response())
+            Ok((
+                StatusCode::OK,
+                Json(json!({"cid": cid.to_string(), "did": did, "durable": true})),
+            )
+                .into_response())
         }
         Ok(Submitted::Orphaned) => Err(OpError::UnknownPrev("(parked)".into()).into()),
         Err(e) => {
@@ -202,7 +234,9 @@ async fn resolve(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -
         let mut r = (status, Json(body)).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/ld+json;profile=\"https://w3id.org/did-resolution\""),
+            HeaderValue::from_static(
+                "application/ld+json;profile=\"https://w3id.org/did-resolution\"",
+            ),
         );
         r
     };
@@ -217,34 +251,63 @@ async fn resolve(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -
                     "didDocumentMetadata": {},
                 }),
             ),
-            Err(e) => did_json(StatusCode::BAD_REQUEST, resolution_error("invalidDid", &e.to_string())),
+            Err(e) => did_json(
+                StatusCode::BAD_REQUEST,
+                resolution_error("invalidDid", &e.to_string()),
+            ),
         };
     }
     if let Err(e) = did_core::op::parse_mesh_did(&did) {
-        return did_json(StatusCode::BAD_REQUEST, resolution_error("invalidDid", &e.to_string()));
+        return did_json(
+            StatusCode::BAD_REQUEST,
+            resolution_error("invalidDid", &e.to_string()),
+        );
     }
     let Ok(ledger) = state.ledger.read() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "ledger busy").into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ledger busy",
+        )
+        .into_response();
     };
     match ledger.resolve(&did) {
         Some(view) => {
             // W3C DID Resolution §7.1 (HTTP binding): a deactivated DID is 410.
-            let status = if view.deactivated() { StatusCode::GONE } else { StatusCode::OK };
+            let status = if view.deactivated() {
+                StatusCode::GONE
+            } else {
+                StatusCode::OK
+            };
             did_json(status, resolution_result(&view))
         }
-        None => did_json(StatusCode::NOT_FOUND, resolution_error("notFound", "DID not found on this network")),
+        None => did_json(
+            StatusCode::NOT_FOUND,
+            resolution_error("notFound", "DID not found on this network"),
+        ),
     }
 }
 
-async fn did_log(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    did_core::op::parse_mesh_did(&did).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_did", e.to_string()))?;
-    let ledger = state
-        .ledger
-        .read()
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "ledger busy"))?;
-    let log = ledger
-        .did_log(&did)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "DID not found on this network"))?;
+async fn did_log(
+    State(state): State<Arc<NodeState>>,
+    Path(did): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    did_core::op::parse_mesh_did(&did)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_did", e.to_string()))?;
+    let ledger = state.ledger.read().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ledger busy",
+        )
+    })?;
+    let log = ledger.did_log(&did).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "DID not found on this network",
+        )
+    })?;
     let entries: Vec<serde_json::Value> = log
         .iter()
         .map(|e| json!({"cid": e.stored.cid.to_string(), "winning": e.winning, "op": e.stored.op}))
@@ -255,7 +318,10 @@ async fn did_log(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -
 async fn jwks(State(state): State<Arc<NodeState>>) -> Response {
     let mut r = Json(state.jwks_json()).into_response();
     // Short cache so a member change reaches relying parties quickly.
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     r
 }
 
@@ -277,7 +343,10 @@ async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Valu
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     let mut r = state.metrics_text().into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     r
 }
 
@@ -293,9 +362,21 @@ async fn challenge(
     body: Result<Json<ChallengeRequest>, JsonRejection>,
 ) -> Result<Json<crate::auth::ChallengeResponse>, ApiError> {
     let Json(req) = body?;
+    if !state.is_member() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_a_member",
+            "this node is not a member of the network and cannot issue tokens; log in at a member node",
+        ));
+    }
     let resp = state
         .auth
-        .challenge(&state.ledger, &req.did, req.audience.as_deref(), crate::now())
+        .challenge(
+            &state.ledger,
+            &req.did,
+            req.audience.as_deref(),
+            crate::now(),
+        )
         .inspect_err(|_| state.metrics.logins_failed.inc())?;
     state.metrics.challenges_issued.inc();
     Ok(Json(resp))
@@ -314,12 +395,19 @@ async fn token(
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    match state.auth.token(&state.ledger, &req.did, &req.nonce, &req.signature, crate::now()) {
+    match state.auth.token(
+        &state.ledger,
+        &req.did,
+        &req.nonce,
+        &req.signature,
+        crate::now(),
+    ) {
         Ok((resp, _claims)) => {
             state.metrics.tokens_issued.inc();
             let mut r = Json(resp).into_response();
             // RFC 6749 §5.1: token responses are not cached.
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(r)
         }
         Err(e) => {

@@ -68,18 +68,25 @@ pub struct ChallengeStore {
 impl ChallengeStore {
     pub fn new(max: usize) -> ChallengeStore {
         ChallengeStore {
-            shards: (0..CHALLENGE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..CHALLENGE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             per_shard: (max / CHALLENGE_SHARDS).max(1),
         }
     }
 
     fn shard(&self, nonce: &str) -> &Mutex<HashMap<String, Pending>> {
-        let h = nonce.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let h = nonce
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         &self.shards[h % CHALLENGE_SHARDS]
     }
 
     fn insert(&self, p: Pending, now: u64) -> Result<(), AuthError> {
-        let mut map = self.shard(&p.challenge.nonce).lock().map_err(|_| AuthError::Busy)?;
+        let mut map = self
+            .shard(&p.challenge.nonce)
+            .lock()
+            .map_err(|_| AuthError::Busy)?;
         if map.len() >= self.per_shard {
             map.retain(|_, v| v.challenge.expires_at > now);
             if map.len() >= self.per_shard {
@@ -97,7 +104,11 @@ impl ChallengeStore {
 
     /// Challenges currently held (for metrics).
     pub fn len(&self) -> usize {
-        self.shards.iter().filter_map(|s| s.lock().ok()).map(|m| m.len()).sum()
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,12 +168,15 @@ impl Authenticator {
 
     fn resolve(&self, ledger: &RwLock<Ledger>, did: &str) -> Result<LoginKeys, AuthError> {
         if did.starts_with("did:key:") {
-            let (_, key) = didkey::resolve(did).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
+            let (_, key) =
+                didkey::resolve(did).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
             return Ok(LoginKeys::DidKey(key));
         }
         did_core::op::parse_mesh_did(did).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
         let ledger = ledger.read().map_err(|_| AuthError::Busy)?;
-        let view = ledger.resolve(did).ok_or_else(|| AuthError::UnknownDid(did.to_string()))?;
+        let view = ledger
+            .resolve(did)
+            .ok_or_else(|| AuthError::UnknownDid(did.to_string()))?;
         let state = view.state.ok_or(AuthError::Deactivated)?;
         Ok(LoginKeys::Mesh(state.clone()))
     }
@@ -205,7 +219,13 @@ impl Authenticator {
             expires_at: challenge.expires_at,
             audience: audience.clone(),
         };
-        self.challenges.insert(Pending { challenge, audience }, now)?;
+        self.challenges.insert(
+            Pending {
+                challenge,
+                audience,
+            },
+            now,
+        )?;
         Ok(response)
     }
 
@@ -228,10 +248,12 @@ impl Authenticator {
         let message = pending.challenge.message();
         match self.resolve(ledger, did)? {
             LoginKeys::Mesh(state) => {
-                verify_login(&state, message.as_bytes(), signature).map_err(AuthError::Signature)?;
+                verify_login(&state, message.as_bytes(), signature)
+                    .map_err(AuthError::Signature)?;
             }
             LoginKeys::DidKey(key) => {
-                verify_did_key_login(&key, message.as_bytes(), signature).map_err(AuthError::Signature)?;
+                verify_did_key_login(&key, message.as_bytes(), signature)
+                    .map_err(AuthError::Signature)?;
             }
         }
         let mut jti = [0u8; 16];
@@ -250,9 +272,14 @@ impl Authenticator {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        let access_token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| AuthError::Signing)?;
+        let access_token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| AuthError::Signing)?;
         Ok((
-            TokenResponse { access_token, token_type: "Bearer", expires_in: self.settings.token_ttl },
+            TokenResponse {
+                access_token,
+                token_type: "Bearer",
+                expires_in: self.settings.token_ttl,
+            },
             claims,
         ))
     }

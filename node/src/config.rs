@@ -1,6 +1,7 @@
 //! Command-line flags of `didmesh-node`.
 
 use clap::Parser;
+use libp2p::Multiaddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,8 +10,18 @@ use std::path::PathBuf;
 /// A first start with no --genesis creates a one-member development network
 /// in --data-dir, so `didmesh-node --data-dir ./data` is enough to begin.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "didmesh-node", version, about, long_about)]
+#[command(
+    name = "didmesh-node",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    /// Administration commands; without one the node runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Folder for the sled ledger, the member key and the genesis.
     #[arg(long, env = "DIDMESH_DATA_DIR", default_value = "./didmesh-data")]
     pub data_dir: PathBuf,
@@ -34,7 +45,7 @@ pub struct Config {
     pub audience: String,
 
     /// Public base URL of this node (discovery document, login domain).
-    /// Default: http://<http-addr>.
+    /// Default: http://<http-addr>, or https://<http-addr> with --tls-cert.
     #[arg(long, env = "DIDMESH_PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -50,4 +61,110 @@ pub struct Config {
     /// twice that); 0 turns the limit off (load tests only).
     #[arg(long, env = "DIDMESH_AUTH_RATE", default_value_t = 50)]
     pub auth_rate: u32,
+
+    /// Address the peer-to-peer layer (libp2p: TCP, noise, yamux) listens
+    /// on. Loopback by default, like --http-addr; use /ip4/0.0.0.0/tcp/7101
+    /// to accept peers from other hosts. Port 0 picks a free port; the
+    /// addresses actually used are in /v1/status `listen_addrs`.
+    #[arg(
+        long,
+        env = "DIDMESH_P2P_ADDR",
+        default_value = "/ip4/127.0.0.1/tcp/7101"
+    )]
+    pub p2p_addr: Multiaddr,
+
+    /// A peer to connect to at start, e.g.
+    /// /ip4/192.0.2.7/tcp/7101/p2p/12D3KooW… (repeatable; the env variable
+    /// takes a comma-separated list). More peers are learned from them.
+    #[arg(long = "bootstrap", env = "DIDMESH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Milliseconds between anti-entropy rounds with a random peer.
+    #[arg(long, env = "DIDMESH_SYNC_INTERVAL_MS", default_value_t = 2000)]
+    pub sync_interval_ms: u64,
+
+    /// Run without the peer-to-peer layer (a lone node; nothing replicates).
+    #[arg(long)]
+    pub no_p2p: bool,
+
+    /// Serve the HTTP API over HTTPS with this PEM certificate chain (leaf
+    /// first); needs --tls-key. The default --public-url becomes
+    /// https://<http-addr>.
+    #[arg(
+        long,
+        env = "DIDMESH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "DIDMESH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// `https` when the API is served over TLS (--tls-cert), else `http`.
+    pub fn url_scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Network administration.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Write a network genesis and one data folder per founding node.
+    ///
+    /// DIR/genesis.json names the network (id, issuer, members, quorum);
+    /// DIR/node1 … DIR/nodeN each hold a member key and a copy of the
+    /// genesis: start node i with `--data-dir DIR/nodei`.
+    InitNetwork {
+        /// Number of founding member nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Output folder (must not hold a genesis already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Token issuer (`iss`) of the network.
+        #[arg(long, default_value = "https://didmesh.local")]
+        issuer: String,
+        /// Member signatures needed to add or remove a member
+        /// (default: a majority of the founders).
+        #[arg(long)]
+        quorum: Option<usize>,
+    },
+    /// Add a member: builds a member-add op on the current membership head,
+    /// signs it with the member keys of the given data folders (a quorum)
+    /// and submits it to a node.
+    MemberAdd(MemberChange),
+    /// Remove a member, the same way.
+    MemberRemove(MemberChange),
+}
+
+/// Arguments of a membership change.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemberChange {
+    /// A node of the network (its HTTP base URL).
+    #[arg(long)]
+    pub node: String,
+    /// The member's token-signing key, multibase (`z6Mk…`), or a data
+    /// folder whose member-key.pem holds it.
+    #[arg(long)]
+    pub member: String,
+    /// Label of the member.
+    #[arg(long, default_value = "member")]
+    pub name: String,
+    /// Data folder of a current member whose key signs (repeat until the
+    /// quorum is reached).
+    #[arg(long = "sign-with", required = true)]
+    pub sign_with: Vec<PathBuf>,
 }

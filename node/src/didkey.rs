@@ -26,14 +26,19 @@ pub fn resolve(did: &str) -> Result<(serde_json::Value, PublicKey), DidKeyError>
         did_method_key::DIDKey.resolve_method_representation(id, Options::default()),
     )
     .map_err(|e| DidKeyError::Invalid(e.to_string()))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&output.document).map_err(|e| DidKeyError::Invalid(e.to_string()))?;
-    let auth_ref = doc["authentication"][0].as_str().unwrap_or_default().to_string();
+    let doc: serde_json::Value = serde_json::from_slice(&output.document)
+        .map_err(|e| DidKeyError::Invalid(e.to_string()))?;
+    let auth_ref = doc["authentication"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let vm = doc["verificationMethod"]
         .as_array()
         .and_then(|vms| vms.iter().find(|vm| vm["id"] == auth_ref.as_str()))
         .ok_or_else(|| DidKeyError::Invalid("no authentication method".into()))?;
-    let multibase = vm["publicKeyMultibase"].as_str().ok_or(DidKeyError::NotEd25519)?;
+    let multibase = vm["publicKeyMultibase"]
+        .as_str()
+        .ok_or(DidKeyError::NotEd25519)?;
     let key = PublicKey::from_multibase(multibase).map_err(|_| DidKeyError::NotEd25519)?;
     Ok((doc, key))
 }
@@ -52,6 +57,8 @@ mod tests {
     fn refuses_garbage_and_non_ed25519() {
         assert!(super::resolve("did:key:zzzz").is_err());
         // a secp256k1 did:key (multicodec 0xe7)
-        assert!(super::resolve("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme").is_err());
+        assert!(
+            super::resolve("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme").is_err()
+        );
     }
 }

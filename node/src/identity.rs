@@ -25,7 +25,10 @@ pub const GENESIS_FILE: &str = "genesis.json";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}: not a PKCS#8 Ed25519 private key in PEM")]
     BadKey(String),
     #[error("{0}: not a valid genesis file: {1}")]
@@ -33,7 +36,10 @@ pub enum IdentityError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io { path: path.display().to_string(), source }
+    move |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// The PKCS#8 DER of an Ed25519 seed.
@@ -54,7 +60,9 @@ fn parse_pem(text: &str) -> Option<SigningKey> {
         .filter(|l| !l.starts_with("-----"))
         .collect::<Vec<_>>()
         .concat();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
     let seed = der.strip_prefix(&PKCS8_ED25519_PREFIX)?;
     let seed: [u8; 32] = seed.try_into().ok()?;
     Some(SigningKey::from_bytes(&seed))
@@ -144,14 +152,18 @@ impl Genesis {
             "created_at": self.created_at,
         });
         let bytes = canonical_json(&body).unwrap_or_default();
-        format!("mesh-{}", &base32_lower(blake3::hash(&bytes).as_bytes())[..16])
+        format!(
+            "mesh-{}",
+            &base32_lower(blake3::hash(&bytes).as_bytes())[..16]
+        )
     }
 
     pub fn load(path: &Path) -> Result<Genesis, IdentityError> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let g: Genesis = serde_json::from_str(&text)
             .map_err(|e| IdentityError::BadGenesis(path.display().to_string(), e.to_string()))?;
-        let bad = |why: &str| IdentityError::BadGenesis(path.display().to_string(), why.to_string());
+        let bad =
+            |why: &str| IdentityError::BadGenesis(path.display().to_string(), why.to_string());
         if g.network_id != g.derived_id() {
             return Err(bad("network_id does not match its content"));
         }
@@ -193,6 +205,9 @@ mod tests {
     #[test]
     fn pem_round_trip() {
         let k = SigningKey::from_bytes(&[9; 32]);
-        assert_eq!(parse_pem(&pem(&pkcs8_der(&k))).unwrap().to_bytes(), k.to_bytes());
+        assert_eq!(
+            parse_pem(&pem(&pkcs8_der(&k))).unwrap().to_bytes(),
+            k.to_bytes()
+        );
     }
 }

@@ -13,7 +13,9 @@
 //! * [`writer`] — the single writer thread: validation, group commit, fsync.
 //! * [`auth`] — challenges and tokens.
 //! * [`didkey`] — `did:key` resolution through ssi.
+//! * [`admin`] — `init-network`, `member-add`, `member-remove`.
 //! * [`api`] — the axum router and its one error type.
+//! * [`p2p`] — libp2p: gossipsub push, anti-entropy pull, discovery.
 //!
 //! ## Run
 //!
@@ -22,14 +24,20 @@
 //! ```
 //! With no `--genesis`, a first start creates a one-member development
 //! network of its own in the data folder.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod didkey;
 pub mod identity;
+pub mod p2p;
 pub mod storage;
+pub mod tls;
 pub mod writer;
 
 use auth::{AuthSettings, Authenticator};
@@ -101,13 +109,17 @@ pub struct NodeState {
     pub public_url: String,
     /// `None` when `--auth-rate 0`.
     pub auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// The peer-to-peer layer, once started (`main` starts it after
+    /// `open`; in-process tests run without it).
+    pub p2p: std::sync::OnceLock<p2p::Client>,
 }
 
 impl NodeState {
     /// Opens (or creates) the data folder, verifies and replays the log.
     pub fn open(config: &Config) -> Result<Arc<NodeState>, NodeError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
         let key = identity::load_or_create_member_key(dir)?;
         let public = did_core::keys::public_of(&key);
         let genesis = match &config.genesis {
@@ -117,7 +129,7 @@ impl NodeState {
                 if path.exists() {
                     Genesis::load(&path)?
                 } else {
-                    let me = Member { name: "dev".into(), node_did: public.did_key(), key: public };
+                    let me = Member::from_key("dev", public);
                     let g = Genesis::new(&config.issuer, vec![me], 1, now());
                     g.save(&path)?;
                     tracing::info!(network = %g.network_id, "created a one-member development network");
@@ -130,21 +142,29 @@ impl NodeState {
             .iter()
             .find(|m| m.key == public)
             .cloned()
-            .unwrap_or(Member { name: "observer".into(), node_did: public.did_key(), key: public });
+            .unwrap_or_else(|| Member::from_key("observer", public));
         let limits = Limits::default();
-        let mut ledger = Ledger::new(limits);
+        let mut ledger = Ledger::new(limits).with_network(genesis.rules());
         let started = std::time::Instant::now();
         let store = Store::open(dir, &mut ledger)?;
-        tracing::info!(ops = ledger.len(), elapsed_ms = started.elapsed().as_millis() as u64, "op log verified");
+        tracing::info!(
+            ops = ledger.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "op log verified"
+        );
         let ledger = Arc::new(RwLock::new(ledger));
         let (writer, store) = Writer::start(store, ledger.clone());
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", config.http_addr))
+            .unwrap_or_else(|| format!("{}://{}", config.url_scheme(), config.http_addr))
             .trim_end_matches('/')
             .to_string();
-        let domain = public_url.split("://").nth(1).unwrap_or(&public_url).to_string();
+        let domain = public_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&public_url)
+            .to_string();
         let auth = Authenticator::new(
             AuthSettings {
                 domain,
@@ -173,36 +193,78 @@ impl NodeState {
             metrics: Metrics::default(),
             public_url,
             auth_limiter,
+            p2p: std::sync::OnceLock::new(),
         }))
     }
 
+    /// Whether this node's key is a current member's (only members issue
+    /// tokens that verifiers accept).
     pub fn is_member(&self) -> bool {
-        self.genesis.members.iter().any(|m| m.key == self.me.key)
+        self.ledger
+            .read()
+            .map(|l| l.members().iter().any(|m| m.key == self.me.key))
+            .unwrap_or(false)
     }
 
     /// The JWKS: every current member's token key.
     pub fn jwks_json(&self) -> serde_json::Value {
-        let keys: Vec<_> = self.genesis.members.iter().map(|m| identity::jwk(&m.key)).collect();
+        let keys: Vec<_> = self
+            .ledger
+            .read()
+            .map(|l| l.members().iter().map(|m| identity::jwk(&m.key)).collect())
+            .unwrap_or_default();
         serde_json::json!({ "keys": keys })
+    }
+
+    /// `/v1/network`: the genesis rules and the current member set.
+    pub fn network_json(&self) -> serde_json::Value {
+        let (members, head) = self
+            .ledger
+            .read()
+            .map(|l| {
+                (
+                    l.members().to_vec(),
+                    l.membership_head().map(|c| c.to_string()),
+                )
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "network_id": self.genesis.network_id,
+            "issuer": self.genesis.issuer,
+            "quorum": self.genesis.quorum,
+            "founders": self.genesis.members,
+            "members": members,
+            "membership_head": head,
+        })
     }
 
     pub fn status_json(&self) -> serde_json::Value {
         let (ops, dids, orphans, op_digest, state_digest) = match self.ledger.read() {
-            Ok(l) => (l.len(), l.did_count(), l.orphan_count(), hex(&l.op_set_digest()), hex(&l.state_digest())),
+            Ok(l) => (
+                l.len(),
+                l.did_count(),
+                l.orphan_count(),
+                hex(&l.op_set_digest()),
+                hex(&l.state_digest()),
+            ),
             Err(_) => (0, 0, 0, String::new(), String::new()),
         };
         let (log_entries, log_head) = match self.store.read() {
             Ok(s) => (s.count(), s.head_hex()),
             Err(_) => (0, String::new()),
         };
-        serde_json::json!({
+        let p2p = match self.p2p.get() {
+            Some(c) => c.status_json(),
+            None => {
+                serde_json::json!({"peer_id": null, "listen_addrs": [], "peers": [], "banned_peers": [],
+                "replication": "no peers: this node runs alone"})
+            }
+        };
+        let mut status = serde_json::json!({
             "node_did": self.me.node_did,
             "member": self.is_member(),
             "network_id": self.genesis.network_id,
             "issuer": self.genesis.issuer,
-            "peer_id": null,
-            "peers": [],
-            "replication": "no peers: this node runs alone",
             "op_count": ops,
             "did_count": dids,
             "orphans": orphans,
@@ -210,28 +272,75 @@ impl NodeState {
             "log_head": log_head,
             "ledger_digest": op_digest,
             "state_digest": state_digest,
-        })
+        });
+        if let (Some(status), serde_json::Value::Object(p2p)) = (status.as_object_mut(), p2p) {
+            status.extend(p2p);
+        }
+        status
     }
 
     pub fn metrics_text(&self) -> String {
         let m = &self.metrics;
-        let (ops, dids) = self.ledger.read().map(|l| (l.len(), l.did_count())).unwrap_or((0, 0));
+        let (ops, dids) = self
+            .ledger
+            .read()
+            .map(|l| (l.len(), l.did_count()))
+            .unwrap_or((0, 0));
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
         };
-        counter("didmesh_ops_accepted_total", "Ops accepted through the API.", m.ops_accepted.get());
-        counter("didmesh_ops_rejected_total", "Ops refused through the API.", m.ops_rejected.get());
-        counter("didmesh_challenges_issued_total", "Login challenges issued.", m.challenges_issued.get());
-        counter("didmesh_tokens_issued_total", "Access tokens issued.", m.tokens_issued.get());
-        counter("didmesh_logins_failed_total", "Login steps refused.", m.logins_failed.get());
-        counter("didmesh_rate_limited_total", "Auth requests refused by the rate limit.", m.rate_limited.get());
+        counter(
+            "didmesh_ops_accepted_total",
+            "Ops accepted through the API.",
+            m.ops_accepted.get(),
+        );
+        counter(
+            "didmesh_ops_rejected_total",
+            "Ops refused through the API.",
+            m.ops_rejected.get(),
+        );
+        counter(
+            "didmesh_challenges_issued_total",
+            "Login challenges issued.",
+            m.challenges_issued.get(),
+        );
+        counter(
+            "didmesh_tokens_issued_total",
+            "Access tokens issued.",
+            m.tokens_issued.get(),
+        );
+        counter(
+            "didmesh_logins_failed_total",
+            "Login steps refused.",
+            m.logins_failed.get(),
+        );
+        counter(
+            "didmesh_rate_limited_total",
+            "Auth requests refused by the rate limit.",
+            m.rate_limited.get(),
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
         };
         gauge("didmesh_ledger_ops", "Ops held in the ledger.", ops as u64);
-        gauge("didmesh_ledger_dids", "DIDs held in the ledger.", dids as u64);
-        gauge("didmesh_challenges_outstanding", "Challenges not yet used or expired.", self.auth.outstanding_challenges() as u64);
+        gauge(
+            "didmesh_ledger_dids",
+            "DIDs held in the ledger.",
+            dids as u64,
+        );
+        gauge(
+            "didmesh_challenges_outstanding",
+            "Challenges not yet used or expired.",
+            self.auth.outstanding_challenges() as u64,
+        );
+        if let Some(p2p) = self.p2p.get() {
+            out.push_str(&p2p.metrics_text());
+        }
         out
     }
 }
@@ -247,5 +356,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -83,16 +83,33 @@ async fn main() -> ExitCode {
 async fn run_command(command: &Command) -> ExitCode {
     use didmesh_node::admin;
     let result = match command {
-        Command::InitNetwork { nodes, out, issuer, quorum } => {
-            admin::init_network(*nodes, out, issuer, *quorum).map(|g| {
-                println!("network {} ({} members, quorum {})", g.network_id, g.members.len(), g.quorum);
-                for (i, m) in g.members.iter().enumerate() {
-                    println!("  node{}: {}  data folder {}", i + 1, m.node_did, out.join(format!("node{}", i + 1)).display());
-                }
-            })
-        }
-        Command::MemberAdd(args) => admin::member_change(OpKind::MemberAdd, args).await.map(|v| println!("{v}")),
-        Command::MemberRemove(args) => admin::member_change(OpKind::MemberRemove, args).await.map(|v| println!("{v}")),
+        Command::InitNetwork {
+            nodes,
+            out,
+            issuer,
+            quorum,
+        } => admin::init_network(*nodes, out, issuer, *quorum).map(|g| {
+            println!(
+                "network {} ({} members, quorum {})",
+                g.network_id,
+                g.members.len(),
+                g.quorum
+            );
+            for (i, m) in g.members.iter().enumerate() {
+                println!(
+                    "  node{}: {}  data folder {}",
+                    i + 1,
+                    m.node_did,
+                    out.join(format!("node{}", i + 1)).display()
+                );
+            }
+        }),
+        Command::MemberAdd(args) => admin::member_change(OpKind::MemberAdd, args)
+            .await
+            .map(|v| println!("{v}")),
+        Command::MemberRemove(args) => admin::member_change(OpKind::MemberRemove, args)
+            .await
+            .map(|v| println!("{v}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,7 +62,10 @@ impl Store {
             .open()
             .map_err(StorageError::Open)?;
         let log = db.open_tree("oplog").map_err(StorageError::Open)?;
-        let tampered = |entry: u64, why: &str| StorageError::Tampered { entry, why: why.to_string() };
+        let tampered = |entry: u64, why: &str| StorageError::Tampered {
+            entry,
+            why: why.to_string(),
+        };
 
         let (want_count, want_head) = match log.get(HEAD_KEY).map_err(StorageError::Open)? {
             None => (0, [0u8; 32]),
@@ -111,7 +114,12 @@ impl Store {
                 &format!("log has {n} entries but the head record says {want_count}, or its hash differs"),
             ));
         }
-        Ok(Store { db, log, count: n, head: running })
+        Ok(Store {
+            db,
+            log,
+            count: n,
+            head: running,
+        })
     }
 
     /// Appends ops (canonical bytes with their CIDs) atomically and flushes

@@ -38,10 +38,14 @@ pub enum SubmitError {
     Unavailable,
 }
 
+/// Where a submission's outcome goes (`None`: nobody waits, e.g. a
+/// released orphan).
+type Reply = Option<oneshot::Sender<Result<Submitted, SubmitError>>>;
+
 struct Request {
     op: Operation,
     allow_orphan: bool,
-    reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
+    reply: Reply,
 }
 
 /// A cheap handle to submit ops; clone freely.
@@ -57,7 +61,12 @@ impl Writer {
         let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
         let (committed, _) = broadcast::channel(COMMITTED_CHANNEL);
         let store = Arc::new(RwLock::new(store));
-        let worker = WriterLoop { rx, ledger, store: store.clone(), committed: committed.clone() };
+        let worker = WriterLoop {
+            rx,
+            ledger,
+            store: store.clone(),
+            committed: committed.clone(),
+        };
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || worker.run())
@@ -67,10 +76,18 @@ impl Writer {
     }
 
     /// Submits an op and waits until it is durable (or refused).
-    pub async fn submit(&self, op: Operation, allow_orphan: bool) -> Result<Submitted, SubmitError> {
+    pub async fn submit(
+        &self,
+        op: Operation,
+        allow_orphan: bool,
+    ) -> Result<Submitted, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Request { op, allow_orphan, reply: Some(reply) })
+            .try_send(Request {
+                op,
+                allow_orphan,
+                reply: Some(reply),
+            })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
     }
@@ -111,13 +128,15 @@ impl WriterLoop {
     /// One group commit. Returns requests to retry in the next round
     /// (children whose parent is in this batch, and released orphans).
     fn round(&mut self, requests: Vec<Request>) -> Vec<Request> {
-        let mut batch: Vec<(Validated, Option<oneshot::Sender<Result<Submitted, SubmitError>>>)> = vec![];
+        let mut batch: Vec<(Validated, Reply)> = vec![];
         let mut in_batch: HashSet<Cid> = HashSet::new();
         let mut later = vec![];
         let mut orphans = vec![];
         let mut dup_waiters = vec![];
         {
-            let Ok(ledger) = self.ledger.read() else { return vec![] };
+            let Ok(ledger) = self.ledger.read() else {
+                return vec![];
+            };
             for req in requests {
                 match ledger.validate(&req.op) {
                     Ok(Check::Known(cid)) => reply(req.reply, Ok(Submitted::Existing(cid))),
@@ -155,10 +174,16 @@ impl WriterLoop {
             return later;
         }
         let written = {
-            let entries: Vec<(Cid, &[u8])> = batch.iter().map(|(v, _)| (v.cid, v.bytes.as_slice())).collect();
+            let entries: Vec<(Cid, &[u8])> = batch
+                .iter()
+                .map(|(v, _)| (v.cid, v.bytes.as_slice()))
+                .collect();
             match self.store.write() {
                 Ok(mut store) => store.append_durable(&entries),
-                Err(_) => Err(StorageError::Tampered { entry: 0, why: "store lock poisoned".into() }),
+                Err(_) => Err(StorageError::Tampered {
+                    entry: 0,
+                    why: "store lock poisoned".into(),
+                }),
             }
         };
         if let Err(e) = written {
@@ -175,7 +200,11 @@ impl WriterLoop {
                 let shared = Arc::new(v.clone());
                 ledger.commit(v);
                 for orphan in ledger.release_orphans(&cid) {
-                    retry.push(Request { op: orphan, allow_orphan: true, reply: None });
+                    retry.push(Request {
+                        op: orphan,
+                        allow_orphan: true,
+                        reply: None,
+                    });
                 }
                 let _ = self.committed.send(shared);
                 reply(r, Ok(Submitted::Created(cid)));
@@ -188,7 +217,7 @@ impl WriterLoop {
     }
 }
 
-fn reply(to: Option<oneshot::Sender<Result<Submitted, SubmitError>>>, r: Result<Submitted, SubmitError>) {
+fn reply(to: Reply, r: Result<Submitted, SubmitError>) {
     if let Some(tx) = to {
         let _ = tx.send(r);
     }

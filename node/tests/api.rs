@@ -39,8 +39,13 @@ fn config(dir: &std::path::Path) -> Config {
 fn node() -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let state = NodeState::open(&config(dir.path())).unwrap();
-    let app = api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
-    TestNode { _dir: dir, state, app }
+    let app =
+        api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    TestNode {
+        _dir: dir,
+        state,
+        app,
+    }
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
@@ -48,11 +53,14 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<Vec<u8>>) -> (
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+    let req = req
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, v)
 }
 
@@ -77,7 +85,10 @@ async fn register(app: &Router, key: &SigningKey) -> (String, did_core::Cid) {
 async fn challenge(app: &Router, did: &str) -> (String, String) {
     let (status, body) = post(app, "/v1/auth/challenge", json!({ "did": did })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    (body["nonce"].as_str().unwrap().to_string(), body["message"].as_str().unwrap().to_string())
+    (
+        body["nonce"].as_str().unwrap().to_string(),
+        body["message"].as_str().unwrap().to_string(),
+    )
 }
 
 async fn login(app: &Router, did: &str, key: &SigningKey) -> (StatusCode, Value) {
@@ -118,7 +129,9 @@ async fn register_resolve_and_login() {
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     v.set_audience(&["home-api"]);
     v.set_issuer(&["https://didmesh.local"]);
-    let claims = jsonwebtoken::decode::<did_core::Claims>(token, &key, &v).unwrap().claims;
+    let claims = jsonwebtoken::decode::<did_core::Claims>(token, &key, &v)
+        .unwrap()
+        .claims;
     assert_eq!(claims.sub, did);
     assert_eq!(claims.amr, vec!["swk"]);
 }
@@ -145,7 +158,10 @@ async fn login_refusals_have_reasons_and_no_token() {
     let (nonce, message) = challenge(&n.app, &did).await;
     let sig = sign_b64(&key, message.as_bytes());
     let body = json!({"did": did, "nonce": nonce, "signature": sig});
-    assert_eq!(post(&n.app, "/v1/auth/token", body.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        post(&n.app, "/v1/auth/token", body.clone()).await.0,
+        StatusCode::OK
+    );
     let (status, err) = post(&n.app, "/v1/auth/token", body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"], "invalid_challenge");
@@ -160,7 +176,12 @@ async fn login_refusals_have_reasons_and_no_token() {
     // signature over another message
     let (nonce, _) = challenge(&n.app, &did).await;
     let sig = sign_b64(&key, b"something else");
-    let (status, err) = post(&n.app, "/v1/auth/token", json!({"did": did, "nonce": nonce, "signature": sig})).await;
+    let (status, err) = post(
+        &n.app,
+        "/v1/auth/token",
+        json!({"did": did, "nonce": nonce, "signature": sig}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
 
     // nonce issued to another DID
@@ -168,7 +189,12 @@ async fn login_refusals_have_reasons_and_no_token() {
     let (other_did, _) = register(&n.app, &other).await;
     let (nonce, message) = challenge(&n.app, &other_did).await;
     let sig = sign_b64(&key, message.as_bytes());
-    let (status, err) = post(&n.app, "/v1/auth/token", json!({"did": did, "nonce": nonce, "signature": sig})).await;
+    let (status, err) = post(
+        &n.app,
+        "/v1/auth/token",
+        json!({"did": did, "nonce": nonce, "signature": sig}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"], "invalid_challenge");
 
@@ -181,19 +207,46 @@ async fn login_refusals_have_reasons_and_no_token() {
     // a key removed by rotation: the challenge was issued before the rotation
     let (nonce, message) = challenge(&n.app, &did).await;
     let new_key = SigningKey::from_bytes(&[6; 32]);
-    let rotate = Operation::update(&did, genesis, DidState::single_key(public_of(&new_key)), now(), &key).unwrap();
-    assert_eq!(post(&n.app, "/v1/ops", serde_json::to_value(&rotate).unwrap()).await.0, StatusCode::CREATED);
+    let rotate = Operation::update(
+        &did,
+        genesis,
+        DidState::single_key(public_of(&new_key)),
+        now(),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(
+        post(&n.app, "/v1/ops", serde_json::to_value(&rotate).unwrap())
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     let sig = sign_b64(&key, message.as_bytes());
-    let (status, err) = post(&n.app, "/v1/auth/token", json!({"did": did, "nonce": nonce, "signature": sig})).await;
+    let (status, err) = post(
+        &n.app,
+        "/v1/auth/token",
+        json!({"did": did, "nonce": nonce, "signature": sig}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
     assert_eq!(login(&n.app, &did, &new_key).await.0, StatusCode::OK);
 
     // deactivated DID: no challenge, and an outstanding one is refused
     let (nonce, message) = challenge(&n.app, &did).await;
     let deact = Operation::deactivate(&did, rotate.cid().unwrap(), now(), &new_key).unwrap();
-    assert_eq!(post(&n.app, "/v1/ops", serde_json::to_value(&deact).unwrap()).await.0, StatusCode::CREATED);
+    assert_eq!(
+        post(&n.app, "/v1/ops", serde_json::to_value(&deact).unwrap())
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     let sig = sign_b64(&new_key, message.as_bytes());
-    let (status, err) = post(&n.app, "/v1/auth/token", json!({"did": did, "nonce": nonce, "signature": sig})).await;
+    let (status, err) = post(
+        &n.app,
+        "/v1/auth/token",
+        json!({"did": did, "nonce": nonce, "signature": sig}),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(err["error"], "did_deactivated");
     let (status, _) = post(&n.app, "/v1/auth/challenge", json!({ "did": did })).await;
@@ -209,14 +262,32 @@ async fn expired_challenge_is_refused() {
     let key = SigningKey::from_bytes(&[7; 32]);
     let (did, _) = register(&n.app, &key).await;
     let t = now();
-    let ch = n.state.auth.challenge(&n.state.ledger, &did, None, t).unwrap();
+    let ch = n
+        .state
+        .auth
+        .challenge(&n.state.ledger, &did, None, t)
+        .unwrap();
     let sig = sign_b64(&key, ch.message.as_bytes());
     let late = ch.expires_at + 1;
-    let err = n.state.auth.token(&n.state.ledger, &did, &ch.nonce, &sig, late).unwrap_err();
-    assert!(matches!(err, didmesh_node::auth::AuthError::Expired), "{err}");
+    let err = n
+        .state
+        .auth
+        .token(&n.state.ledger, &did, &ch.nonce, &sig, late)
+        .unwrap_err();
+    assert!(
+        matches!(err, didmesh_node::auth::AuthError::Expired),
+        "{err}"
+    );
     // and it is gone: the same nonce is unknown afterwards
-    let err = n.state.auth.token(&n.state.ledger, &did, &ch.nonce, &sig, t).unwrap_err();
-    assert!(matches!(err, didmesh_node::auth::AuthError::UnknownNonce), "{err}");
+    let err = n
+        .state
+        .auth
+        .token(&n.state.ledger, &did, &ch.nonce, &sig, t)
+        .unwrap_err();
+    assert!(
+        matches!(err, didmesh_node::auth::AuthError::UnknownNonce),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -225,11 +296,16 @@ async fn served_documents_parse_with_ssi() {
     let key = SigningKey::from_bytes(&[8; 32]);
     let (did, genesis) = register(&n.app, &key).await;
     let mut state = DidState::single_key(public_of(&key));
-    state.verification_methods.push(did_core::VerificationMethod {
-        id: "phone".into(),
-        public_key_multibase: public_of(&SigningKey::from_bytes(&[9; 32])),
-        relationships: vec![did_core::Relationship::Mfa, did_core::Relationship::Assertion],
-    });
+    state
+        .verification_methods
+        .push(did_core::VerificationMethod {
+            id: "phone".into(),
+            public_key_multibase: public_of(&SigningKey::from_bytes(&[9; 32])),
+            relationships: vec![
+                did_core::Relationship::Mfa,
+                did_core::Relationship::Assertion,
+            ],
+        });
     state.services.push(did_core::Service {
         id: "home".into(),
         kind: "HomeActivities".into(),
@@ -237,7 +313,12 @@ async fn served_documents_parse_with_ssi() {
     });
     state.also_known_as.push("at://alice.example".into());
     let up = Operation::update(&did, genesis, state, now(), &key).unwrap();
-    assert_eq!(post(&n.app, "/v1/ops", serde_json::to_value(&up).unwrap()).await.0, StatusCode::CREATED);
+    assert_eq!(
+        post(&n.app, "/v1/ops", serde_json::to_value(&up).unwrap())
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     let did_key = public_of(&key).did_key();
     for id in [did.clone(), did_key] {
         let (status, res) = call(&n.app, "GET", &format!("/1.0/identifiers/{id}"), None).await;
@@ -256,7 +337,14 @@ async fn bad_bodies_get_reasons_and_change_nothing() {
     let (did, genesis) = register(&n.app, &key).await;
     let digest = n.state.status_json()["ledger_digest"].clone();
     let good = serde_json::to_value(
-        Operation::update(&did, genesis, DidState::single_key(public_of(&key)), now(), &key).unwrap(),
+        Operation::update(
+            &did,
+            genesis,
+            DidState::single_key(public_of(&key)),
+            now(),
+            &key,
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
@@ -287,8 +375,14 @@ async fn bad_bodies_get_reasons_and_change_nothing() {
     for (name, body) in cases {
         let (status, err) = call(&n.app, "POST", "/v1/ops", Some(body)).await;
         assert!(status.is_client_error(), "{name}: {status}");
-        assert!(err["error"].is_string() && err["reason"].is_string(), "{name}: {err}");
+        assert!(
+            err["error"].is_string() && err["reason"].is_string(),
+            "{name}: {err}"
+        );
     }
     assert_eq!(n.state.status_json()["ledger_digest"], digest);
-    assert_eq!(call(&n.app, "GET", "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&n.app, "GET", "/healthz", None).await.0,
+        StatusCode::OK
+    );
 }

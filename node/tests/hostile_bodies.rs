@@ -35,7 +35,18 @@ fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
         }
         2 => {
             // splice a random JSON-ish token
-            let tokens: [&[u8]; 10] = [b"null", b"[]", b"{}", b"\"\"", b"-1", b"1e999", b"\"\\u0000\"", b"18446744073709551616", b"true", b"\"z6Mk\""];
+            let tokens: [&[u8]; 10] = [
+                b"null",
+                b"[]",
+                b"{}",
+                b"\"\"",
+                b"-1",
+                b"1e999",
+                b"\"\\u0000\"",
+                b"18446744073709551616",
+                b"true",
+                b"\"z6Mk\"",
+            ];
             let t = tokens[rng.gen_range(0..tokens.len())];
             let i = rng.gen_range(0..=b.len());
             b.splice(i..i, t.iter().copied());
@@ -55,7 +66,9 @@ fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
         _ => {
             // replace a value by one of another type
             let s = String::from_utf8_lossy(&b).into_owned();
-            s.replacen("\"update\"", "7", 1).replacen("1", "\"1\"", 1).into_bytes()
+            s.replacen("\"update\"", "7", 1)
+                .replacen("1", "\"1\"", 1)
+                .into_bytes()
         }
     }
 }
@@ -64,9 +77,16 @@ fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
 async fn thousands_of_hostile_bodies_change_nothing() {
     use clap::Parser as _;
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::parse_from(["didmesh-node", "--data-dir", dir.path().to_str().unwrap(), "--auth-rate", "0"]);
+    let config = Config::parse_from([
+        "didmesh-node",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--auth-rate",
+        "0",
+    ]);
     let state = NodeState::open(&config).unwrap();
-    let app = api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    let app =
+        api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
 
     let key = SigningKey::from_bytes(&[1; 32]);
     let now = didmesh_node::now();
@@ -80,9 +100,20 @@ async fn thousands_of_hostile_bodies_change_nothing() {
             .body(Body::from(body))
             .unwrap()
     };
-    let resp = app.clone().oneshot(req("/v1/ops", serde_json::to_vec(&create).unwrap())).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req("/v1/ops", serde_json::to_vec(&create).unwrap()))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
-    let update = Operation::update(&did, create.cid().unwrap(), DidState::single_key(public_of(&SigningKey::from_bytes(&[2; 32]))), now, &key).unwrap();
+    let update = Operation::update(
+        &did,
+        create.cid().unwrap(),
+        DidState::single_key(public_of(&SigningKey::from_bytes(&[2; 32]))),
+        now,
+        &key,
+    )
+    .unwrap();
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         ("/v1/ops", serde_json::to_vec(&update).unwrap()),
         ("/v1/ops", serde_json::to_vec(&create).unwrap()),
@@ -105,11 +136,19 @@ async fn thousands_of_hostile_bodies_change_nothing() {
         let resp = app.clone().oneshot(req(uri, body.clone())).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        assert!(!status.is_server_error(), "{uri} answered {status} to {:?}", String::from_utf8_lossy(&body));
+        assert!(
+            !status.is_server_error(),
+            "{uri} answered {status} to {:?}",
+            String::from_utf8_lossy(&body)
+        );
         *statuses.entry(status.as_u16()).or_insert(0u32) += 1;
         if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("{uri} {status}: not JSON: {:?}", String::from_utf8_lossy(&bytes)));
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "{uri} {status}: not JSON: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
             assert!(v["error"].is_string() && v["reason"].is_string(), "{v}");
         }
     }

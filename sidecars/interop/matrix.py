@@ -138,6 +138,13 @@ def foreign_key_own_kid(inp: Inputs) -> str | None:
     return jose.sign_eddsa(_header(jose.jwk_thumbprint(stranger)), _fresh_claims(inp), stranger)
 
 
+def signed_by_member(inp: Inputs, key: Ed25519PrivateKey) -> str:
+    """The valid token's claims, renewed, signed by another member's key
+    under that key's own kid: what a token from a member added later looks
+    like (a key the verifiers have not seen yet)."""
+    return jose.sign_eddsa(_header(jose.jwk_thumbprint(key)), _fresh_claims(inp), key)
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str

@@ -6,7 +6,8 @@
 # writes OUT_DIR/ca.pem (trust this: NODE_EXTRA_CA_CERTS, Envoy's trusted_ca,
 # requests' verify=), OUT_DIR/NAME.pem and OUT_DIR/NAME-key.pem (give these to
 # the server, e.g. didmesh-node --tls-cert/--tls-key). NAME defaults to "node".
-# The server certificate names localhost, 127.0.0.1 and ::1. Both keys are
+# The server certificate names localhost, 127.0.0.1 and ::1, and whatever
+# LOCAL_CA_EXTRA_SAN adds (e.g. "DNS:node3" for a container). Both keys are
 # P-256: every TLS stack here (BoringSSL in Envoy, OpenSSL in Node.js and
 # Python, rustls) accepts them. Valid for 2 days; make a new one per run.
 set -euo pipefail
@@ -24,7 +25,7 @@ cat > "$name.ext" <<EXT
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1${LOCAL_CA_EXTRA_SAN:+,$LOCAL_CA_EXTRA_SAN}
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid
 EXT

@@ -8,6 +8,8 @@
 //! Binaries are taken from `$DIDMESH_BIN_DIR`, else from the workspace's
 //! `target/debug` (which `cargo test --workspace` builds first).
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,7 +70,10 @@ pub struct Node {
     pub dir: PathBuf,
 }
 
-/// Starts `didmesh-node` and waits for `/healthz`.
+/// Starts `didmesh-node` and waits for `/healthz`. Unless `extra` says
+/// otherwise, the p2p layer listens on a free loopback port. With
+/// `DIDMESH_TEST_LOG=<filter>` set, each node's log goes to `<dir>.log`, or
+/// to `$DIDMESH_TEST_LOG_DIR/<http-port>.log` when that is set too.
 pub fn start_node(dir: &Path, extra: &[&str]) -> Node {
     let port = free_port();
     let mut cmd = Command::new(bin("didmesh-node"));
@@ -77,14 +82,43 @@ pub fn start_node(dir: &Path, extra: &[&str]) -> Node {
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--auth-rate")
-        .arg("0")
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start didmesh-node: {e}"));
+        .arg("0");
+    if !extra.contains(&"--p2p-addr") && !extra.contains(&"--no-p2p") {
+        cmd.arg("--p2p-addr").arg("/ip4/127.0.0.1/tcp/0");
+    }
+    cmd.args(extra);
+    match std::env::var("DIDMESH_TEST_LOG") {
+        Ok(filter) => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(match std::env::var_os("DIDMESH_TEST_LOG_DIR") {
+                    Some(d) => PathBuf::from(d).join(format!("{port}.log")),
+                    None => dir.with_extension("log"),
+                })
+                .unwrap_or_else(|e| panic!("log file: {e}"));
+            let out = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+            cmd.env("RUST_LOG", filter).stdout(out).stderr(log);
+        }
+        Err(_) => {
+            cmd.env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start didmesh-node: {e}"));
     let url = format!("http://127.0.0.1:{port}");
-    let node = Node { proc: Proc { child, name: "didmesh-node".into() }, url, port, dir: dir.to_path_buf() };
+    let node = Node {
+        proc: Proc {
+            child,
+            name: "didmesh-node".into(),
+        },
+        url,
+        port,
+        dir: dir.to_path_buf(),
+    };
     wait_healthy(&node.url, Duration::from_secs(20));
     node
 }
@@ -139,7 +173,10 @@ pub mod reqwest {
 
     impl BlockingClient {
         pub fn get(&self, url: String) -> Pending<'_> {
-            Pending { c: self, req: self.client.get(url) }
+            Pending {
+                c: self,
+                req: self.client.get(url),
+            }
         }
 
         pub fn get_json(&self, url: &str) -> Result<Answer, ::reqwest::Error> {
@@ -151,7 +188,11 @@ pub mod reqwest {
             })
         }
 
-        pub fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<Answer, ::reqwest::Error> {
+        pub fn post_json(
+            &self,
+            url: &str,
+            body: &serde_json::Value,
+        ) -> Result<Answer, ::reqwest::Error> {
             self.rt.block_on(async {
                 let r = self.client.post(url).json(body).send().await?;
                 let status = r.status().as_u16();

@@ -14,11 +14,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Writers create DIDs and update them, recording what was acknowledged.
-fn write_stream(url: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(String, String)>>>, seed: u8) {
+fn write_stream(
+    url: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+    seed: u8,
+) {
     let c = blocking_client();
     let mut i: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -28,15 +36,27 @@ fn write_stream(url: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(String
         let key = SigningKey::from_bytes(&s);
         let create = Operation::create(DidState::single_key(public_of(&key)), now(), &key).unwrap();
         let did = did_core::op::did_from_genesis(&create.cid().unwrap());
-        match c.post_json(&format!("{url}/v1/ops"), &serde_json::to_value(&create).unwrap()) {
-            Ok(a) if a.status == 201 => acked.lock().unwrap().push((did.clone(), create.cid().unwrap().to_string())),
+        match c.post_json(
+            &format!("{url}/v1/ops"),
+            &serde_json::to_value(&create).unwrap(),
+        ) {
+            Ok(a) if a.status == 201 => acked
+                .lock()
+                .unwrap()
+                .push((did.clone(), create.cid().unwrap().to_string())),
             _ => return, // the node is gone
         }
         let mut next = DidState::single_key(public_of(&key));
         next.also_known_as.push(format!("at://user{i}.example"));
         let up = Operation::update(&did, create.cid().unwrap(), next, now(), &key).unwrap();
-        match c.post_json(&format!("{url}/v1/ops"), &serde_json::to_value(&up).unwrap()) {
-            Ok(a) if a.status == 201 => acked.lock().unwrap().push((did, up.cid().unwrap().to_string())),
+        match c.post_json(
+            &format!("{url}/v1/ops"),
+            &serde_json::to_value(&up).unwrap(),
+        ) {
+            Ok(a) if a.status == 201 => acked
+                .lock()
+                .unwrap()
+                .push((did, up.cid().unwrap().to_string())),
             _ => return,
         }
     }
@@ -61,17 +81,29 @@ fn sigkill_loses_no_acknowledged_op() {
         w.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "too few writes before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
 
     let node = start_node(dir.path(), &[]);
     let c = blocking_client();
     let status = c.get_json(&format!("{}/v1/status", node.url)).unwrap().body;
     let held = status["op_count"].as_u64().unwrap() as usize;
-    assert!(held >= acked.len(), "node holds {held} ops, {} were acknowledged", acked.len());
+    assert!(
+        held >= acked.len(),
+        "node holds {held} ops, {} were acknowledged",
+        acked.len()
+    );
     let mut missing = 0;
     for (did, cid) in &acked {
-        let log = c.get_json(&format!("{}/v1/dids/{did}/log", node.url)).unwrap();
-        let found = log.body["ops"].as_array().is_some_and(|ops| ops.iter().any(|o| o["cid"] == cid.as_str()));
+        let log = c
+            .get_json(&format!("{}/v1/dids/{did}/log", node.url))
+            .unwrap();
+        let found = log.body["ops"]
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| o["cid"] == cid.as_str()));
         missing += usize::from(!found);
     }
     println!("acknowledged {} ops before SIGKILL; after restart the node holds {held}; missing {missing}", acked.len());
@@ -87,7 +119,15 @@ fn tampered_data_folder_is_refused() {
         for i in 0..5u8 {
             let key = SigningKey::from_bytes(&[i + 40; 32]);
             let op = Operation::create(DidState::single_key(public_of(&key)), now(), &key).unwrap();
-            assert_eq!(c.post_json(&format!("{}/v1/ops", node.url), &serde_json::to_value(&op).unwrap()).unwrap().status, 201);
+            assert_eq!(
+                c.post_json(
+                    &format!("{}/v1/ops", node.url),
+                    &serde_json::to_value(&op).unwrap()
+                )
+                .unwrap()
+                .status,
+                201
+            );
         }
     } // SIGKILL on drop
     {
@@ -111,6 +151,9 @@ fn tampered_data_folder_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a tampered node must not start");
-    assert!(stderr.contains("failed verification at log entry 2"), "{stderr}");
+    assert!(
+        stderr.contains("failed verification at log entry 2"),
+        "{stderr}"
+    );
     assert!(stderr.contains("refusing to start"), "{stderr}");
 }

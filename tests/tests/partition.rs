@@ -26,11 +26,18 @@ struct Netns {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -66,7 +73,15 @@ impl Netns {
             ip(&["link", "set", &mp, "netns", &ns])?;
             ip(&["link", "set", &m, "master", &net.bridge()])?;
             ip(&["link", "set", &m, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", Self::mesh_ip(i)), "dev", &mp])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", Self::mesh_ip(i)),
+                "dev",
+                &mp,
+            ])?;
             ip(&["-n", &ns, "link", "set", &mp, "up"])?;
             // management link: a point-to-point veth to the host
             let (g, gp) = (format!("{}g{i}", net.tag), format!("{}gp{i}", net.tag));
@@ -74,14 +89,28 @@ impl Netns {
             ip(&["link", "set", &gp, "netns", &ns])?;
             ip(&["addr", "add", &format!("10.78.{i}.254/24"), "dev", &g])?;
             ip(&["link", "set", &g, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", Self::mgmt_ip(i)), "dev", &gp])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", Self::mgmt_ip(i)),
+                "dev",
+                &gp,
+            ])?;
             ip(&["-n", &ns, "link", "set", &gp, "up"])?;
         }
         Ok(net)
     }
 
     fn set_mesh(&self, i: usize, up: bool) {
-        ip(&["link", "set", &self.mesh_if(i), if up { "up" } else { "down" }]).unwrap();
+        ip(&[
+            "link",
+            "set",
+            &self.mesh_if(i),
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
     }
 }
 
@@ -115,7 +144,10 @@ fn start_in_ns(net: &Netns, i: usize, dir: &std::path::Path, bootstrap: Option<&
         .arg("--data-dir")
         .arg(dir)
         .args(["--http-addr", &format!("{}:7001", Netns::mgmt_ip(i))])
-        .args(["--p2p-addr", &format!("/ip4/{}/tcp/7101", Netns::mesh_ip(i))])
+        .args([
+            "--p2p-addr",
+            &format!("/ip4/{}/tcp/7101", Netns::mesh_ip(i)),
+        ])
         .args(["--auth-rate", "0", "--sync-interval-ms", "500"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -130,37 +162,54 @@ fn start_in_ns(net: &Netns, i: usize, dir: &std::path::Path, bootstrap: Option<&
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn status(c: &BlockingClient, url: &str) -> Value {
-    c.get_json(&format!("{url}/v1/status")).map(|a| a.body).unwrap_or(Value::Null)
+    c.get_json(&format!("{url}/v1/status"))
+        .map(|a| a.body)
+        .unwrap_or(Value::Null)
 }
 
 fn submit(c: &BlockingClient, url: &str, op: &Operation) {
-    let a = c.post_json(&format!("{url}/v1/ops"), &serde_json::to_value(op).unwrap()).unwrap();
+    let a = c
+        .post_json(&format!("{url}/v1/ops"), &serde_json::to_value(op).unwrap())
+        .unwrap();
     assert!(a.is_success(), "{url}: {}", a.body);
 }
 
 fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> u16 {
-    let ch = c.post_json(&format!("{url}/v1/auth/challenge"), &json!({"did": did})).unwrap();
+    let ch = c
+        .post_json(&format!("{url}/v1/auth/challenge"), &json!({"did": did}))
+        .unwrap();
     if !ch.is_success() {
         return ch.status;
     }
     let msg = ch.body["message"].as_str().unwrap();
-    let body = json!({"did": did, "nonce": ch.body["nonce"], "signature": sign_b64(key, msg.as_bytes())});
-    c.post_json(&format!("{url}/v1/auth/token"), &body).unwrap().status
+    let body =
+        json!({"did": did, "nonce": ch.body["nonce"], "signature": sign_b64(key, msg.as_bytes())});
+    c.post_json(&format!("{url}/v1/auth/token"), &body)
+        .unwrap()
+        .status
 }
 
 fn head(c: &BlockingClient, url: &str, did: &str) -> Option<String> {
     let a = c.get_json(&format!("{url}/1.0/identifiers/{did}")).ok()?;
-    a.body["didDocumentMetadata"]["versionId"].as_str().map(str::to_string)
+    a.body["didDocumentMetadata"]["versionId"]
+        .as_str()
+        .map(str::to_string)
 }
 
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     start.elapsed()
@@ -177,7 +226,11 @@ fn create_did(seed: u8, rotation: &[&SigningKey]) -> (Operation, String) {
 
 #[test]
 fn partition_heals_to_one_state_and_the_fork_rule_decides() {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     if !is_root || Command::new("ip").arg("-V").output().is_err() {
         eprintln!("SKIPPED partition test: needs root and iproute2 to create network namespaces");
         return;
@@ -205,15 +258,24 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     let n3 = start_in_ns(&net, 3, &dir(3), Some(&boot));
     let nodes = [&n1, &n2, &n3];
     wait_for("the nodes to connect", Duration::from_secs(30), || {
-        nodes.iter().all(|n| status(&c, &n.url)["peers"].as_array().is_some_and(|p| p.len() >= 2))
+        nodes.iter().all(|n| {
+            status(&c, &n.url)["peers"]
+                .as_array()
+                .is_some_and(|p| p.len() >= 2)
+        })
     });
 
     // A DID with two rotation keys: `high` (priority 0) and `low` (1).
-    let (high, low) = (SigningKey::from_bytes(&[201; 32]), SigningKey::from_bytes(&[202; 32]));
+    let (high, low) = (
+        SigningKey::from_bytes(&[201; 32]),
+        SigningKey::from_bytes(&[202; 32]),
+    );
     let (shared_op, shared) = create_did(200, &[&high, &low]);
     submit(&c, &n1.url, &shared_op);
     let genesis = shared_op.cid().unwrap();
-    wait_for("the shared DID on node 3", Duration::from_secs(10), || head(&c, &n3.url, &shared).is_some());
+    wait_for("the shared DID on node 3", Duration::from_secs(10), || {
+        head(&c, &n3.url, &shared).is_some()
+    });
 
     // --- cut node 3 off ---
     net.set_mesh(3, false);
@@ -234,30 +296,69 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     // logins keep working on both sides for DIDs each side knows
     let a_key = SigningKey::from_bytes(&[210; 32]);
     let b_key = SigningKey::from_bytes(&[220; 32]);
-    wait_for("node 1 to learn the DID made on node 2", Duration::from_secs(10), || head(&c, &n1.url, &a_did).is_some());
-    assert_eq!(login(&c, &n1.url, &a_did, &a_key), 200, "login on the majority side");
-    assert_eq!(login(&c, &n3.url, &b_did, &b_key), 200, "login on the cut-off side");
-    assert_eq!(login(&c, &n3.url, &a_did, &a_key), 404, "node 3 cannot know the DID made during the cut");
+    wait_for(
+        "node 1 to learn the DID made on node 2",
+        Duration::from_secs(10),
+        || head(&c, &n1.url, &a_did).is_some(),
+    );
+    assert_eq!(
+        login(&c, &n1.url, &a_did, &a_key),
+        200,
+        "login on the majority side"
+    );
+    assert_eq!(
+        login(&c, &n3.url, &b_did, &b_key),
+        200,
+        "login on the cut-off side"
+    );
+    assert_eq!(
+        login(&c, &n3.url, &a_did, &a_key),
+        404,
+        "node 3 cannot know the DID made during the cut"
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_ne!(status(&c, &n1.url)["ledger_digest"], status(&c, &n3.url)["ledger_digest"], "the cut holds");
-    assert_eq!(head(&c, &n1.url, &shared), Some(low_op.cid().unwrap().to_string()));
-    assert_eq!(head(&c, &n3.url, &shared), Some(high_op.cid().unwrap().to_string()));
+    assert_ne!(
+        status(&c, &n1.url)["ledger_digest"],
+        status(&c, &n3.url)["ledger_digest"],
+        "the cut holds"
+    );
+    assert_eq!(
+        head(&c, &n1.url, &shared),
+        Some(low_op.cid().unwrap().to_string())
+    );
+    assert_eq!(
+        head(&c, &n3.url, &shared),
+        Some(high_op.cid().unwrap().to_string())
+    );
     println!("partition lasted {:?}", cut.elapsed());
 
     // --- heal ---
     net.set_mesh(3, true);
     let took = wait_for("convergence after healing", Duration::from_secs(60), || {
         let s: Vec<Value> = nodes.iter().map(|n| status(&c, &n.url)).collect();
-        s.iter().all(|x| x["ledger_digest"] == s[0]["ledger_digest"] && x["state_digest"] == s[0]["state_digest"])
-            && s[0]["op_count"].as_u64() == Some(5)
+        s.iter().all(|x| {
+            x["ledger_digest"] == s[0]["ledger_digest"] && x["state_digest"] == s[0]["state_digest"]
+        }) && s[0]["op_count"].as_u64() == Some(5)
     });
     println!("converged {took:?} after healing (3 nodes, 5 ops: a DID and a conflicting update made on each side during the cut)");
     let winner = high_op.cid().unwrap().to_string();
     for n in nodes {
-        assert_eq!(head(&c, &n.url, &shared).as_deref(), Some(winner.as_str()), "fork rule on {}", n.url);
+        assert_eq!(
+            head(&c, &n.url, &shared).as_deref(),
+            Some(winner.as_str()),
+            "fork rule on {}",
+            n.url
+        );
         assert!(head(&c, &n.url, &a_did).is_some() && head(&c, &n.url, &b_did).is_some());
-        let log = c.get_json(&format!("{}/v1/dids/{shared}/log", n.url)).unwrap().body;
-        assert_eq!(log["ops"].as_array().unwrap().len(), 3, "the losing branch stays stored");
+        let log = c
+            .get_json(&format!("{}/v1/dids/{shared}/log", n.url))
+            .unwrap()
+            .body;
+        assert_eq!(
+            log["ops"].as_array().unwrap().len(),
+            3,
+            "the losing branch stays stored"
+        );
     }
     assert_eq!(login(&c, &n3.url, &a_did, &a_key), 200);
 }

@@ -1,0 +1,405 @@
+//! A small typed client for the node's HTTP API (DESIGN.md, "HTTP API"),
+//! used by the interactive commands. The load generator has its own
+//! lower-level client in [`crate::bench`].
+
+use crate::error::ClientError;
+use crate::login::{check_challenge, Authority};
+use did_core::{Cid, DidState, Operation};
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A request that takes longer fails rather than hanging the CLI.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest error body echoed from a node that did not answer JSON.
+const MAX_ECHO: usize = 200;
+
+/// The answer to `POST /v1/ops`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Submitted {
+    pub cid: String,
+    pub did: String,
+    #[serde(default)]
+    pub durable: bool,
+}
+
+/// The answer to `POST /v1/auth/challenge`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Challenge {
+    pub nonce: String,
+    pub message: String,
+    pub expires_at: u64,
+    pub audience: String,
+}
+
+/// The answer to `POST /v1/auth/token` (RFC 6749 §5.1 names).
+#[derive(Deserialize)]
+pub struct Token {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a bearer credential: never in a debug print.
+        f.debug_struct("Token")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// A DID's current head: what the next `update`/`deactivate` builds on.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub cid: Cid,
+    pub state: DidState,
+    pub created_at: u64,
+}
+
+/// A resolution answer: the HTTP status and the W3C resolution result.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Talks to one node.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    /// The URL without a trailing slash.
+    base: String,
+    /// Authority of `base`, which challenges must name.
+    authority: Authority,
+}
+
+impl NodeClient {
+    pub fn new(url: &str) -> Result<NodeClient, ClientError> {
+        let base = url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(ClientError::usage(format!(
+                "node URL {base:?} must start with http:// (this build has no TLS; put a TLS proxy in front if needed)"
+            )));
+        }
+        let authority = Authority::of_url(&base).map_err(ClientError::Usage)?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("didmesh/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(NodeClient {
+            http,
+            base,
+            authority,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Submits a signed op; returns once the node holds it durably.
+    pub async fn submit(&self, op: &Operation) -> Result<Submitted, ClientError> {
+        let resp = self
+            .send(self.http.post(self.url("/v1/ops")).json(op))
+            .await?;
+        let submitted: Submitted = json_ok(resp).await?;
+        if !submitted.durable {
+            return Err(ClientError::protocol(
+                "the node did not confirm the op as durable",
+            ));
+        }
+        Ok(submitted)
+    }
+
+    /// `GET /1.0/identifiers/{did}`. A deactivated DID (410) is a result,
+    /// not an error; not found and invalid DIDs are errors.
+    pub async fn resolve(&self, did: &str) -> Result<Resolution, ClientError> {
+        check_did_chars(did)?;
+        let resp = self
+            .send(self.http.get(self.url(&format!("/1.0/identifiers/{did}"))))
+            .await?;
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| ClientError::protocol(format!("resolution result is not JSON: {e}")))?;
+        if status == 200 || status == 410 {
+            return Ok(Resolution { status, body });
+        }
+        let meta = &body["didResolutionMetadata"];
+        Err(ClientError::Node {
+            status,
+            code: meta["error"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("error")
+                .to_string(),
+            reason: meta["reason"]
+                .as_str()
+                .or(body["reason"].as_str())
+                .unwrap_or("resolution failed")
+                .to_string(),
+        })
+    }
+
+    /// The DID's head CID and full current state, checked: the head op
+    /// must hash to the CID the resolution names and carry a valid
+    /// signature, so a node cannot make the wallet sign an update over a
+    /// state it made up.
+    pub async fn head(&self, did: &str) -> Result<Head, ClientError> {
+        let resolution = self.resolve(did).await?;
+        if resolution.status == 410 {
+            return Err(ClientError::Node {
+                status: 410,
+                code: "deactivated".into(),
+                reason: format!("{did} is deactivated"),
+            });
+        }
+        let version = resolution.body["didDocumentMetadata"]["versionId"]
+            .as_str()
+            .and_then(|v| Cid::parse(v).ok())
+            .ok_or_else(|| ClientError::protocol("resolution result has no valid versionId"))?;
+        #[derive(Deserialize)]
+        struct Log {
+            ops: Vec<LogEntry>,
+        }
+        #[derive(Deserialize)]
+        struct LogEntry {
+            cid: String,
+            op: Operation,
+        }
+        let resp = self
+            .send(self.http.get(self.url(&format!("/v1/dids/{did}/log"))))
+            .await?;
+        let log: Log = json_ok(resp).await?;
+        let entry = log
+            .ops
+            .into_iter()
+            .find(|e| e.cid == version.to_string())
+            .ok_or_else(|| {
+                ClientError::protocol(format!("the log of {did} lacks its head {version}"))
+            })?;
+        let (cid, _) = entry
+            .op
+            .check_self(&did_core::Limits::default())
+            .map_err(|e| ClientError::protocol(format!("head op does not check: {e}")))?;
+        if cid != version {
+            return Err(ClientError::protocol(
+                "head op does not hash to the versionId",
+            ));
+        }
+        let state = entry
+            .op
+            .state
+            .ok_or_else(|| ClientError::protocol("head op carries no state"))?;
+        Ok(Head {
+            cid,
+            state,
+            created_at: entry.op.created_at,
+        })
+    }
+
+    pub async fn challenge(
+        &self,
+        did: &str,
+        audience: Option<&str>,
+    ) -> Result<Challenge, ClientError> {
+        let body = match audience {
+            Some(a) => json!({"did": did, "audience": a}),
+            None => json!({"did": did}),
+        };
+        json_ok(
+            self.send(self.http.post(self.url("/v1/auth/challenge")).json(&body))
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn token(
+        &self,
+        did: &str,
+        nonce: &str,
+        signature: &str,
+    ) -> Result<Token, ClientError> {
+        let body = json!({"did": did, "nonce": nonce, "signature": signature});
+        json_ok(
+            self.send(self.http.post(self.url("/v1/auth/token")).json(&body))
+                .await?,
+        )
+        .await
+    }
+
+    /// The whole login: challenge, the phishing checks, sign, token.
+    pub async fn login(
+        &self,
+        did: &str,
+        key: &SigningKey,
+        audience: Option<&str>,
+    ) -> Result<Token, ClientError> {
+        let challenge = self.challenge(did, audience).await?;
+        check_challenge(
+            &challenge.message,
+            &self.authority,
+            did,
+            &challenge.nonce,
+            audience,
+        )?;
+        if let Some(a) = audience {
+            if challenge.audience != a {
+                return Err(ClientError::protocol(
+                    "the node answered for another audience",
+                ));
+            }
+        }
+        let signature = did_core::keys::sign_b64(key, challenge.message.as_bytes());
+        let token = self.token(did, &challenge.nonce, &signature).await?;
+        if !token.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(ClientError::protocol(format!(
+                "unexpected token type {:?}",
+                token.token_type
+            )));
+        }
+        Ok(token)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        req.send().await.map_err(|e| transport(&self.base, e))
+    }
+}
+
+/// Refuses DIDs that would change the request path (`/`, `?`, `#`, …).
+pub fn check_did_chars(did: &str) -> Result<(), ClientError> {
+    let ok = did.starts_with("did:")
+        && did.len() <= 256
+        && did
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'-' | b'_' | b'%'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::usage(format!(
+            "{:?} is not a DID",
+            truncate(did)
+        )))
+    }
+}
+
+fn transport(base: &str, e: reqwest::Error) -> ClientError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // The error's source chain says why (refused, reset, …).
+    let mut detail = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    ClientError::Transport(format!("cannot reach node {base}: {what} ({detail})"))
+}
+
+/// Parses a 2xx JSON body, or turns a 4xx/5xx into [`ClientError::Node`].
+pub async fn json_ok<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Transport(format!("reading the answer failed: {e}")))?;
+    if !status.is_success() {
+        return Err(node_error(status.as_u16(), &bytes));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::protocol(format!("HTTP {status}: {e}")))
+}
+
+/// The node's `{"error","reason"}` body as an error (or the raw text when
+/// the answer is not that shape, e.g. from a proxy).
+pub fn node_error(status: u16, body: &[u8]) -> ClientError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: String,
+        #[serde(default)]
+        reason: String,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Node {
+            status,
+            reason: if e.reason.is_empty() {
+                e.error.clone()
+            } else {
+                e.reason
+            },
+            code: e.error,
+        },
+        Err(_) => ClientError::Node {
+            status,
+            code: "http_error".into(),
+            reason: truncate(String::from_utf8_lossy(body).trim()),
+        },
+    }
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None if s.is_empty() => "(empty body)".into(),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_read_the_error_body() {
+        let e = node_error(
+            403,
+            br#"{"error":"did_deactivated","reason":"DID is deactivated"}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "DID is deactivated (did_deactivated, HTTP 403)"
+        );
+        let e = node_error(502, b"Bad Gateway");
+        assert_eq!(e.to_string(), "Bad Gateway (http_error, HTTP 502)");
+    }
+
+    #[test]
+    fn dids_cannot_escape_the_path() {
+        assert!(check_did_chars("did:mesh:abc").is_ok());
+        assert!(check_did_chars("did:key:z6Mk").is_ok());
+        assert!(check_did_chars("did:mesh:abc/../../v1/ops").is_err());
+        assert!(check_did_chars("did:mesh:a?b").is_err());
+        assert!(check_did_chars("mesh:abc").is_err());
+    }
+
+    #[test]
+    fn only_http_urls() {
+        assert!(NodeClient::new("https://node.example").is_err());
+        assert!(NodeClient::new("node.example:7001").is_err());
+        assert_eq!(
+            NodeClient::new("http://127.0.0.1:7001/").unwrap().base(),
+            "http://127.0.0.1:7001"
+        );
+    }
+}

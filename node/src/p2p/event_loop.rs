@@ -1,0 +1,680 @@
+//! The one task that owns the libp2p swarm. It turns swarm events into
+//! messages for the validator and anti-entropy, and [`Command`]s from the
+//! [`Client`] into swarm calls. It never awaits anything else, so a slow
+//! disk or a burst of signature checks cannot stall the network.
+
+use super::codec::{SyncCodec, SyncRequest, SyncResponse, PROTOCOL};
+use super::gossip;
+use super::metrics::P2pMetrics;
+use super::{BannedPeer, Client, P2pConfig, P2pError, PeerInfo, PeerView, COMMAND_CHANNEL};
+use did_core::sync::Seen;
+use did_core::{Cid, Limits};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, kad, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Gossiped ops waiting for validation (at most ~9 KiB each, so ~9 MiB).
+/// When full, new messages are ignored (anti-entropy fetches them later)
+/// rather than queued without bound.
+pub const GOSSIP_CHANNEL: usize = 1024;
+/// Sync events (new connections, inbound requests) waiting for
+/// anti-entropy. When full, inbound requests are answered `Busy`.
+pub const SYNC_EVENT_CHANNEL: usize = 256;
+/// Most peers kept connected; inbound connections beyond are closed.
+pub const MAX_PEERS: usize = 50;
+/// How long a peer whose score fell below the graylist threshold stays
+/// disconnected.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Application-score penalty for each invalid op or malformed frame a peer
+/// sent over `/didmesh/sync/1` (gossipsub's P5; weight 1).
+pub const SYNC_PENALTY: f64 = -30.0;
+/// Streams of `/didmesh/sync/1` open at once per connection.
+pub const MAX_SYNC_STREAMS: usize = 16;
+/// A sync request that takes longer fails (a large fetch response included).
+pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Dial the bootstrap peers again this often while no peer is connected.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// A Kademlia walk for our own id this often while fewer than
+/// [`DISCOVERY_TARGET`] peers are connected, to learn more peers...
+const KAD_WALK_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and every this many intervals once enough are.
+const KAD_WALK_EVERY_WHEN_ENOUGH: u32 = 12;
+/// Below this many peers, discovery walks more often.
+const DISCOVERY_TARGET: usize = 8;
+/// How often scores are checked and the status snapshot refreshed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Op CIDs gossip handled recently (validated, or published by us): a
+/// duplicate is ignored without a second signature check. About 80 bytes
+/// each with the set's overhead, so ~4 MiB.
+const SEEN_CAPACITY: usize = 50_000;
+/// Connections with no stream open close after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/didmesh/id/1.0.0";
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/didmesh/kad/1.0.0");
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// What the [`Client`] asks of the event loop.
+pub(crate) enum Command {
+    Publish {
+        cid: Cid,
+        bytes: Vec<u8>,
+    },
+    Report {
+        id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
+    Request {
+        peer: PeerId,
+        request: SyncRequest,
+        reply: oneshot::Sender<Result<SyncResponse, P2pError>>,
+    },
+    Respond {
+        channel: ResponseChannel<SyncResponse>,
+        response: SyncResponse,
+    },
+    Punish {
+        peer: PeerId,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+/// A gossiped op to validate.
+pub(crate) struct GossipMessage {
+    pub id: MessageId,
+    pub source: PeerId,
+    pub data: Vec<u8>,
+}
+
+/// What anti-entropy is told.
+pub(crate) enum SyncEvent {
+    /// A first connection to `peer`: reconcile with it now.
+    Connected(PeerId),
+    Request {
+        peer: PeerId,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    },
+}
+
+/// The receiving ends handed to the tasks around the event loop.
+pub(crate) struct Inbound {
+    pub gossip: mpsc::Receiver<GossipMessage>,
+    pub sync: mpsc::Receiver<SyncEvent>,
+}
+
+struct PeerEntry {
+    addr: Multiaddr,
+    connections: usize,
+    agent: Option<String>,
+    rejected: u64,
+}
+
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    gossip_tx: mpsc::Sender<GossipMessage>,
+    sync_tx: mpsc::Sender<SyncEvent>,
+    view_tx: watch::Sender<Arc<PeerView>>,
+    metrics: Arc<P2pMetrics>,
+    topic: IdentTopic,
+    bootstrap: Vec<Multiaddr>,
+    /// Outbound sync requests waiting for their answer.
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
+    /// Connected peers.
+    peers: HashMap<PeerId, PeerEntry>,
+    /// Accumulated sync-path penalty per peer (gossipsub application score).
+    penalties: HashMap<PeerId, f64>,
+    /// Peers refused until the given instant.
+    banned: HashMap<PeerId, Instant>,
+    seen: Seen,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    /// Builds the swarm and starts listening. Returns the loop (to spawn),
+    /// its client, and the receivers for the validator and anti-entropy.
+    pub(crate) fn new(
+        keypair: Keypair,
+        network_id: &str,
+        limits: Limits,
+        config: &P2pConfig,
+        metrics: Arc<P2pMetrics>,
+    ) -> Result<(EventLoop, Client, Inbound), P2pError> {
+        let transport = |e: &dyn std::fmt::Display| P2pError::Transport(e.to_string());
+        let topic = gossip::topic(network_id);
+        let peer_id = keypair.public().to_peer_id();
+        let codec = SyncCodec {
+            metrics: metrics.clone(),
+        };
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport(&e))?
+            .with_behaviour(
+                |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                    let gossipsub = gossip::behaviour(&topic, &limits)?;
+                    let identify = identify::Behaviour::new(
+                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                            .with_agent_version(format!(
+                                "didmesh-node/{}",
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                    );
+                    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+                    // Walks are started by the event loop (on a peer's first
+                    // identify, then every KAD_WALK_INTERVAL), not by a
+                    // timer that fires before any peer is known.
+                    kad_config.set_periodic_bootstrap_interval(None);
+                    let mut kad = kad::Behaviour::with_config(
+                        key.public().to_peer_id(),
+                        kad::store::MemoryStore::new(key.public().to_peer_id()),
+                        kad_config,
+                    );
+                    // Nodes are servers: they listen and answer queries.
+                    kad.set_mode(Some(kad::Mode::Server));
+                    let sync = request_response::Behaviour::with_codec(
+                        codec,
+                        [(PROTOCOL, ProtocolSupport::Full)],
+                        request_response::Config::default()
+                            .with_request_timeout(SYNC_REQUEST_TIMEOUT)
+                            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+                    );
+                    Ok(Behaviour {
+                        gossipsub,
+                        identify,
+                        kad,
+                        sync,
+                    })
+                },
+            )
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| transport(&e))?;
+        swarm
+            .listen_on(config.listen.clone())
+            .map_err(|e| P2pError::Listen(config.listen.clone(), e.to_string()))?;
+
+        let (cmd_tx, commands) = mpsc::channel(COMMAND_CHANNEL);
+        let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_CHANNEL);
+        let (sync_tx, sync_rx) = mpsc::channel(SYNC_EVENT_CHANNEL);
+        let view = PeerView {
+            peer_id: peer_id.to_string(),
+            ..Default::default()
+        };
+        let (view_tx, view_rx) = watch::channel(Arc::new(view));
+        let client = Client {
+            commands: cmd_tx,
+            view: view_rx,
+            metrics: metrics.clone(),
+            peer_id,
+        };
+        let mut event_loop = EventLoop {
+            swarm,
+            commands,
+            gossip_tx,
+            sync_tx,
+            view_tx,
+            metrics,
+            topic,
+            bootstrap: config.bootstrap.clone(),
+            pending: HashMap::new(),
+            peers: HashMap::new(),
+            penalties: HashMap::new(),
+            banned: HashMap::new(),
+            seen: Seen::new(SEEN_CAPACITY),
+            listen_addrs: vec![],
+        };
+        event_loop.dial_bootstrap();
+        Ok((
+            event_loop,
+            client,
+            Inbound {
+                gossip: gossip_rx,
+                sync: sync_rx,
+            },
+        ))
+    }
+
+    /// Runs until every [`Client`] is dropped.
+    pub async fn run(mut self) {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        let mut kad_walk = tokio::time::interval(KAD_WALK_INTERVAL);
+        let mut walks = 0u32;
+        for t in [&mut housekeeping, &mut redial, &mut kad_walk] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = housekeeping.tick() => self.housekeeping(),
+                _ = redial.tick() => {
+                    if self.peers.is_empty() {
+                        self.dial_bootstrap();
+                    }
+                }
+                _ = kad_walk.tick() => {
+                    walks = walks.wrapping_add(1);
+                    let wanted = self.peers.len() < DISCOVERY_TARGET || walks % KAD_WALK_EVERY_WHEN_ENOUGH == 0;
+                    if wanted && !self.peers.is_empty() {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+        }
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.bootstrap.clone() {
+            let opts = match peer_of(&addr) {
+                Some(peer) if self.peers.contains_key(&peer) || self.banned.contains_key(&peer) => {
+                    continue
+                }
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    .build(),
+                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+            };
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%addr, error = %e, "bootstrap dial failed");
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish { cid, bytes } => {
+                // Ops that gossip brought in are already forwarded by
+                // gossipsub: publishing them again is a duplicate.
+                if !self.seen.insert(cid) {
+                    return;
+                }
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    Ok(_) => self.metrics.published.inc(),
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(gossipsub::PublishError::Duplicate) => {}
+                    Err(e) => tracing::debug!(%cid, error = %e, "publish failed"),
+                }
+            }
+            Command::Report {
+                id,
+                source,
+                acceptance,
+            } => {
+                if matches!(acceptance, MessageAcceptance::Reject) {
+                    if let Some(p) = self.peers.get_mut(&source) {
+                        p.rejected += 1;
+                    }
+                }
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(P2pError::Request {
+                        peer,
+                        why: "not connected".into(),
+                    }));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond { channel, response } => {
+                // Fails only if the peer went away meanwhile.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
+            }
+            Command::Punish { peer } => self.punish(peer),
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.peers.keys().copied().collect());
+            }
+        }
+    }
+
+    /// Lowers a peer's application score for misbehaving on the sync path.
+    fn punish(&mut self, peer: PeerId) {
+        let penalty = self.penalties.entry(peer).or_insert(0.0);
+        *penalty += SYNC_PENALTY;
+        let score = *penalty;
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rejected += 1;
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let first = self.peers.get(&peer_id).is_some_and(|p| p.agent.is_none());
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.agent = Some(info.agent_version);
+                }
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                    if first {
+                        // Ask the new peer (and its neighbours) for peers near us.
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                ..
+            })) => {
+                let known = self.peers.contains_key(&peer) || self.banned.contains_key(&peer);
+                if !known && self.peers.len() < MAX_PEERS {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addresses.iter().cloned().collect())
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "p2p listening");
+                self.listen_addrs.push(address);
+                self.publish_view();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+                self.publish_view();
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                connection_id,
+                ..
+            } => {
+                let refuse = self.banned.contains_key(&peer_id)
+                    || (num_established.get() == 1
+                        && endpoint.is_listener()
+                        && self.peers.len() >= MAX_PEERS);
+                if refuse {
+                    let _ = self.swarm.close_connection(connection_id);
+                    return;
+                }
+                let entry = self.peers.entry(peer_id).or_insert_with(|| PeerEntry {
+                    addr: endpoint.get_remote_address().clone(),
+                    connections: 0,
+                    agent: None,
+                    rejected: 0,
+                });
+                entry.connections += 1;
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    // The dialer reconciles at once; the listener's turn
+                    // comes with its periodic rounds (two sessions on
+                    // every connection would list the difference twice).
+                    if endpoint.is_dialer() {
+                        let _ = self.sync_tx.try_send(SyncEvent::Connected(peer_id));
+                    }
+                    self.publish_view();
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 && self.peers.remove(&peer_id).is_some() {
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                    self.publish_view();
+                } else if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connections = p.connections.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        self.metrics.gossip_received.inc();
+        let ignore = |this: &mut EventLoop, id: &MessageId| {
+            this.metrics.gossip_ignored.inc();
+            this.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    id,
+                    &propagation_source,
+                    MessageAcceptance::Ignore,
+                );
+        };
+        // Message ids are CIDs (see `gossip::behaviour`).
+        let cid = <[u8; 32]>::try_from(message_id.0.as_slice()).map(Cid);
+        let Ok(cid) = cid else {
+            return ignore(self, &message_id);
+        };
+        if !self.seen.insert(cid) {
+            // Handled before (validated, or we published it ourselves).
+            return ignore(self, &message_id);
+        }
+        let msg = GossipMessage {
+            id: message_id.clone(),
+            source: propagation_source,
+            data: message.data,
+        };
+        if self.gossip_tx.try_send(msg).is_err() {
+            // Overloaded: anti-entropy will bring the op if it is valid.
+            ignore(self, &message_id);
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request: SyncRequest::Malformed(why),
+                        ..
+                    },
+                ..
+            } => {
+                tracing::info!(%peer, reason = why, "malformed sync request");
+                self.metrics.rejected.inc();
+                self.punish(peer);
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if self.banned.contains_key(&peer) {
+                    return; // dropping the channel fails the request
+                }
+                if let Err(mpsc::error::TrySendError::Full(SyncEvent::Request {
+                    channel, ..
+                })) = self.sync_tx.try_send(SyncEvent::Request {
+                    peer,
+                    request,
+                    channel,
+                }) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, SyncResponse::Busy);
+                }
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Request {
+                        peer,
+                        why: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Bans peers whose score fell below the graylist threshold, lifts
+    /// expired bans, and refreshes the status snapshot.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        self.banned.retain(|peer, until| {
+            let keep = *until > now;
+            if !keep {
+                tracing::info!(%peer, "ban lifted");
+            }
+            keep
+        });
+        let gs = &self.swarm.behaviour().gossipsub;
+        let low: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|p| {
+                gs.peer_score(p)
+                    .is_some_and(|s| s < gossip::GRAYLIST_THRESHOLD)
+            })
+            .copied()
+            .collect();
+        for peer in low {
+            tracing::warn!(%peer, "peer score below the graylist threshold: disconnecting and banning it");
+            self.metrics.banned.inc();
+            self.banned.insert(peer, now + BAN_DURATION);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.publish_view();
+    }
+
+    fn publish_view(&mut self) {
+        let local = *self.swarm.local_peer_id();
+        let gs = &self.swarm.behaviour().gossipsub;
+        let mut peers: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerInfo {
+                peer_id: id.to_string(),
+                addr: p.addr.to_string(),
+                agent: p.agent.clone(),
+                score: gs.peer_score(id).unwrap_or(0.0),
+                rejected: p.rejected,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let now = Instant::now();
+        let banned = self
+            .banned
+            .iter()
+            .map(|(p, until)| BannedPeer {
+                peer_id: p.to_string(),
+                seconds_left: until.saturating_duration_since(now).as_secs(),
+                score: gs.peer_score(p).unwrap_or(0.0),
+            })
+            .collect();
+        let listen_addrs = self
+            .listen_addrs
+            .iter()
+            .map(|a| {
+                a.clone()
+                    .with(libp2p::multiaddr::Protocol::P2p(local))
+                    .to_string()
+            })
+            .collect();
+        let view = PeerView {
+            peer_id: local.to_string(),
+            listen_addrs,
+            peers,
+            banned,
+        };
+        self.view_tx.send_replace(Arc::new(view));
+    }
+}
+
+/// The peer id at the end of a multiaddr (`…/p2p/<id>`), if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}

@@ -1,0 +1,310 @@
+//! A hostile libp2p peer (built here, in the test) joins a two-node cluster
+//! and misbehaves: it gossips forged, malformed and oversized ops, and sends
+//! garbage on the anti-entropy protocol. The honest nodes must refuse every
+//! one of them (their digests do not move), count them
+//! (`didmesh_p2p_rejected_total`), score the peer down and ban it, while
+//! staying connected to each other.
+
+use did_core::keys::public_of;
+use did_core::{Cid, DidState, Operation};
+use didmesh_tests::cluster::{
+    cid, create_op, digests, init_network, key, metric, now, p2p_addr, poll, post_ops,
+    start_cluster, status, wait_converged, wait_peers,
+};
+use didmesh_tests::reqwest::blocking_client;
+use ed25519_dalek::SigningKey;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use std::time::Duration;
+
+/// Writes requests verbatim (no framing of ours), reads any answer.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut v = vec![];
+        io.take(1 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        self.read_request(&StreamProtocol::new("/x"), io).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> std::io::Result<()> {
+        self.write_request(&StreamProtocol::new("/x"), io, r).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Hostile {
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<RawCodec>,
+}
+
+fn hostile_swarm() -> Swarm<Hostile> {
+    libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(ValidationMode::Anonymous)
+                .message_id_fn(|m: &gossipsub::Message| MessageId::new(Cid::of(&m.data).digest()))
+                .max_transmit_size(64 * 1024)
+                .build()
+                .unwrap();
+            Hostile {
+                gossipsub: gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config)
+                    .unwrap(),
+                sync: request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(
+                        StreamProtocol::new("/didmesh/sync/1"),
+                        ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default(),
+                ),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Drives the swarm until `stop` says so or `within` passes; returns
+/// whether `stop` fired.
+async fn drive(
+    swarm: &mut Swarm<Hostile>,
+    within: Duration,
+    mut stop: impl FnMut(&SwarmEvent<HostileEvent>) -> bool,
+) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            let e = swarm.select_next_some().await;
+            if stop(&e) {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Forgeries around `good`, an honest create signed by `honest` that the
+/// cluster holds.
+fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
+    let did = did_core::op::did_from_genesis(&cid(good));
+    // A create whose signature is another key's.
+    let mut bad_sig = good.clone();
+    let other = SigningKey::from_bytes(&[91; 32]);
+    bad_sig.sig = Operation::create(DidState::single_key(public_of(&other)), now(), &other)
+        .unwrap()
+        .sig;
+    // An update of a DID signed by a key that is not its rotation key
+    // (the parent is the honest create, which the cluster holds).
+    let intruder = SigningKey::from_bytes(&[92; 32]);
+    let hijack = Operation::update(
+        &did,
+        cid(good),
+        DidState::single_key(public_of(&intruder)),
+        now(),
+        &intruder,
+    )
+    .unwrap();
+    // Signed and well-formed, but above the 8 KiB op size limit.
+    let mut huge = DidState::single_key(public_of(honest));
+    huge.services = (0..10)
+        .map(|i| did_core::Service {
+            id: format!("svc-{i}"),
+            kind: "Hub".into(),
+            endpoint: format!("https://{}.example/{i}", "x".repeat(480)),
+        })
+        .collect();
+    huge.also_known_as = (0..10)
+        .map(|i| format!("at://{}{i}.example", "y".repeat(480)))
+        .collect();
+    let oversized = serde_json::to_vec(&Operation::create(huge, now(), honest).unwrap()).unwrap();
+    assert!(oversized.len() > 8 * 1024);
+    vec![
+        serde_json::to_vec(&bad_sig).unwrap(),
+        b"{\"type\":\"create\", not json".to_vec(),
+        serde_json::to_vec(&hijack).unwrap(),
+        oversized,
+        vec![0xff; 20_000],
+    ]
+}
+
+#[test]
+fn hostile_peer_is_refused_scored_down_and_banned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = init_network(tmp.path(), 2);
+    let nodes = start_cluster(&dirs, &[]);
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    assert!(wait_peers(&urls, 1, Duration::from_secs(20)));
+    // Some honest history, including the DID the hostile peer tries to hijack.
+    let honest: Vec<Operation> = (0..20).map(|i| create_op(&key(90, i)).0).collect();
+    let forged = forged_ops(&honest[0], &key(90, 0));
+    assert_eq!(post_ops(&urls[..1], &honest, 8), 20);
+    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    let c = blocking_client();
+    let before = digests(&c, urls[0]).unwrap();
+    let network_id = status(&c, urls[0])["network_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let topic = IdentTopic::new(format!("/didmesh/{network_id}/ops/1"));
+    let target: Multiaddr = p2p_addr(&nodes[0]).parse().unwrap();
+    let target_id: PeerId = status(&c, urls[0])["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The swarm spawns its connection tasks on the current runtime.
+    let _runtime = rt.enter();
+    let mut swarm = hostile_swarm();
+    let hostile_id = *swarm.local_peer_id();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm.dial(target.clone()).unwrap();
+    // Wait until node 1 has told us it is subscribed, so publishing reaches it.
+    let subscribed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
+    }));
+    assert!(
+        subscribed,
+        "node 1 never subscribed to the topic towards the hostile peer"
+    );
+
+    let rejected_before = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0);
+    for bytes in forged {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.clone(), bytes)
+            .unwrap();
+    }
+    // Node 1 rejects them, scores us below the graylist threshold and
+    // closes the connection.
+    let closed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target_id)
+    }));
+    assert!(closed, "node 1 did not disconnect the hostile peer");
+    let rejected = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0) - rejected_before;
+    assert!(rejected >= 3.0, "rejected counter grew by {rejected}");
+    let s = status(&c, urls[0]);
+    let banned = s["banned_peers"].as_array().unwrap();
+    let entry = banned
+        .iter()
+        .find(|b| b["peer_id"] == hostile_id.to_string().as_str());
+    let score = entry
+        .and_then(|b| b["score"].as_f64())
+        .unwrap_or_else(|| panic!("not banned: {s}"));
+    assert!(score < -80.0, "{s}");
+    assert!(metric(urls[0], "didmesh_p2p_banned_total").unwrap_or(0.0) >= 1.0);
+    println!(
+        "node 1 rejected {rejected} forged ops and banned the hostile peer (score {score:.0})"
+    );
+
+    // Coming back does not help: the connection is closed at once.
+    swarm.dial(target).unwrap();
+    let refused = rt.block_on(drive(&mut swarm, Duration::from_secs(10), |e| {
+        matches!(e, SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == target_id)
+            || matches!(e, SwarmEvent::OutgoingConnectionError { .. })
+    }));
+    assert!(refused, "a banned peer was let back in");
+
+    // A second hostile peer sends garbage on the anti-entropy protocol.
+    let mut swarm2 = hostile_swarm();
+    let hostile2 = *swarm2.local_peer_id();
+    let target2: Multiaddr = p2p_addr(&nodes[1]).parse().unwrap();
+    let target2_id: PeerId = status(&c, urls[1])["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    swarm2.dial(target2).unwrap();
+    let connected = rt.block_on(drive(&mut swarm2, Duration::from_secs(10), |e| {
+        matches!(e, SwarmEvent::ConnectionEstablished { peer_id, .. } if *peer_id == target2_id)
+    }));
+    assert!(connected);
+    let garbage: [Vec<u8>; 3] = [
+        u32::MAX.to_be_bytes().to_vec(), // a frame claiming 4 GiB
+        [&5u32.to_be_bytes()[..], &[0x02, 0xff, 0xff, 0, 0]].concat(), // fetch 65535 CIDs
+        [&3u32.to_be_bytes()[..], &[0x09, 0, 0]].concat(), // unknown tag
+    ];
+    for g in garbage {
+        swarm2.behaviour_mut().sync.send_request(&target2_id, g);
+    }
+    let closed = rt.block_on(drive(&mut swarm2, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target2_id)
+    }));
+    assert!(
+        closed,
+        "node 2 did not disconnect the peer sending garbage sync frames"
+    );
+    let s2 = status(&c, urls[1]);
+    let banned2 = s2["banned_peers"].as_array().unwrap();
+    assert!(
+        banned2
+            .iter()
+            .any(|b| b["peer_id"] == hostile2.to_string().as_str()),
+        "{s2}"
+    );
+
+    // The honest nodes did not move and still talk to each other.
+    assert_eq!(digests(&c, urls[0]).unwrap(), before);
+    assert_eq!(digests(&c, urls[1]).unwrap(), before);
+    let peers_ok = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let p = status(&c, urls[0])["peers"].clone();
+        p.as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["peer_id"] == status(&c, urls[1])["peer_id"])
+            })
+            .then_some(())
+    });
+    assert!(peers_ok.is_some(), "the honest nodes lost each other");
+    // And still replicate.
+    let after: Vec<Operation> = (0..5).map(|i| create_op(&key(93, i)).0).collect();
+    assert_eq!(post_ops(&urls[1..], &after, 4), 5);
+    let (_, n) = wait_converged(&urls, Duration::from_secs(15)).unwrap();
+    assert_eq!(n, 25);
+}
