@@ -365,10 +365,14 @@ impl Ledger {
 
     /// Validates `op` against the ledger without changing it.
     pub fn validate(&self, op: &Operation) -> Result<Check, OpError> {
-        let (cid, bytes) = op.check_self(&self.limits)?;
-        if self.ops.contains_key(&cid) {
-            return Ok(Check::Known(cid));
+        let form = op.check_form(&self.limits)?;
+        // Same CID = same bytes as an op that already verified: skip the
+        // signature (duplicates are the common case in gossip and sync).
+        if self.ops.contains_key(&form.cid) {
+            return Ok(Check::Known(form.cid));
         }
+        op.check_signature(&form.signing_bytes)?;
+        let (cid, bytes) = (form.cid, form.bytes);
         let (did, priority) = match op.kind {
             OpKind::MemberAdd | OpKind::MemberRemove => self.validate_membership(op)?,
             OpKind::Create => {

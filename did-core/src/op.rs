@@ -473,6 +473,16 @@ impl Operation {
     /// op's CID and canonical bytes. Whether `signer` may sign is decided
     /// against the parent state by the ledger.
     pub fn check_self(&self, limits: &Limits) -> Result<(Cid, Vec<u8>), OpError> {
+        let form = self.check_form(limits)?;
+        self.check_signature(&form.signing_bytes)?;
+        Ok((form.cid, form.bytes))
+    }
+
+    /// The checks of [`Operation::check_self`] short of the signature:
+    /// shape per kind, limits, and the canonical encodings (both computed
+    /// from one serialization). Cheap; lets a ledger skip the signature of
+    /// an op it already holds.
+    pub fn check_form(&self, limits: &Limits) -> Result<Form, OpError> {
         match (self.kind, &self.did, &self.prev, &self.state) {
             (OpKind::Create, None, None, Some(_)) => {}
             (OpKind::Create, _, _, _) => {
@@ -528,7 +538,9 @@ impl Operation {
         if let Some(state) = &self.state {
             state.check(limits)?;
         }
-        let bytes = self.canonical_bytes()?;
+        let mut value =
+            serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
+        let bytes = canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
         if bytes.len() > limits.max_op_bytes {
             return Err(OpError::Limit(format!(
                 "operation is {} bytes, the limit is {}",
@@ -536,19 +548,45 @@ impl Operation {
                 limits.max_op_bytes
             )));
         }
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("sig");
+            obj.remove("cosigs");
+        }
+        let signing_bytes =
+            canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
+        Ok(Form {
+            cid: Cid::of(&bytes),
+            bytes,
+            signing_bytes,
+        })
+    }
+
+    /// Verifies `sig` by `signer` (and every co-signature) over
+    /// `signing_bytes` (from [`Operation::check_form`]).
+    pub fn check_signature(&self, signing_bytes: &[u8]) -> Result<(), OpError> {
         if self.kind.is_membership() {
             self.signers()?;
-        } else {
-            let sig =
-                signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
-            if !self.signer.verify(&self.signing_bytes()?, &sig) {
-                return Err(OpError::BadSignature(
-                    "signature does not verify with signer".into(),
-                ));
-            }
+            return Ok(());
         }
-        Ok((Cid::of(&bytes), bytes))
+        let sig =
+            signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
+        if !self.signer.verify(signing_bytes, &sig) {
+            return Err(OpError::BadSignature(
+                "signature does not verify with signer".into(),
+            ));
+        }
+        Ok(())
     }
+}
+
+/// An op's canonical encodings, from [`Operation::check_form`].
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub cid: Cid,
+    /// Canonical bytes of the signed op.
+    pub bytes: Vec<u8>,
+    /// Canonical bytes without `sig` and `cosigs`: what is signed.
+    pub signing_bytes: Vec<u8>,
 }
 
 /// The DID a `create` op with this CID defines.

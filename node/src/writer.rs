@@ -46,6 +46,9 @@ struct Request {
     op: Operation,
     allow_orphan: bool,
     reply: Reply,
+    /// Already validated against this ledger (gossip validation): the
+    /// writer skips a second signature check.
+    pre: Option<Box<Validated>>,
 }
 
 /// A cheap handle to submit ops; clone freely.
@@ -87,6 +90,23 @@ impl Writer {
                 op,
                 allow_orphan,
                 reply: Some(reply),
+                pre: None,
+            })
+            .map_err(|_| SubmitError::Unavailable)?;
+        rx.await.map_err(|_| SubmitError::Unavailable)?
+    }
+
+    /// Submits an op that [`Ledger::validate`] already accepted on this
+    /// node's ledger. Validity depends only on the parent, and parents are
+    /// never removed, so the verdict still holds; the writer only dedupes.
+    pub async fn submit_validated(&self, v: Validated) -> Result<Submitted, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request {
+                op: v.op.clone(),
+                allow_orphan: true,
+                reply: Some(reply),
+                pre: Some(Box::new(v)),
             })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -137,8 +157,13 @@ impl WriterLoop {
             let Ok(ledger) = self.ledger.read() else {
                 return vec![];
             };
-            for req in requests {
-                match ledger.validate(&req.op) {
+            for mut req in requests {
+                let check = match req.pre.take() {
+                    Some(v) if ledger.contains(&v.cid) => Ok(Check::Known(v.cid)),
+                    Some(v) => Ok(Check::New(v)),
+                    None => ledger.validate(&req.op),
+                };
+                match check {
                     Ok(Check::Known(cid)) => reply(req.reply, Ok(Submitted::Existing(cid))),
                     Ok(Check::New(v)) => {
                         if in_batch.insert(v.cid) {
@@ -204,6 +229,7 @@ impl WriterLoop {
                         op: orphan,
                         allow_orphan: true,
                         reply: None,
+                        pre: None,
                     });
                 }
                 let _ = self.committed.send(shared);

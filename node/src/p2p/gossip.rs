@@ -136,7 +136,7 @@ fn scoring(topic: &IdentTopic) -> (PeerScoreParams, PeerScoreThresholds) {
 #[derive(Debug)]
 pub(crate) enum Verdict {
     /// Valid and not held yet.
-    New(Box<Operation>),
+    New(Box<did_core::Validated>),
     /// Held already; `fresh` when younger than [`GOSSIP_MAX_AGE`].
     Known { fresh: bool },
     /// Self-consistent (shape, limits, signature) but its parent is unknown.
@@ -181,7 +181,7 @@ pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now:
         Ok(Check::Known(cid)) if cid == received => Verdict::Known {
             fresh: op.created_at.saturating_add(GOSSIP_MAX_AGE) >= now,
         },
-        Ok(Check::New(v)) if v.cid == received => Verdict::New(Box::new(op)),
+        Ok(Check::New(v)) if v.cid == received => Verdict::New(v),
         Ok(_) => not_canonical(),
         Err(OpError::UnknownPrev(_)) => {
             drop(ledger);
@@ -301,10 +301,10 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
             // `judge_waiting`) instead of being parked as an orphan.
             let mut writing = None;
             let (acceptance, store) = match verdict {
-                Verdict::New(op) => {
+                Verdict::New(v) => {
                     metrics.gossip_accepted.inc();
-                    writing = op.cid().ok().map(|cid| ingest.reserve(cid));
-                    (MessageAcceptance::Accept, Some(op))
+                    writing = Some(ingest.reserve(v.cid));
+                    (MessageAcceptance::Accept, Some(Ok(v)))
                 }
                 Verdict::Known { fresh: true } => {
                     metrics.gossip_accepted.inc();
@@ -321,7 +321,7 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
                 }
                 Verdict::Orphan(op) => {
                     metrics.gossip_ignored.inc();
-                    (MessageAcceptance::Ignore, Some(op))
+                    (MessageAcceptance::Ignore, Some(Err(op)))
                 }
                 Verdict::Invalid(e) => {
                     metrics.rejected.inc();
@@ -337,10 +337,14 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
             if ingest.client.send(report).await.is_err() {
                 return;
             }
-            if let Some(op) = store {
-                if let Err(e) = ingest.state.writer.submit(*op, true).await {
-                    tracing::debug!(error = %e, "gossiped op not stored");
-                }
+            // A new op was verified above: the writer does not verify it again.
+            let stored = match store {
+                Some(Ok(v)) => Some(ingest.state.writer.submit_validated(*v).await),
+                Some(Err(op)) => Some(ingest.state.writer.submit(*op, true).await),
+                None => None,
+            };
+            if let Some(Err(e)) = stored {
+                tracing::debug!(error = %e, "gossiped op not stored");
             }
             drop(writing);
         });
