@@ -407,7 +407,7 @@ def read_cluster_sh(text: str) -> ClusterScript:
         return m.group(1)
 
     return ClusterScript(
-        nodes=int(grab(r"local n=\$\{1:-(\d+)\}")),
+        nodes=int(grab(r"local n=(\d+) with=")),
         http_base=int(grab(r"http_port\(\) \{ echo \$\(\((\d+) \+ \$1\)\)")),
         p2p_base=int(grab(r"p2p_port\(\) \{ echo \$\(\((\d+) \+ \$1\)\)")),
         app_port=int(grab(r"APP_ADDR=\$\{APP_ADDR:-[\d.]+:(\d+)\}")),
