@@ -188,6 +188,16 @@ pub mod reqwest {
             })
         }
 
+        /// `GET url` with `Authorization: Bearer token`.
+        pub fn get_bearer(&self, url: &str, token: &str) -> Result<Answer, ::reqwest::Error> {
+            self.rt.block_on(async {
+                let r = self.client.get(url).bearer_auth(token).send().await?;
+                let status = r.status().as_u16();
+                let body = r.json().await.unwrap_or(serde_json::Value::Null);
+                Ok(Answer { status, body })
+            })
+        }
+
         pub fn post_json(
             &self,
             url: &str,

@@ -235,3 +235,77 @@ fn a_dev_network_shared_by_genesis_file_replicates() {
     assert_eq!(post(&n2.url, &op), 201);
     wait_converged(&[&n1.url, &n2.url], Duration::from_secs(15)).unwrap();
 }
+
+/// Any member node logs a user in, and an application trusting another
+/// node's JWKS accepts the token: a DID created at node 1, a login at node
+/// 2, home-api pointed at node 3's JWKS.
+#[test]
+fn login_at_node_2_is_accepted_by_home_api_on_node_3s_jwks() {
+    use did_core::keys::sign_b64;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = init_network(tmp.path(), 3);
+    let nodes = start_cluster(&dirs, &[]);
+    assert!(wait_peers(&urls(&nodes), 2, Duration::from_secs(20)));
+    let k = key(9, 0);
+    let (op, did) = create_op(&k);
+    assert_eq!(post(&nodes[0].url, &op), 201);
+    let c = blocking_client();
+    let at_node2 = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let a = c
+            .get_json(&format!("{}/1.0/identifiers/{did}", nodes[1].url))
+            .ok()?;
+        (a.status == 200).then_some(())
+    });
+    assert!(at_node2.is_some(), "the DID should reach node 2");
+
+    let ch = c
+        .post_json(
+            &format!("{}/v1/auth/challenge", nodes[1].url),
+            &serde_json::json!({"did": did}),
+        )
+        .unwrap();
+    assert_eq!(ch.status, 200, "{}", ch.body);
+    let message = ch.body["message"].as_str().unwrap();
+    let body = serde_json::json!({"did": did, "nonce": ch.body["nonce"], "signature": sign_b64(&k, message.as_bytes())});
+    let tok = c
+        .post_json(&format!("{}/v1/auth/token", nodes[1].url), &body)
+        .unwrap();
+    assert_eq!(tok.status, 200, "{}", tok.body);
+    let token = tok.body["access_token"].as_str().unwrap().to_string();
+
+    let port = didmesh_tests::free_port();
+    let child = std::process::Command::new(didmesh_tests::bin("home-api"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--jwks-url",
+            &format!("{}/.well-known/jwks.json", nodes[2].url),
+        ])
+        .args([
+            "--issuer",
+            "https://didmesh.local",
+            "--audience",
+            "home-api",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _app = didmesh_tests::Proc {
+        child,
+        name: "home-api".into(),
+    };
+    let app = format!("http://127.0.0.1:{port}");
+    didmesh_tests::wait_healthy(&app, Duration::from_secs(10));
+    let a = c
+        .get_bearer(&format!("{app}/api/activities/home"), &token)
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["user"], did.as_str());
+    let forged = format!("{}x", token);
+    assert_eq!(
+        c.get_bearer(&format!("{app}/api/activities/home"), &forged)
+            .unwrap()
+            .status,
+        401
+    );
+}
