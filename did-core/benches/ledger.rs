@@ -19,6 +19,15 @@ fn ops(n: u32) -> Vec<Operation> {
         .collect()
 }
 
+/// A fresh ledger with `ops` applied in order.
+fn apply_all(limits: Limits, ops: Vec<Operation>) -> Ledger {
+    let mut ledger = Ledger::new(limits);
+    for op in ops {
+        ledger.apply(op).unwrap();
+    }
+    ledger
+}
+
 fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let sample = ops(1000);
@@ -50,13 +59,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("apply 1000 creates (validate + commit)", |b| {
         b.iter_batched(
             || sample.clone(),
-            |batch| {
-                let mut ledger = Ledger::new(limits);
-                for op in batch {
-                    ledger.apply(op).unwrap();
-                }
-                ledger
-            },
+            |ops| apply_all(limits, ops),
             BatchSize::LargeInput,
         )
     });
@@ -76,13 +79,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("apply a 1000-op update chain of one DID", |b| {
         b.iter_batched(
             || chain.clone(),
-            |batch| {
-                let mut ledger = Ledger::new(limits);
-                for op in batch {
-                    ledger.apply(op).unwrap();
-                }
-                ledger
-            },
+            |ops| apply_all(limits, ops),
             BatchSize::LargeInput,
         )
     });

@@ -56,7 +56,8 @@ pub struct AuthSettings {
 
 struct Pending {
     challenge: LoginChallenge,
-    audience: String,
+    /// The rendered text that was signed (rendered once, at issue time).
+    message: String,
 }
 
 /// Outstanding challenges by nonce.
@@ -214,18 +215,13 @@ impl Authenticator {
         let message = challenge.message();
         let response = ChallengeResponse {
             nonce,
-            message,
+            message: message.clone(),
             issued_at: challenge.issued_at,
             expires_at: challenge.expires_at,
-            audience: audience.clone(),
+            audience,
         };
-        self.challenges.insert(
-            Pending {
-                challenge,
-                audience,
-            },
-            now,
-        )?;
+        self.challenges
+            .insert(Pending { challenge, message }, now)?;
         Ok(response)
     }
 
@@ -245,7 +241,7 @@ impl Authenticator {
         if pending.challenge.did != did {
             return Err(AuthError::DidMismatch);
         }
-        let message = pending.challenge.message();
+        let message = &pending.message;
         match self.resolve(ledger, did)? {
             LoginKeys::Mesh(state) => {
                 verify_login(&state, message.as_bytes(), signature)
@@ -261,7 +257,7 @@ impl Authenticator {
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: did.to_string(),
-            aud: pending.audience,
+            aud: pending.challenge.audience,
             iat: now,
             nbf: now,
             exp: now + self.settings.token_ttl,
