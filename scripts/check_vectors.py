@@ -2,7 +2,11 @@
 """Recomputes didmesh's canonical-encoding test vectors independently of the
 Rust code: canonical JSON (RFC 8785 subset) with Python's json module, Ed25519
 with the `cryptography` package, blake3 with the `blake3` package, CIDv1 and
-base58btc/base32 by hand. Exits non-zero on any mismatch."""
+base58btc/base32 by hand. Exits non-zero on any mismatch.
+
+Protocol v2 (PROTOCOL.md): the signing bytes are the op without `sig` and
+`cosigs`; the CID and the DID are taken from the signing bytes, so no
+unsigned byte can tell two ops apart."""
 import base64
 import json
 import sys
@@ -26,6 +30,24 @@ def b58encode(data: bytes) -> str:
     return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
+def b58decode(text: str) -> bytes:
+    n = 0
+    for ch in text:
+        n = n * 58 + B58.index(ch)
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+
+
+def public_from_multibase(mb: str) -> Ed25519PublicKey:
+    raw = b58decode(mb[1:])
+    assert mb[0] == "z" and raw[:2] == b"\xed\x01" and len(raw) == 34, mb
+    return Ed25519PublicKey.from_public_bytes(raw[2:])
+
+
+def b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def canonical(value) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -44,7 +66,7 @@ def check(v) -> list:
     signed = canonical(op)
     if signed.hex() != v["op_bytes_hex"]:
         errors.append("op bytes differ")
-    unsigned_op = {k: val for k, val in op.items() if k != "sig"}
+    unsigned_op = {k: val for k, val in op.items() if k not in ("sig", "cosigs")}
     signing = canonical(unsigned_op)
     if signing.hex() != v["signing_bytes_hex"]:
         errors.append("signing bytes differ")
@@ -55,10 +77,11 @@ def check(v) -> list:
     sig = base64.urlsafe_b64encode(priv.sign(signing)).decode().rstrip("=")
     if sig != v["signature_b64url"] or sig != op["sig"]:
         errors.append("signature differs (Ed25519 is deterministic)")
-    Ed25519PublicKey.from_public_bytes(pub).verify(
-        base64.urlsafe_b64decode(op["sig"] + "=="), signing
-    )
-    digest = blake3.blake3(signed).digest()
+    Ed25519PublicKey.from_public_bytes(pub).verify(b64url(op["sig"]), signing)
+    for cosig in op.get("cosigs", []):
+        # raises InvalidSignature on a mismatch
+        public_from_multibase(cosig["signer"]).verify(b64url(cosig["sig"]), signing)
+    digest = blake3.blake3(signing).digest()
     cid = "b" + b32(bytes([0x01, 0x55, 0x1E, 0x20]) + digest)
     if cid != v["cid"]:
         errors.append(f"cid differs: {cid}")

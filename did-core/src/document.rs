@@ -86,8 +86,11 @@ pub fn did_document(did: &str, state: &DidState) -> Value {
 
 /// A resolution result for a DID the ledger holds.
 pub fn resolution_result(view: &DidView<'_>) -> Value {
-    let document = match view.state {
+    let document = match view.usable_state() {
         Some(state) => did_document(view.did, state),
+        // A disputed DID shows no keys: nobody may act on them until a
+        // higher-priority rotation key settles the dispute (ledger doc).
+        None if view.disputed.is_some() => json!({"@context": [DID_CONTEXT], "id": view.did}),
         // A deactivated DID resolves to a minimal document (DID Core §7.1.2
         // leaves the document to the method; metadata carries the flag).
         None => json!({"@context": [DID_CONTEXT], "id": view.did}),
@@ -101,6 +104,14 @@ pub fn resolution_result(view: &DidView<'_>) -> Value {
     });
     if view.deactivated() {
         meta["deactivated"] = json!(true);
+    }
+    if let Some(d) = view.disputed {
+        meta["disputed"] = json!({
+            "at": d.at.to_string(),
+            "equivocatingKey": d.key.to_string(),
+            "conflictingOps": d.ops.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reason": "a rotation key signed conflicting operations; a higher-priority rotation key must settle it",
+        });
     }
     json!({
         "@context": RESOLUTION_CONTEXT,

@@ -1,21 +1,39 @@
 //! The ledger state machine: the set of valid operations and, for every DID,
-//! the state that the fork rule selects.
+//! the state that the fork rule selects. PROTOCOL.md states these rules for
+//! other implementations; SECURITY.md says what they protect against.
 //!
-//! Validity of an op depends only on its parent (`prev`): the parent must be
-//! known and must hold `signer` among its rotation keys. So the set of valid
-//! ops is the same whatever order they arrive in, and the state is a pure
-//! function of that set:
+//! **Validity** of an op depends only on its parent (`prev`): the parent must
+//! be known and must hold `signer` among its rotation keys. So the set of
+//! valid ops is the same whatever order they arrive in, and the state is a
+//! pure function of that set.
 //!
-//! * **Fork rule**: among the children of one op, the one signed by the
-//!   higher-priority rotation key of the parent (lower index) wins; a tie
-//!   goes to the lower CID (by digest bytes). The winning chain is followed
-//!   from the genesis op; losing branches stay stored for audit.
+//! **Fork rule** ([`choose`]): among the valid children of one op,
+//!
+//! 1. the child signed by the highest-priority rotation key of the parent
+//!    (lowest index) wins;
+//! 2. if that key signed more than one child, the key **equivocated**
+//!    (KERI's duplicity). No order-independent rule can tell the owner's op
+//!    from a thief's when both carry the same key's signature, and a CID
+//!    tie-break would hand the DID to whoever grinds the lower CID. So no
+//!    child wins: the DID is **disputed** at the parent. Resolution shows
+//!    the state there with the evidence, and no login is accepted, until a
+//!    child signed by a higher-priority key settles it by rule 1. (This also
+//!    holds when one of the children is a `deactivate`: the DID is not
+//!    usable, and a higher key can still recover it.)
+//!
+//! CIDs never decide between two different outcomes, so grinding them gains
+//! nothing. The winning chain is followed from the genesis op; losing
+//! branches stay stored for audit.
+//!
+//! **Membership** follows [`crate::member`]: strict-majority changes, and
+//! on a fork only the members every branch agrees on, minus equivocators.
 //!
 //! Ops whose parent is unknown can wait in a bounded orphan pool
 //! ([`Ledger::apply`]) until the parent arrives.
 
 use crate::encoding::Cid;
-use crate::member::{Member, NetworkRules};
+use crate::keys::PublicKey;
+use crate::member::{Equivocation, Member, NetworkRules};
 use crate::op::{did_from_genesis, DidState, Limits, OpError, OpKind, Operation};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -38,10 +56,35 @@ pub struct StoredOp {
 
 #[derive(Debug, Clone)]
 struct DidEntry {
-    /// The winning chain, genesis first.
+    /// The winning chain, genesis first. When disputed, it ends at the op
+    /// whose children equivocate.
     chain: Vec<Cid>,
     /// Every op of the DID in audit order: (created_at, cid).
     audit: BTreeSet<(u64, Cid)>,
+    /// Set while the highest-priority key at the chain's end equivocated.
+    dispute: Option<Dispute>,
+}
+
+/// Evidence that a rotation key signed two different children of one op
+/// (fork rule 2): the DID is frozen at `at` until a higher-priority key
+/// signs a child of `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    /// The op whose children conflict (the end of the winning chain).
+    pub at: Cid,
+    /// The rotation key (of the state at `at`) that signed them.
+    pub key: PublicKey,
+    /// The conflicting children, by CID.
+    pub ops: Vec<Cid>,
+}
+
+/// What the fork rule selects among the children of one op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// No valid child: the op is a head.
+    Head,
+    Winner(Cid),
+    Disputed(Box<Dispute>),
 }
 
 /// An op that passed every check and can be committed.
@@ -73,11 +116,22 @@ pub struct DidView<'a> {
     pub created_at: u64,
     pub updated_at: u64,
     pub version: usize,
+    /// Set when a key equivocated at `head`: `state` is the state there,
+    /// shown for audit; no login may be accepted.
+    pub disputed: Option<&'a Dispute>,
 }
 
 impl DidView<'_> {
     pub fn deactivated(&self) -> bool {
         self.state.is_none()
+    }
+
+    /// The state a login may use: `None` when deactivated or disputed.
+    pub fn usable_state(&self) -> Option<&DidState> {
+        match self.disputed {
+            Some(_) => None,
+            None => self.state,
+        }
     }
 }
 
@@ -151,10 +205,21 @@ pub struct Ledger {
     network: Option<NetworkRules>,
     /// Member set after each membership op.
     member_sets: HashMap<Cid, Vec<Member>>,
-    /// Membership ops built directly on the genesis.
-    member_roots: Vec<Cid>,
-    /// Winning membership op, `None` while the genesis set holds.
+    /// Children of each membership op (`None` = the genesis).
+    member_children: HashMap<Option<Cid>, Vec<Cid>>,
+    /// Keys that signed each membership op.
+    member_signers: HashMap<Cid, Vec<PublicKey>>,
+    /// Membership ops with no child: one when there is no fork.
+    member_leaves: BTreeSet<Cid>,
+    /// The current members (see [`crate::member`]).
+    effective_members: Vec<Member>,
+    /// The single leaf, or the lowest-CID leaf of a fork; `None` while the
+    /// genesis set holds.
     member_head: Option<Cid>,
+    /// Members that signed two changes on one parent.
+    member_evidence: Vec<Equivocation>,
+    /// Digest of the membership outcome (leaves and effective set).
+    member_digest: [u8; 32],
 }
 
 impl Default for Ledger {
@@ -177,34 +242,45 @@ impl Ledger {
             state_xor: [0; 32],
             network: None,
             member_sets: HashMap::new(),
-            member_roots: vec![],
+            member_children: HashMap::new(),
+            member_signers: HashMap::new(),
+            member_leaves: BTreeSet::new(),
+            effective_members: vec![],
             member_head: None,
+            member_evidence: vec![],
+            member_digest: [0; 32],
         }
     }
 
     /// Enables membership ops under `rules` (from the network genesis).
     pub fn with_network(mut self, rules: NetworkRules) -> Ledger {
+        self.effective_members = rules.founders.clone();
         self.network = Some(rules);
+        self.recompute_membership();
         self
     }
 
-    /// The current members: the genesis founders changed by the winning
-    /// chain of membership ops.
+    /// The current members: the genesis founders changed by the chain of
+    /// membership ops; on a fork, only those every branch agrees on, minus
+    /// members that equivocated.
     pub fn members(&self) -> &[Member] {
-        match (&self.network, self.member_head) {
-            (_, Some(head)) => self
-                .member_sets
-                .get(&head)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-            (Some(rules), None) => &rules.founders,
-            (None, None) => &[],
-        }
+        &self.effective_members
     }
 
-    /// The winning membership op (`None` = the genesis set).
+    /// The membership op new changes should build on (`None` = the
+    /// genesis set). On a fork: the lowest-CID branch head.
     pub fn membership_head(&self) -> Option<Cid> {
         self.member_head
+    }
+
+    /// Members that signed two different changes on one parent.
+    pub fn membership_evidence(&self) -> &[Equivocation] {
+        &self.member_evidence
+    }
+
+    /// Whether membership has forked (see [`crate::member`]).
+    pub fn membership_forked(&self) -> bool {
+        self.member_leaves.len() > 1
     }
 
     pub fn network(&self) -> Option<&NetworkRules> {
@@ -249,11 +325,17 @@ impl Ledger {
                 "{outsider} is not a member at prev"
             )));
         }
-        if signers.len() < rules.quorum {
+        let quorum = rules.quorum_for(parent_set.len());
+        if signers.len() < quorum {
             return Err(OpError::BadSignature(format!(
-                "{} member signatures, the quorum is {}",
+                "{} member signatures; the quorum for a change to {} members is {quorum} (a strict majority{})",
                 signers.len(),
-                rules.quorum
+                parent_set.len(),
+                if quorum > parent_set.len() / 2 + 1 {
+                    ", raised by the genesis quorum"
+                } else {
+                    ""
+                }
             )));
         }
         let member = op
@@ -268,10 +350,16 @@ impl Ledger {
             OpKind::MemberRemove if !present => {
                 return Err(OpError::Invalid("not a member".into()))
             }
-            OpKind::MemberRemove if parent_set.len() <= rules.quorum => {
-                return Err(OpError::Invalid(
-                    "removal would leave fewer members than the quorum".into(),
-                ))
+            OpKind::MemberRemove if parent_set.len() <= 1 => {
+                return Err(OpError::Invalid("the last member cannot be removed".into()))
+            }
+            OpKind::MemberRemove if !op.force && !rules.survives_one_loss(parent_set.len() - 1) => {
+                let left = parent_set.len() - 1;
+                return Err(OpError::Invalid(format!(
+                    "removal would leave {left} members, needing {} signatures: losing one \
+                     more key would freeze membership (sign with force to do it anyway)",
+                    rules.quorum_for(left)
+                )));
             }
             _ => {}
         }
@@ -295,33 +383,67 @@ impl Ledger {
             }
         }
         self.member_sets.insert(cid, set);
-        if op.prev.is_none() {
-            self.member_roots.push(cid);
+        // Signatures were verified by `validate`; only the keys are kept.
+        let signers = std::iter::once(op.signer)
+            .chain(op.cosigs.iter().map(|c| c.signer))
+            .collect();
+        self.member_signers.insert(cid, signers);
+        self.member_children.entry(op.prev).or_default().push(cid);
+        if let Some(prev) = op.prev {
+            self.member_leaves.remove(&prev);
         }
-        let old = self.member_head;
-        let mut head = self
-            .member_roots
+        self.member_leaves.insert(cid);
+        self.recompute_membership();
+    }
+
+    /// Derives the current members, the head and the evidence from the
+    /// membership tree (a pure function of the membership ops held).
+    fn recompute_membership(&mut self) {
+        let Some(rules) = &self.network else {
+            return;
+        };
+        let mut evidence = vec![];
+        for (parent, children) in &self.member_children {
+            for (i, a) in children.iter().enumerate() {
+                for b in &children[i + 1..] {
+                    let (sa, sb) = (&self.member_signers[a], &self.member_signers[b]);
+                    for key in sa.iter().filter(|k| sb.contains(k)) {
+                        evidence.push(Equivocation {
+                            member: *key,
+                            parent: *parent,
+                            ops: [(*a).min(*b), (*a).max(*b)],
+                        });
+                    }
+                }
+            }
+        }
+        evidence.sort_by_key(|e| (e.ops, e.member.to_string()));
+        let sets: Vec<&Vec<Member>> = self
+            .member_leaves
             .iter()
-            .filter_map(|c| self.ops.get(c))
-            .min_by_key(|c| (c.priority, c.cid))
-            .map(|c| c.cid);
-        while let Some(best) = head.and_then(|h| best_child(&self.ops, &h)) {
-            head = Some(best);
+            .filter_map(|c| self.member_sets.get(c))
+            .collect();
+        let effective: Vec<Member> = match sets.split_first() {
+            None => rules.founders.clone(),
+            Some((first, rest)) => first
+                .iter()
+                .filter(|m| rest.iter().all(|s| s.iter().any(|x| x.key == m.key)))
+                .filter(|m| !evidence.iter().any(|e| e.member == m.key))
+                .cloned()
+                .collect(),
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(b"didmesh membership");
+        for leaf in &self.member_leaves {
+            h.update(&leaf.0);
         }
-        if head != old {
-            let network = self
-                .network
-                .as_ref()
-                .map(|r| r.network_id.clone())
-                .unwrap_or_default();
-            if let Some(old) = old {
-                xor_into(&mut self.state_xor, &head_digest(&network, &old));
-            }
-            if let Some(new) = head {
-                xor_into(&mut self.state_xor, &head_digest(&network, &new));
-            }
-            self.member_head = head;
+        for m in &effective {
+            h.update(m.key.to_string().as_bytes());
         }
+        self.member_digest = *h.finalize().as_bytes();
+        self.member_head = self.member_leaves.iter().next().copied();
+        self.effective_members = effective;
+        self.member_evidence = evidence;
     }
 
     pub fn with_orphan_capacity(mut self, capacity: usize) -> Ledger {
@@ -450,13 +572,6 @@ impl Ledger {
                 children: vec![],
             },
         );
-        if let Some(prev) = prev {
-            if let Some(parent) = self.ops.get_mut(&prev) {
-                if membership.is_some() {
-                    parent.children.push(cid);
-                }
-            }
-        }
         if let Some(op) = membership {
             self.commit_membership(cid, &op);
             return true;
@@ -465,12 +580,13 @@ impl Ledger {
             None => {
                 let mut audit = BTreeSet::new();
                 audit.insert((created_at, cid));
-                xor_into(&mut self.state_xor, &head_digest(&did, &cid));
+                xor_into(&mut self.state_xor, &head_digest(&did, &cid, false));
                 self.dids.insert(
                     did,
                     DidEntry {
                         chain: vec![cid],
                         audit,
+                        dispute: None,
                     },
                 );
             }
@@ -478,14 +594,14 @@ impl Ledger {
                 if let Some(parent) = self.ops.get_mut(&prev) {
                     parent.children.push(cid);
                 }
-                self.extend_chain(&did, prev, cid, priority, created_at);
+                self.extend_chain(&did, prev, cid, created_at);
             }
         }
         true
     }
 
-    /// Applies the fork rule for a new child `cid` of `prev`.
-    fn extend_chain(&mut self, did: &str, prev: Cid, cid: Cid, priority: usize, created_at: u64) {
+    /// Re-applies the fork rule below `prev` after a new child `cid`.
+    fn extend_chain(&mut self, did: &str, prev: Cid, cid: Cid, created_at: u64) {
         let Some(entry) = self.dids.get_mut(did) else {
             return;
         };
@@ -493,29 +609,30 @@ impl Ledger {
         let Some(pos) = entry.chain.iter().position(|c| *c == prev) else {
             return; // builds on a losing branch: stored, does not count
         };
-        let old_head = *entry.chain.last().unwrap_or(&prev);
-        let wins = match entry.chain.get(pos + 1) {
-            None => true,
-            Some(current) => match self.ops.get(current) {
-                Some(cur) => (priority, cid) < (cur.priority, cur.cid),
-                None => true,
-            },
-        };
-        if !wins {
-            return;
-        }
+        let old_tip = *entry.chain.last().unwrap_or(&prev);
+        let old_digest = head_digest(did, &old_tip, entry.dispute.is_some());
         entry.chain.truncate(pos + 1);
-        entry.chain.push(cid);
+        entry.dispute = None;
         // The new op may already have descendants (e.g. a branch that was
-        // losing further up): follow the best child down.
-        let mut tip = cid;
-        while let Some(best) = best_child(&self.ops, &tip) {
-            entry.chain.push(best);
-            tip = best;
+        // losing further up): follow the fork rule down from `prev`.
+        let mut tip = prev;
+        loop {
+            match choose(&self.ops, &tip) {
+                Choice::Head => break,
+                Choice::Winner(next) => {
+                    entry.chain.push(next);
+                    tip = next;
+                }
+                Choice::Disputed(d) => {
+                    entry.dispute = Some(*d);
+                    break;
+                }
+            }
         }
-        if tip != old_head {
-            xor_into(&mut self.state_xor, &head_digest(did, &old_head));
-            xor_into(&mut self.state_xor, &head_digest(did, &tip));
+        let new_digest = head_digest(did, &tip, entry.dispute.is_some());
+        if new_digest != old_digest {
+            xor_into(&mut self.state_xor, &old_digest);
+            xor_into(&mut self.state_xor, &new_digest);
         }
     }
 
@@ -581,6 +698,7 @@ impl Ledger {
             created_at: genesis_op.op.created_at,
             updated_at: head_op.op.created_at,
             version: entry.chain.len(),
+            disputed: entry.dispute.as_ref(),
         })
     }
 
@@ -611,29 +729,53 @@ impl Ledger {
         *h.finalize().as_bytes()
     }
 
-    /// Digest of every DID's resolved head.
+    /// Digest of every DID's resolved head (and dispute) and of the
+    /// membership outcome.
     pub fn state_digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         h.update(&(self.dids.len() as u64).to_le_bytes());
         h.update(&self.state_xor);
+        h.update(&self.member_digest);
         *h.finalize().as_bytes()
     }
 }
 
-/// The child of `cid` that the fork rule prefers.
-fn best_child(ops: &HashMap<Cid, StoredOp>, cid: &Cid) -> Option<Cid> {
-    ops.get(cid)?
-        .children
-        .iter()
-        .filter_map(|c| ops.get(c))
-        .min_by_key(|c| (c.priority, c.cid))
-        .map(|c| c.cid)
+/// The fork rule for DID ops (module doc, rules 1 and 2): what wins among
+/// the children of `cid`.
+pub fn choose(ops: &HashMap<Cid, StoredOp>, cid: &Cid) -> Choice {
+    let Some(parent) = ops.get(cid) else {
+        return Choice::Head;
+    };
+    let children: Vec<&StoredOp> = parent.children.iter().filter_map(|c| ops.get(c)).collect();
+    let Some(best) = children.iter().map(|c| c.priority).min() else {
+        return Choice::Head;
+    };
+    let mut top: Vec<&StoredOp> = children
+        .into_iter()
+        .filter(|c| c.priority == best)
+        .collect();
+    top.sort_by_key(|c| c.cid);
+    match top.as_slice() {
+        [] => Choice::Head,
+        [only] => Choice::Winner(only.cid),
+        several => {
+            // Rule 2: the key at `best` equivocated. Even when one of the
+            // children deactivates, no child wins: a holder of an old key
+            // must not be able to kill a DID that a higher key can recover.
+            Choice::Disputed(Box::new(Dispute {
+                at: *cid,
+                key: several[0].op.signer,
+                ops: several.iter().map(|c| c.cid).collect(),
+            }))
+        }
+    }
 }
 
-fn head_digest(did: &str, head: &Cid) -> [u8; 32] {
+fn head_digest(did: &str, head: &Cid, disputed: bool) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(did.as_bytes());
     h.update(&head.0);
+    h.update(&[u8::from(disputed)]);
     *h.finalize().as_bytes()
 }
 

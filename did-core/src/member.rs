@@ -1,11 +1,26 @@
 //! Network membership: the nodes whose keys sign access tokens.
 //!
 //! A network starts from its genesis (founding members and a quorum).
-//! `member-add` and `member-remove` ops form a chain from the genesis, each
-//! naming the membership op it builds on (`prev`, `null` = the genesis) and
-//! signed by at least `quorum` distinct members of the set at `prev`: the
-//! author in `signer`/`sig`, co-signers in `cosigs`. Forks resolve like DID
-//! forks with every signer at equal priority: the lower CID wins.
+//! `member-add` and `member-remove` ops form a tree rooted at the genesis,
+//! each naming the membership op it builds on (`prev`, `null` = the
+//! genesis). The rules (PROTOCOL.md, "Membership"; enforced in
+//! [`crate::ledger`]):
+//!
+//! * A change needs distinct signatures of a **strict majority** of the
+//!   members at its parent ([`NetworkRules::quorum_for`]); a genesis may ask
+//!   for more, never less. The author signs in `signer`/`sig`, co-signers in
+//!   `cosigs`; all sign the same body, which is also what the CID names.
+//! * Two strict majorities of one set always share a member, so two
+//!   different changes on one parent mean some member signed both: that is
+//!   **equivocation**, recorded as evidence against the member.
+//! * The members are those of the single chain when there is no fork. When
+//!   there is one, a node is a member only if *every* branch's latest set
+//!   holds it and it never equivocated. A change built on an old op
+//!   therefore cannot bring back anyone a later change removed, and a fork
+//!   can only shrink the set, never grow it.
+//! * A removal that would leave so few members that losing one more key
+//!   freezes membership (fewer than `quorum_for(n) + 1` members) needs the
+//!   signed `force` flag.
 
 use crate::keys::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -45,6 +60,32 @@ pub struct CoSig {
 pub struct NetworkRules {
     pub network_id: String,
     pub founders: Vec<Member>,
-    /// Distinct member signatures a membership change needs.
+    /// Distinct member signatures a membership change needs, as fixed by
+    /// the genesis; the ledger never asks for less than a strict majority
+    /// ([`NetworkRules::quorum_for`]).
     pub quorum: usize,
+}
+
+impl NetworkRules {
+    /// Signatures a change needs when the parent set has `members` members:
+    /// a strict majority, or the genesis quorum if that is higher.
+    pub fn quorum_for(&self, members: usize) -> usize {
+        self.quorum.max(members / 2 + 1)
+    }
+
+    /// Whether a set of `members` can lose one key and still reach its
+    /// quorum (so membership never freezes on a single lost key).
+    pub fn survives_one_loss(&self, members: usize) -> bool {
+        members > self.quorum_for(members)
+    }
+}
+
+/// Evidence that a member signed two different changes on one parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    pub member: PublicKey,
+    /// The parent both changes build on (`None` = the genesis).
+    pub parent: Option<crate::encoding::Cid>,
+    /// The two conflicting changes, lower CID first.
+    pub ops: [crate::encoding::Cid; 2],
 }

@@ -2,9 +2,13 @@
 //! did:plc does) and `deactivate`.
 //!
 //! An operation is signed over the canonical encoding of every field but
-//! `sig`; its CID is the blake3 of the canonical encoding of all fields. A
-//! DID is `did:mesh:` + base32-lower of the first 20 bytes of the CID digest
-//! of its signed `create` op: self-certifying, nobody assigns it.
+//! `sig` and `cosigs` (its *body*), and its CID is the blake3 of that same
+//! body. Every byte that can distinguish two ops is therefore covered by a
+//! signature: re-encoding, re-ordering co-signatures or dropping a spare
+//! one yields the same CID, never a "twin" that the fork rule could prefer
+//! (PROTOCOL.md, "Operations"). A DID is `did:mesh:` + base32-lower of the
+//! first 20 bytes of the CID digest of its `create` op: self-certifying,
+//! nobody assigns it.
 
 use crate::encoding::{base32_lower, canonical_json, canonical_value, Cid};
 use crate::keys::{sign_b64, signature_from_b64, PublicKey};
@@ -149,6 +153,16 @@ impl DidState {
                     vm.id
                 )));
             }
+            if vm.relationships.contains(&Relationship::Mfa) {
+                // Nothing enforces a second factor yet (login policies are a
+                // later protocol version): a key marked `mfa` would give a
+                // false sense of protection, so the mark is refused.
+                return Err(OpError::Invalid(format!(
+                    "verification method {}: the mfa relationship is not enforced by this \
+                     protocol version; use authentication",
+                    vm.id
+                )));
+            }
             for (j, r) in vm.relationships.iter().enumerate() {
                 if vm.relationships[..j].contains(r) {
                     return Err(OpError::Invalid(format!(
@@ -171,6 +185,7 @@ impl DidState {
             }
             check_text("service type", &s.kind, 64)?;
             check_uri("service endpoint", &s.endpoint)?;
+            check_scheme("service endpoint", &s.endpoint, SERVICE_SCHEMES)?;
             if self.verification_methods.iter().any(|vm| vm.id == s.id) {
                 return Err(OpError::Invalid(format!("id {} used twice", s.id)));
             }
@@ -183,6 +198,7 @@ impl DidState {
         }
         for aka in &self.also_known_as {
             check_uri("also_known_as", aka)?;
+            check_scheme("also_known_as", aka, ALSO_KNOWN_AS_SCHEMES)?;
         }
         Ok(())
     }
@@ -210,6 +226,27 @@ fn check_text(what: &str, s: &str, max: usize) -> Result<(), OpError> {
         )));
     }
     Ok(())
+}
+
+/// Schemes a service endpoint may use. Documents are shown to browsers and
+/// wallets: `javascript:`, `data:`, `file:` and the like would turn a DID
+/// document into a script or a local-file pointer.
+const SERVICE_SCHEMES: &[&str] = &["https", "http", "wss", "did"];
+/// Schemes of `also_known_as` entries (W3C DID Core §5.1.3): handles and
+/// other identifiers, never active content.
+const ALSO_KNOWN_AS_SCHEMES: &[&str] = &["at", "https", "did", "acct", "mailto"];
+
+fn check_scheme(what: &str, s: &str, allowed: &[&str]) -> Result<(), OpError> {
+    let scheme = s.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(scheme)) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "{what} scheme {:?} is not allowed (allowed: {})",
+            truncate(scheme),
+            allowed.join(", ")
+        )))
+    }
 }
 
 /// A URI per RFC 3986 §3.1: a scheme, a colon, something after it.
@@ -273,6 +310,15 @@ pub struct Operation {
     /// Membership ops only: signatures of further members (quorum).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cosigs: Vec<crate::member::CoSig>,
+    /// Membership removals only: shrink the network below the size where
+    /// losing one more key still leaves a quorum (see
+    /// [`crate::member::NetworkRules::quorum_for`]). Signed like every field.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why an operation was refused. Every variant maps to a 4xx with a reason.
@@ -315,7 +361,20 @@ impl Operation {
         serde_json::from_slice(bytes).map_err(|e| OpError::Malformed(e.to_string()))
     }
 
-    /// The bytes that are signed: canonical JSON of every field but `sig`.
+    /// Parses an op that must arrive in its canonical encoding (as ops are
+    /// stored and sent between nodes) and returns it with its CID. Another
+    /// encoding of the same op is refused, so one op has one byte form.
+    pub fn from_canonical_json(bytes: &[u8]) -> Result<(Operation, Cid), OpError> {
+        let op = Self::from_json(bytes)?;
+        if op.canonical_bytes()? != bytes {
+            return Err(OpError::Malformed("not in canonical encoding".into()));
+        }
+        let cid = op.cid()?;
+        Ok((op, cid))
+    }
+
+    /// The bytes that are signed: canonical JSON of every field but `sig`
+    /// and `cosigs`.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, OpError> {
         let mut v = serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
         if let Some(obj) = v.as_object_mut() {
@@ -330,8 +389,9 @@ impl Operation {
         canonical_json(self).map_err(|e| OpError::Malformed(e.to_string()))
     }
 
+    /// The op's name: blake3 of its signed body ([`Operation::signing_bytes`]).
     pub fn cid(&self) -> Result<Cid, OpError> {
-        Ok(Cid::of(&self.canonical_bytes()?))
+        Ok(Cid::of(&self.signing_bytes()?))
     }
 
     /// Builds and signs an op. `key` must be a rotation key (of `state` for a
@@ -354,6 +414,7 @@ impl Operation {
             sig: String::new(),
             member: None,
             cosigs: vec![],
+            force: false,
         };
         op.sig = sign_b64(key, &op.signing_bytes()?);
         Ok(op)
@@ -411,6 +472,20 @@ impl Operation {
         created_at: u64,
         signers: &[&SigningKey],
     ) -> Result<Operation, OpError> {
+        Self::membership_forced(kind, network_id, prev, member, created_at, false, signers)
+    }
+
+    /// [`Operation::membership`] with the `force` flag (a removal that
+    /// leaves too few members to survive the loss of one more key).
+    pub fn membership_forced(
+        kind: OpKind,
+        network_id: &str,
+        prev: Option<Cid>,
+        member: crate::member::Member,
+        created_at: u64,
+        force: bool,
+        signers: &[&SigningKey],
+    ) -> Result<Operation, OpError> {
         let first = signers
             .first()
             .ok_or_else(|| OpError::Invalid("a membership op needs a signer".into()))?;
@@ -424,6 +499,7 @@ impl Operation {
             sig: String::new(),
             member: Some(member),
             cosigs: vec![],
+            force,
         };
         let bytes = op.signing_bytes()?;
         op.sig = sign_b64(first, &bytes);
@@ -525,8 +601,13 @@ impl Operation {
             if self.cosigs.len() > 32 {
                 return Err(OpError::Limit("at most 32 co-signatures".into()));
             }
+            if self.force && self.kind != OpKind::MemberRemove {
+                return Err(OpError::Invalid(
+                    "force applies to member-remove only".into(),
+                ));
+            }
         } else {
-            if self.member.is_some() || !self.cosigs.is_empty() {
+            if self.member.is_some() || !self.cosigs.is_empty() || self.force {
                 return Err(OpError::Invalid(
                     "member and cosigs belong to membership ops only".into(),
                 ));
@@ -555,7 +636,7 @@ impl Operation {
         let signing_bytes =
             canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
         Ok(Form {
-            cid: Cid::of(&bytes),
+            cid: Cid::of(&signing_bytes),
             bytes,
             signing_bytes,
         })
@@ -582,10 +663,12 @@ impl Operation {
 /// An op's canonical encodings, from [`Operation::check_form`].
 #[derive(Debug, Clone)]
 pub struct Form {
+    /// blake3 of `signing_bytes`.
     pub cid: Cid,
-    /// Canonical bytes of the signed op.
+    /// Canonical bytes of the signed op (what is stored and sent).
     pub bytes: Vec<u8>,
-    /// Canonical bytes without `sig` and `cosigs`: what is signed.
+    /// Canonical bytes without `sig` and `cosigs`: what is signed, and
+    /// what the CID names.
     pub signing_bytes: Vec<u8>,
 }
 
@@ -629,10 +712,20 @@ pub(crate) fn truncate(s: &str) -> String {
     }
 }
 
+/// The earliest `created_at` a node ingests (2024-01-01T00:00:00Z): no
+/// didmesh op predates it, and a zero or tiny value is a forged time.
+pub const MIN_CREATED_AT: u64 = 1_704_067_200;
+
 /// Refuses an op whose `created_at` is too far ahead of `now` (both unix
 /// seconds). Applied on ingestion only, never on replay, so the ledger
 /// itself stays a pure function of its op set.
 pub fn check_clock(op: &Operation, now: u64, limits: &Limits) -> Result<(), OpError> {
+    if op.created_at < MIN_CREATED_AT {
+        return Err(OpError::Invalid(format!(
+            "created_at {} is before {MIN_CREATED_AT} (2024-01-01): not a real time",
+            op.created_at
+        )));
+    }
     if op.created_at > now.saturating_add(limits.max_clock_skew_secs) {
         return Err(OpError::ClockSkew(op.created_at - now));
     }

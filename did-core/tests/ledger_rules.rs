@@ -56,19 +56,27 @@ fn higher_priority_key_wins_a_fork_in_any_order() {
 }
 
 #[test]
-fn equal_priority_fork_goes_to_lower_cid() {
+fn equal_priority_fork_is_a_dispute_not_a_cid_race() {
     let k = key(1);
     let create = Operation::create(DidState::single_key(public_of(&k)), 100, &k).unwrap();
     let g = create.cid().unwrap();
     let did = did_core::op::did_from_genesis(&g);
     let a = Operation::update(&did, g, DidState::single_key(public_of(&key(5))), 101, &k).unwrap();
     let b = Operation::update(&did, g, DidState::single_key(public_of(&key(6))), 101, &k).unwrap();
-    let winner = a.cid().unwrap().min(b.cid().unwrap());
-    let mut l = Ledger::default();
-    for op in [create, b, a] {
-        l.apply(op).unwrap();
+    for order in [[&create, &b, &a], [&create, &a, &b]] {
+        let mut l = Ledger::default();
+        for op in order {
+            l.apply(op.clone()).unwrap();
+        }
+        let view = l.resolve(&did).unwrap();
+        assert_eq!(view.head, g, "frozen at the parent of the equivocation");
+        let dispute = view
+            .disputed
+            .expect("key 1 signed two children of the genesis");
+        assert_eq!(dispute.key, public_of(&k));
+        assert_eq!(dispute.ops.len(), 2);
+        assert!(view.usable_state().is_none(), "no login on a disputed DID");
     }
-    assert_eq!(l.resolve(&did).unwrap().head, winner);
 }
 
 #[test]
@@ -220,20 +228,26 @@ fn random_op_set(seed: u64) -> Vec<Operation> {
 }
 
 /// What two ledgers must agree on: op-set digest, state digest, and every
-/// DID's (did, head, deactivated).
-type Outcome = ([u8; 32], [u8; 32], Vec<(String, String, bool)>);
+/// DID's (did, head, deactivated, disputed).
+type Outcome = ([u8; 32], [u8; 32], Vec<(String, String, bool, bool)>);
 
 fn outcome(ops: &[Operation]) -> Outcome {
     let mut l = Ledger::default();
     for op in ops {
         let _ = l.apply(op.clone());
     }
-    let mut dids: Vec<(String, String, bool)> = ops
+    let mut dids: Vec<(String, String, bool, bool)> = ops
         .iter()
         .filter_map(|op| op.did.clone())
         .filter_map(|d| {
-            l.resolve(&d)
-                .map(|v| (d.clone(), v.head.to_string(), v.deactivated()))
+            l.resolve(&d).map(|v| {
+                (
+                    d.clone(),
+                    v.head.to_string(),
+                    v.deactivated(),
+                    v.disputed.is_some(),
+                )
+            })
         })
         .collect();
     dids.sort();

@@ -31,10 +31,21 @@ fn vectors() -> Value {
     next.verification_methods.push(VerificationMethod {
         id: "phone".into(),
         public_key_multibase: public_of(&b),
-        relationships: vec![Relationship::Mfa],
+        relationships: vec![Relationship::Authentication],
     });
     let update = Operation::update(&did, genesis, next, 1_790_000_060, &b).unwrap();
     let deactivate = Operation::deactivate(&did, update.cid().unwrap(), 1_790_000_120, &a).unwrap();
+    // A membership change by two members (author a, co-signer b): the
+    // co-signature is outside the signed body and outside the CID.
+    let member_add = Operation::membership(
+        did_core::op::OpKind::MemberAdd,
+        "mesh-vectors",
+        None,
+        did_core::member::Member::from_key("node3", public_of(&SigningKey::from_bytes(&[3u8; 32]))),
+        1_790_000_200,
+        &[&a, &b],
+    )
+    .unwrap();
     let entry = |name: &str, seed: &[u8; 32], op: &Operation| {
         json!({
             "name": name,
@@ -48,11 +59,12 @@ fn vectors() -> Value {
         })
     };
     json!({
-        "description": "didmesh canonical encoding vectors: RFC 8785 JSON, Ed25519 over signing bytes, CIDv1 raw blake3, did:mesh = base32(blake3(create)[..20])",
+        "description": "didmesh canonical encoding vectors (protocol v2): RFC 8785 JSON; signing bytes = the op without sig and cosigs; Ed25519 over the signing bytes; CID = CIDv1 raw blake3 of the signing bytes; did:mesh = base32(blake3(signing bytes of create)[..20])",
         "vectors": [
             entry("create", &seed_a, &create),
             entry("update-by-second-rotation-key", &seed_b, &update),
             entry("deactivate", &seed_a, &deactivate),
+            entry("member-add-with-cosignature", &seed_a, &member_add),
         ]
     })
 }
