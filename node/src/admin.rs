@@ -15,9 +15,15 @@ pub fn init_network(
     if nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
-    let quorum = quorum.unwrap_or(nodes / 2 + 1);
-    if quorum == 0 || quorum > nodes {
-        return Err(format!("--quorum must be between 1 and {nodes}"));
+    // A genesis may ask for more than a strict majority, never less
+    // (did_core::member): otherwise two disjoint groups could each change
+    // membership, and no equivocation would be left to show for it.
+    let majority = nodes / 2 + 1;
+    let quorum = quorum.unwrap_or(majority);
+    if quorum < majority || quorum > nodes {
+        return Err(format!(
+            "--quorum must be between {majority} (a strict majority) and {nodes}"
+        ));
     }
     let genesis_path = out.join(identity::GENESIS_FILE);
     if genesis_path.exists() {
@@ -92,12 +98,13 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
         signers.push(identity::load_or_create_member_key(dir).map_err(|e| e.to_string())?);
     }
     let refs: Vec<&ed25519_dalek::SigningKey> = signers.iter().collect();
-    let op = Operation::membership(
+    let op = Operation::membership_forced(
         kind,
         network_id,
         prev,
         Member::from_key(&args.name, key),
         crate::now(),
+        args.force && kind == OpKind::MemberRemove,
         &refs,
     )
     .map_err(|e| e.to_string())?;

@@ -167,8 +167,11 @@ impl Genesis {
         if g.network_id != g.derived_id() {
             return Err(bad("network_id does not match its content"));
         }
-        if g.members.is_empty() || g.quorum == 0 || g.quorum > g.members.len() {
-            return Err(bad("needs at least one member and 1 <= quorum <= members"));
+        if g.members.is_empty() || g.quorum < g.members.len() / 2 + 1 || g.quorum > g.members.len()
+        {
+            return Err(bad(
+                "needs at least one member and a quorum between a strict majority and all members",
+            ));
         }
         Ok(g)
     }

@@ -1,0 +1,280 @@
+//! Takeover attempts against real nodes, with nothing but HTTP, as an
+//! attacker would try them (SECURITY.md, "Key compromise" and
+//! "Membership"). Each one worked against protocol v1:
+//!
+//! * a thief holding a rotated-out key grinds `created_at` until its update
+//!   on the rotation's parent has the lower CID and takes the DID over;
+//! * re-submitting a membership op with its co-signatures reordered makes a
+//!   "twin" with another CID that undoes later membership changes;
+//! * removed members sign a change on top of the op that added them.
+
+use base64::Engine as _;
+use did_core::keys::public_of;
+use did_core::member::Member;
+use did_core::op::{DidState, OpKind, Operation};
+use didmesh_tests::cluster::{init_network, now, p2p_addr, poll, start_peer, wait_converged};
+use didmesh_tests::reqwest::{blocking_client, BlockingClient};
+use didmesh_tests::{bin, start_node};
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+fn state(rot: &[&SigningKey], auth: &SigningKey) -> DidState {
+    let mut s = DidState::single_key(public_of(auth));
+    s.rotation_keys = rot.iter().map(|k| public_of(k)).collect();
+    s
+}
+
+fn submit(c: &BlockingClient, url: &str, op: &Operation) -> (u16, Value) {
+    let a = c
+        .post_json(&format!("{url}/v1/ops"), &serde_json::to_value(op).unwrap())
+        .unwrap();
+    (a.status, a.body)
+}
+
+/// A login through the node's HTTP API: challenge, sign, token.
+fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> (u16, Value) {
+    let ch = c
+        .post_json(&format!("{url}/v1/auth/challenge"), &json!({ "did": did }))
+        .unwrap();
+    if ch.status != 200 {
+        return (ch.status, ch.body);
+    }
+    let message = ch.body["message"].as_str().unwrap();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(key.sign(message.as_bytes()).to_bytes());
+    let t = c
+        .post_json(
+            &format!("{url}/v1/auth/token"),
+            &json!({ "did": did, "nonce": ch.body["nonce"], "signature": sig }),
+        )
+        .unwrap();
+    (t.status, t.body)
+}
+
+#[test]
+fn a_thief_with_a_rotated_out_key_cannot_take_the_did_on_any_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = init_network(&tmp.path().join("net"), 2);
+    let n1 = start_node(&dirs[0], &[]);
+    let n2 = start_peer(&dirs[1], &[p2p_addr(&n1)], &[]);
+    let urls = [n1.url.as_str(), n2.url.as_str()];
+    let c = blocking_client();
+
+    // Recovery key R (priority 0, offline) and daily key K (priority 1).
+    let (r, k, n, thief) = (
+        SigningKey::from_bytes(&[41; 32]),
+        SigningKey::from_bytes(&[42; 32]),
+        SigningKey::from_bytes(&[43; 32]),
+        SigningKey::from_bytes(&[66; 32]),
+    );
+    let t0 = now();
+    let create = Operation::create(state(&[&r, &k], &k), t0, &k).unwrap();
+    let g = create.cid().unwrap();
+    let did = did_core::op::did_from_genesis(&g);
+    assert_eq!(submit(&c, &n1.url, &create).0, 201);
+    // The owner rotates K -> N with K, as `didmesh did rotate` does.
+    let rotate = Operation::update(&did, g, state(&[&r, &n], &n), t0 + 1, &k).unwrap();
+    assert_eq!(submit(&c, &n1.url, &rotate).0, 201);
+    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    assert_eq!(login(&c, &n2.url, &did, &n).0, 200, "owner logs in with N");
+
+    // The thief, holding the old K, grinds updates on the same parent at
+    // the other node.
+    for i in 0..20 {
+        let attack = Operation::update(&did, g, state(&[&thief], &thief), t0 + 1 + i, &k).unwrap();
+        let (status, body) = submit(&c, &n2.url, &attack);
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    for url in urls {
+        let (status, body) = login(&c, url, &did, &thief);
+        assert_eq!(status, 403, "thief at {url}: {body}");
+        assert_eq!(body["error"], "did_disputed", "{body}");
+        let res = c.get_json(&format!("{url}/1.0/identifiers/{did}")).unwrap();
+        assert_eq!(res.status, 409, "{}", res.body);
+        assert!(
+            res.body["didDocumentMetadata"]["disputed"]["conflictingOps"]
+                .as_array()
+                .is_some_and(|a| a.len() == 21)
+        );
+        assert!(
+            res.body["didDocument"]["authentication"].is_null(),
+            "no keys while disputed"
+        );
+    }
+
+    // The owner reacts with R on the genesis: settled everywhere.
+    let fresh = SigningKey::from_bytes(&[44; 32]);
+    let reaction = Operation::update(&did, g, state(&[&r, &fresh], &fresh), t0 + 30, &r).unwrap();
+    assert_eq!(submit(&c, &n1.url, &reaction).0, 201);
+    // and the thief keeps trying afterwards
+    let late = Operation::update(&did, g, state(&[&thief], &thief), t0 + 31, &k).unwrap();
+    submit(&c, &n2.url, &late);
+    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    for url in urls {
+        assert_eq!(login(&c, url, &did, &fresh).0, 200, "owner at {url}");
+        assert_eq!(login(&c, url, &did, &thief).0, 401, "thief at {url}");
+        assert_eq!(login(&c, url, &did, &n).0, 401, "N was rotated away by R");
+    }
+}
+
+fn node_cmd(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("didmesh-node"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn member_key(dir: &std::path::Path) -> SigningKey {
+    didmesh_node::identity::load_or_create_member_key(dir).unwrap()
+}
+
+fn jwks_keys(c: &BlockingClient, url: &str) -> usize {
+    c.get_json(&format!("{url}/.well-known/jwks.json"))
+        .unwrap()
+        .body["keys"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn removed_members_and_cosignature_twins_cannot_undo_membership() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = tmp.path().join("net");
+    let dirs = init_network(&net, 3);
+    let node = start_node(&dirs[0], &["--no-p2p"]);
+    let c = blocking_client();
+    let extra: Vec<_> = (4..=5)
+        .map(|i| {
+            let out = tmp.path().join(format!("extra{i}"));
+            init_network(&out, 1);
+            out.join("node1")
+        })
+        .collect();
+    let d = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let change =
+        |kind: &str, member: &std::path::Path, name: &str, signers: &[&std::path::Path]| {
+            let mut args = vec![
+                kind.to_string(),
+                "--node".into(),
+                node.url.clone(),
+                "--member".into(),
+                d(member),
+                "--name".into(),
+                name.into(),
+            ];
+            for s in signers {
+                args.push("--sign-with".into());
+                args.push(d(s));
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            node_cmd(&refs)
+        };
+    let (n1, n2, n3) = (&dirs[0], &dirs[1], &dirs[2]);
+    assert!(change("member-add", &extra[0], "node4", &[n1, n2]).0);
+    // four members now: two signatures are not a majority
+    let (ok, text) = change("member-add", &extra[1], "node5", &[n1, n2]);
+    assert!(!ok && text.contains("strict majority"), "{text}");
+    let (ok, text) = change("member-add", &extra[1], "node5", &[n1, n2, n3]);
+    assert!(ok, "{text}");
+    let network = c
+        .get_json(&format!("{}/v1/network", node.url))
+        .unwrap()
+        .body;
+    let x: did_core::Cid =
+        did_core::Cid::parse(network["membership_head"].as_str().unwrap()).unwrap();
+    assert!(change("member-remove", &extra[0], "node4", &[n1, n2, n3]).0);
+    assert!(change("member-remove", &extra[1], "node5", &[n1, n2, n3]).0);
+    assert_eq!(jwks_keys(&c, &node.url), 3);
+    let before = c.get_json(&format!("{}/v1/status", node.url)).unwrap().body;
+
+    // Removed node4 and node5 sign "remove node1" on the op that added
+    // node5, grinding created_at: never a majority of the 5 members there.
+    let (k4, k5) = (member_key(&extra[0]), member_key(&extra[1]));
+    let node1 = Member::from_key("node1", public_of(&member_key(n1)));
+    for t in 0..10 {
+        let attack = Operation::membership(
+            OpKind::MemberRemove,
+            network["network_id"].as_str().unwrap(),
+            Some(x),
+            node1.clone(),
+            now() + t,
+            &[&k4, &k5],
+        )
+        .unwrap();
+        let (status, body) = submit(&c, &node.url, &attack);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "bad_signature", "{body}");
+    }
+
+    // Twins: the last removal re-submitted with its co-signatures reordered
+    // or one dropped is the same op (same CID), not a new branch.
+    let log_head = c
+        .get_json(&format!("{}/v1/network", node.url))
+        .unwrap()
+        .body["membership_head"]
+        .clone();
+    let removal = Operation::membership(
+        OpKind::MemberRemove,
+        network["network_id"].as_str().unwrap(),
+        did_core::Cid::parse(log_head.as_str().unwrap()).ok(),
+        Member::from_key("nodeX", public_of(&member_key(n3))),
+        now(),
+        &[&member_key(n1), &member_key(n2), &member_key(n3)],
+    );
+    // (refused: 3 -> 2 members would freeze membership on one lost key)
+    let (status, body) = submit(&c, &node.url, &removal.unwrap());
+    assert!(
+        status >= 400 && body["reason"].as_str().unwrap_or("").contains("force"),
+        "{status} {body}"
+    );
+    let add6_dir = {
+        let out = tmp.path().join("extra6");
+        init_network(&out, 1);
+        out.join("node1")
+    };
+    let mut add6 = Operation::membership(
+        OpKind::MemberAdd,
+        network["network_id"].as_str().unwrap(),
+        did_core::Cid::parse(log_head.as_str().unwrap()).ok(),
+        Member::from_key("node6", public_of(&member_key(&add6_dir))),
+        now(),
+        &[&member_key(n1), &member_key(n2), &member_key(n3)],
+    )
+    .unwrap();
+    assert_eq!(submit(&c, &node.url, &add6).0, 201);
+    add6.cosigs.reverse();
+    assert_eq!(
+        submit(&c, &node.url, &add6).0,
+        200,
+        "the same op, already held"
+    );
+    add6.cosigs.pop();
+    assert_eq!(
+        submit(&c, &node.url, &add6).0,
+        200,
+        "the same op, already held"
+    );
+    let after = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let s = c.get_json(&format!("{}/v1/status", node.url)).ok()?.body;
+        (s["op_count"] != before["op_count"]).then_some(s)
+    })
+    .unwrap();
+    assert_eq!(
+        after["op_count"].as_u64(),
+        before["op_count"].as_u64().map(|n| n + 1)
+    );
+    assert_eq!(
+        jwks_keys(&c, &node.url),
+        4,
+        "node1..3 and node6, never node4/node5"
+    );
+}
