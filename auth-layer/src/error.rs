@@ -55,6 +55,12 @@ pub enum Reason {
     NotYetValid,
     /// A required claim (`exp`, `nbf`, `iss`, `aud`, `sub`) is missing.
     MissingClaim,
+    /// `sub` is not a DID (W3C DID Core §3.1), e.g. empty.
+    InvalidSubject,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `exp` is further after `iat` or now than the maximum token lifetime.
+    LifetimeTooLong,
     /// Sidecar mode: the trusted claims header is not base64url JSON claims.
     BadTrustedHeader,
 }
@@ -76,6 +82,9 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
             Reason::MissingClaim => "missing_claim",
+            Reason::InvalidSubject => "invalid_sub",
+            Reason::IssuedInFuture => "iat_in_future",
+            Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::BadTrustedHeader => "bad_trusted_header",
         }
     }
@@ -97,6 +106,9 @@ impl Reason {
             Reason::Expired => "the token has expired",
             Reason::NotYetValid => "the token is not valid yet",
             Reason::MissingClaim => "the token lacks a required claim",
+            Reason::InvalidSubject => "the token subject is not a DID",
+            Reason::IssuedInFuture => "the token was issued in the future",
+            Reason::LifetimeTooLong => "the token lifetime is too long",
             Reason::BadTrustedHeader => "the trusted claims header is malformed",
         }
     }

@@ -13,9 +13,9 @@
 //! | module | what lives there |
 //! | --- | --- |
 //! | [`claims`] | [`Claims`], the verified token payload, and its axum extractors (`Claims`, `Option<Claims>`) |
-//! | [`jwks`] | [`JwksCache`]: fetches the JWKS over HTTP, keeps the Ed25519 keys by `kid`, refetches on an unknown `kid` (rate-limited, single-flight) and periodically |
+//! | [`jwks`] | [`JwksCache`]: fetches the JWKS over HTTP, keeps the Ed25519 keys by `kid`, refetches on an unknown `kid` (rate-limited, single-flight) and when the set goes stale (`Cache-Control: max-age`, bounded; at most 60 s by default) |
 //! | `token_cache` | the bounded, sharded cache of already-verified tokens (blake3 of the token → claims), so a repeated token costs no signature check |
-//! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation, the cache, counters |
+//! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation (`sub` a DID, bounded `exp`, no future `iat`), the cache, counters; `verify_offline`, the synchronous parsing entry point |
 //! | [`layer`] | [`AuthLayer`]: takes the `Authorization: Bearer` token, verifies it, puts the claims in the request extensions; [`AuthMode`] `Optional` or `Required` |
 //! | [`trusted_header`] | [`TrustedHeaderLayer`]: sidecar mode, reads claims that Envoy `jwt_authn` already verified (`forward_payload_header`) |
 //! | [`error`] | [`AuthError`]: the 401 answer (RFC 6750 §3 `WWW-Authenticate` + JSON body) |
@@ -68,8 +68,13 @@
 //! * Only `EdDSA` is accepted; the algorithm is fixed by the verifier, never
 //!   taken from the token (so `alg: none` and HS256-with-the-public-key fail).
 //! * Tokens never reach a log line: instrumented functions use `skip_all`.
-//! * A key removed from the JWKS stops verifying after the next refetch, also
-//!   for tokens already in the verified-token cache.
+//! * A key removed from the JWKS stops verifying once the cached set goes
+//!   stale and is refetched (the answer's `max-age`, at most
+//!   [`JwksConfig::max_cache_age`], 60 s by default), also for tokens already
+//!   in the verified-token cache. While the node is unreachable the old keys
+//!   stay in use.
+//! * `exp` is at most [`VerifierConfig::max_token_lifetime`] (24 h) after
+//!   `iat` and now, `iat` is not in the future, `sub` is a DID.
 
 #![cfg_attr(
     not(test),

@@ -77,10 +77,17 @@ pub struct Cli {
     #[arg(long, env = "HOME_API_LEEWAY_SECS", default_value_t = 30)]
     pub leeway_secs: u64,
 
-    /// Periodic JWKS refresh, in seconds (an unknown `kid` also refetches,
-    /// at most once a second).
-    #[arg(long, env = "HOME_API_JWKS_REFRESH_SECS", default_value_t = 300)]
+    /// How long a fetched JWKS is used when the node's answer has no
+    /// `Cache-Control: max-age`, in seconds (capped by --jwks-max-cache-secs;
+    /// an unknown `kid` also refetches, at most once a second).
+    #[arg(long, env = "HOME_API_JWKS_REFRESH_SECS", default_value_t = 60)]
     pub jwks_refresh_secs: u64,
+
+    /// Longest a fetched JWKS is used, whatever its `max-age` says, in
+    /// seconds: a removed member's tokens are refused at most this long
+    /// after the removal reaches the node.
+    #[arg(long, env = "HOME_API_JWKS_MAX_CACHE_SECS", default_value_t = 60)]
+    pub jwks_max_cache_secs: u64,
 
     /// Whole-request timeout, in seconds (answered with 503).
     #[arg(long, env = "HOME_API_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
@@ -166,6 +173,7 @@ impl Cli {
                 let (url, issuer, audience) = self.jwt_settings()?;
                 let mut jwks_config = JwksConfig::new(url);
                 jwks_config.refresh_interval = Duration::from_secs(self.jwks_refresh_secs.max(1));
+                jwks_config.max_cache_age = Duration::from_secs(self.jwks_max_cache_secs.max(1));
                 let jwks = JwksCache::new(jwks_config)?;
                 match jwks.refresh().await {
                     Ok(keys) => tracing::info!(keys, url, "JWKS loaded"),

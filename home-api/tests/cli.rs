@@ -59,3 +59,12 @@ fn the_binary_exits_with_an_error_for_sidecar_on_a_public_address() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[test]
+fn the_jwks_is_never_trusted_for_more_than_60_seconds_by_default() {
+    // A removed member's tokens must be refused within a minute (the JWKS
+    // ceiling also caps the node's own Cache-Control max-age).
+    let cli = parse(&[]);
+    assert_eq!(cli.jwks_max_cache_secs, 60);
+    assert!(cli.jwks_refresh_secs <= cli.jwks_max_cache_secs);
+}

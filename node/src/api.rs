@@ -1,5 +1,12 @@
 //! The HTTP API (DESIGN.md, "HTTP API"). Handlers are thin: parse, call the
 //! domain, map the error. Every error is JSON `{"error","reason"}`.
+//!
+//! Around every route ([`guard`]): a body limit, a request timeout, a trace
+//! span without query or headers, and `CatchPanic`, so a panic in a handler
+//! (a bug, or a dependency's `unwrap` on input we failed to check) is a 500
+//! `{"error":"internal"}` for that request instead of a dropped connection.
+//! The login endpoints and `POST /v1/ops` are rate-limited per client
+//! network ([`crate::limits`]); a refusal is a 429 with `Retry-After`.
 
 use crate::auth::AuthError;
 use crate::writer::{SubmitError, Submitted};
@@ -19,6 +26,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 /// Largest request body accepted (an op is at most 8 KiB canonical).
@@ -112,9 +120,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AuthError::UnknownDid(_) => (StatusCode::NOT_FOUND, "unknown_did"),
             AuthError::Deactivated => (StatusCode::FORBIDDEN, "did_deactivated"),
+            AuthError::Disputed => (StatusCode::FORBIDDEN, "did_disputed"),
             AuthError::UnknownNonce => (StatusCode::BAD_REQUEST, "invalid_challenge"),
             AuthError::Expired => (StatusCode::BAD_REQUEST, "challenge_expired"),
-            AuthError::DidMismatch => (StatusCode::BAD_REQUEST, "invalid_challenge"),
             AuthError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             AuthError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AuthError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -128,24 +136,54 @@ pub fn router(state: Arc<NodeState>) -> Router {
     let auth_routes = Router::new()
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/token", post(token))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
-    Router::new()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth_rate_limit,
+        ));
+    let ops_routes = Router::new().route("/v1/ops", post(submit_op)).route_layer(
+        middleware::from_fn_with_state(state.clone(), ops_rate_limit),
+    );
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/status", get(status))
         .route(
             "/v1/network",
             get(|State(s): State<Arc<NodeState>>| async move { Json(s.network_json()) }),
         )
-        .route("/v1/ops", post(submit_op))
         .route("/1.0/identifiers/{did}", get(resolve))
         .route("/v1/dids/{did}/log", get(did_log))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/metrics", get(metrics))
         .merge(auth_routes)
+        .merge(ops_routes)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .with_state(state.clone());
+    guard(routes, Some(state))
+}
+
+/// The layers around every route (module doc). `state`, when given, counts
+/// panics in `/metrics`. Public so tests can put them around a route of
+/// their own (one that panics on purpose).
+pub fn guard(routes: Router, state: Option<Arc<NodeState>>) -> Router {
+    let on_panic = move |panic: Box<dyn std::any::Any + Send + 'static>| {
+        if let Some(state) = &state {
+            state.metrics.panics.inc();
+        }
+        // The binary's panic hook has logged where and what, on one line;
+        // the client learns only that it was our fault.
+        drop(panic);
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node failed while handling this request; it is logged",
+        )
+        .into_response()
+    };
+    routes
+        .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -157,28 +195,51 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         )
-        .with_state(state)
 }
 
-/// Per-client-address rate limit for the auth endpoints (`--auth-rate`).
-async fn rate_limit(
+/// A 429 telling the client when to come back (RFC 6585 §4, RFC 9110
+/// §10.2.3 `Retry-After` in seconds).
+fn too_many(what: &str, retry_after: u64) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many {what} from your network; retry in {retry_after} s"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// Per-client-network rate limit for the auth endpoints (`--auth-rate`).
+async fn auth_rate_limit(
     State(state): State<Arc<NodeState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request<axum::body::Body>,
     next: Next,
 ) -> Response {
     if let Some(limiter) = &state.auth_limiter {
-        if limiter.check_key(&addr.ip()).is_err() {
+        if let Err(wait) = limiter.check(addr.ip()) {
             state.metrics.rate_limited.inc();
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many login requests from this address; slow down",
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return resp;
+            return too_many("login requests", wait);
+        }
+    }
+    next.run(req).await
+}
+
+/// Per-client-network rate limit for `POST /v1/ops` (`--ops-rate`): every
+/// op accepted is kept by every node forever (README, "HTTP API").
+async fn ops_rate_limit(
+    State(state): State<Arc<NodeState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &state.ops_limiter {
+        if let Err(wait) = limiter.check(addr.ip()) {
+            state.metrics.ops_rate_limited.inc();
+            state.metrics.ops_rejected.inc();
+            return too_many("ops", wait);
         }
     }
     next.run(req).await
@@ -273,9 +334,12 @@ async fn resolve(State(state): State<Arc<NodeState>>, Path(did): Path<String>) -
     };
     match ledger.resolve(&did) {
         Some(view) => {
-            // W3C DID Resolution §7.1 (HTTP binding): a deactivated DID is 410.
+            // W3C DID Resolution §7.1 (HTTP binding): a deactivated DID is
+            // 410; a disputed one (key equivocation, ledger doc) is 409.
             let status = if view.deactivated() {
                 StatusCode::GONE
+            } else if view.disputed.is_some() {
+                StatusCode::CONFLICT
             } else {
                 StatusCode::OK
             };
@@ -317,11 +381,11 @@ async fn did_log(
 
 async fn jwks(State(state): State<Arc<NodeState>>) -> Response {
     let mut r = Json(state.jwks_json()).into_response();
-    // Short cache so a member change reaches relying parties quickly.
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
+    // Short cache (`--jwks-max-age`): a removed member's key must drop out
+    // of relying parties' caches quickly.
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", state.jwks_max_age)) {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
     r
 }
 
@@ -350,6 +414,18 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     r
 }
 
+/// Only a current member (of the ledger's member set now) issues tokens.
+fn require_member(state: &NodeState) -> Result<(), ApiError> {
+    if state.is_member() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_a_member",
+        "this node is not a member of the network and cannot issue tokens; log in at a member node",
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChallengeRequest {
@@ -362,13 +438,7 @@ async fn challenge(
     body: Result<Json<ChallengeRequest>, JsonRejection>,
 ) -> Result<Json<crate::auth::ChallengeResponse>, ApiError> {
     let Json(req) = body?;
-    if !state.is_member() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_a_member",
-            "this node is not a member of the network and cannot issue tokens; log in at a member node",
-        ));
-    }
+    require_member(&state)?;
     let resp = state
         .auth
         .challenge(
@@ -395,6 +465,9 @@ async fn token(
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    // Again at token time: a node removed from membership after handing
+    // out a challenge must not sign a token with a key verifiers dropped.
+    require_member(&state)?;
     match state.auth.token(
         &state.ledger,
         &req.did,

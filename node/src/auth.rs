@@ -1,11 +1,33 @@
-//! Login: one-time challenges and EdDSA access tokens.
+//! Login: stateless one-time challenges and EdDSA access tokens.
 //!
-//! `challenge` looks the DID up (ledger or did:key), stores a single-use
-//! nonce with its expiry, and returns the message to sign. `token` takes the
-//! nonce out of the store (so it can never be used twice, whatever the
-//! outcome), re-resolves the DID (it may have rotated or been deactivated
-//! since), checks the signature against the `authentication` keys, and
-//! signs a JWT with the node's member key.
+//! Issuing a challenge costs the node no memory, so a stranger cannot fill
+//! a store of pending challenges and lock honest users out. The nonce
+//! carries the challenge's own facts and a MAC over all of them:
+//!
+//! ```text
+//! nonce = hex( version ‖ issued_at ‖ expires_at ‖ random[16] ‖ tag[16] ‖ audience? )
+//! tag   = blake3_keyed(node secret, "didmesh login challenge v1" ‖ domain ‖
+//!                      network ‖ did ‖ audience ‖ issued_at ‖ expires_at ‖ random)
+//! ```
+//!
+//! (integers big-endian, strings length-prefixed; the audience is in the
+//! nonce only when it differs from the node's default). The secret is 32
+//! random bytes made at start and kept in memory only: a restart voids the
+//! challenges outstanding (at most `--challenge-ttl` of them, 120 s), which
+//! also means the set of redeemed nonces, in memory too, never has to
+//! survive a restart for single use to hold. Another node has another
+//! secret, so it refuses this node's challenges.
+//!
+//! `token` rebuilds the challenge from the request's DID and the nonce,
+//! checks the MAC, re-resolves the DID (it may have rotated or been
+//! deactivated since), checks the signature over the rebuilt message
+//! against the `authentication` keys, and only then records the nonce as
+//! redeemed, until it expires: a nonce yields at most one token, and only
+//! someone holding a key of the DID can use one up (a stranger sending
+//! garbage signatures adds nothing to the store). A correctly signed nonce
+//! is consumed even when it has expired or cannot be honoured. The store is
+//! bounded by [`AuthSettings::max_redeemed`], far above what the node can
+//! sign in a challenge lifetime, and pruned by [`Authenticator::prune`].
 
 use crate::didkey;
 use did_core::login::{verify_did_key_login, verify_login, LoginChallenge, LoginError};
@@ -15,8 +37,16 @@ use rand::RngCore as _;
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-/// Shards of the challenge map, so concurrent logins rarely contend.
-const CHALLENGE_SHARDS: usize = 32;
+/// Shards of the redeemed-nonce map, so concurrent logins rarely contend.
+const SHARDS: usize = 32;
+/// First byte of every nonce: the layout above.
+const NONCE_VERSION: u8 = 1;
+/// version, issued_at, expires_at, random, tag.
+const NONCE_FIXED: usize = 1 + 8 + 8 + 16 + 16;
+/// Longest audience a challenge may name.
+const MAX_AUDIENCE: usize = 128;
+/// Domain separation of the MAC.
+const MAC_CONTEXT: &[u8] = b"didmesh login challenge v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -26,15 +56,15 @@ pub enum AuthError {
     UnknownDid(String),
     #[error("DID is deactivated")]
     Deactivated,
+    #[error("DID is disputed: a rotation key signed conflicting operations; its owner must settle it with a higher-priority rotation key")]
+    Disputed,
     #[error("nonce is unknown or was already used")]
     UnknownNonce,
     #[error("challenge expired")]
     Expired,
-    #[error("the challenge was issued for another DID")]
-    DidMismatch,
     #[error("{0}")]
     Signature(LoginError),
-    #[error("too many outstanding challenges; try again shortly")]
+    #[error("too many logins in flight; try again shortly")]
     Busy,
     #[error("token signing failed")]
     Signing,
@@ -50,70 +80,74 @@ pub struct AuthSettings {
     pub default_audience: String,
     pub challenge_ttl: u64,
     pub token_ttl: u64,
-    /// Outstanding challenges kept at most (memory bound).
-    pub max_challenges: usize,
+    /// Redeemed nonces remembered at most (memory bound, ~40 bytes each).
+    /// Each one took a verified signature and a token; the default,
+    /// 1,000,000, is twice what the node signs in 120 s at full speed.
+    pub max_redeemed: usize,
 }
 
-struct Pending {
-    challenge: LoginChallenge,
-    /// The rendered text that was signed (rendered once, at issue time).
-    message: String,
-}
-
-/// Outstanding challenges by nonce.
-pub struct ChallengeStore {
-    shards: Vec<Mutex<HashMap<String, Pending>>>,
+/// Nonces already exchanged for a token, by the first 8 bytes of their
+/// MAC tag, with their expiry (after which the MAC check refuses them
+/// anyway and the entry can go).
+struct Redeemed {
+    shards: Vec<Mutex<HashMap<u64, u64>>>,
     per_shard: usize,
 }
 
-impl ChallengeStore {
-    pub fn new(max: usize) -> ChallengeStore {
-        ChallengeStore {
-            shards: (0..CHALLENGE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            per_shard: (max / CHALLENGE_SHARDS).max(1),
+impl Redeemed {
+    fn new(max: usize) -> Redeemed {
+        Redeemed {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (max / SHARDS).max(1),
         }
     }
 
-    fn shard(&self, nonce: &str) -> &Mutex<HashMap<String, Pending>> {
-        let h = nonce
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        &self.shards[h % CHALLENGE_SHARDS]
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, u64>> {
+        // The id is MAC output: uniformly spread already.
+        &self.shards[(id % SHARDS as u64) as usize]
     }
 
-    fn insert(&self, p: Pending, now: u64) -> Result<(), AuthError> {
-        let mut map = self
-            .shard(&p.challenge.nonce)
+    fn contains(&self, id: u64) -> Result<bool, AuthError> {
+        Ok(self
+            .shard(id)
             .lock()
-            .map_err(|_| AuthError::Busy)?;
+            .map_err(|_| AuthError::Busy)?
+            .contains_key(&id))
+    }
+
+    /// Records `id`; `false` if it was there already (a replay that raced
+    /// the first use).
+    fn insert(&self, id: u64, expires_at: u64, now: u64) -> Result<bool, AuthError> {
+        let mut map = self.shard(id).lock().map_err(|_| AuthError::Busy)?;
+        if map.contains_key(&id) {
+            return Ok(false);
+        }
         if map.len() >= self.per_shard {
-            map.retain(|_, v| v.challenge.expires_at > now);
+            map.retain(|_, exp| *exp > now);
             if map.len() >= self.per_shard {
+                // Never evict a live entry: that would re-open its nonce.
                 return Err(AuthError::Busy);
             }
         }
-        map.insert(p.challenge.nonce.clone(), p);
-        Ok(())
+        map.insert(id, expires_at);
+        Ok(true)
     }
 
-    /// Removes and returns a challenge: a nonce works at most once.
-    fn take(&self, nonce: &str) -> Option<Pending> {
-        self.shard(nonce).lock().ok()?.remove(nonce)
+    fn prune(&self, now: u64) {
+        for shard in &self.shards {
+            if let Ok(mut map) = shard.lock() {
+                map.retain(|_, exp| *exp > now);
+                map.shrink_to_fit();
+            }
+        }
     }
 
-    /// Challenges currently held (for metrics).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .filter_map(|s| s.lock().ok())
             .map(|m| m.len())
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -138,7 +172,9 @@ pub struct TokenResponse {
 /// The login service.
 pub struct Authenticator {
     settings: AuthSettings,
-    challenges: ChallengeStore,
+    /// MAC key of challenges; never leaves memory, never logged.
+    secret: [u8; 32],
+    redeemed: Redeemed,
     key: EncodingKey,
     kid: String,
 }
@@ -149,11 +185,21 @@ enum LoginKeys {
     DidKey(PublicKey),
 }
 
+/// What a nonce says about itself, once its MAC checked out.
+struct Opened {
+    challenge: LoginChallenge,
+    /// First 8 bytes of the tag: the nonce's id in [`Redeemed`].
+    id: u64,
+}
+
 impl Authenticator {
     pub fn new(settings: AuthSettings, member_key_pkcs8: &[u8], kid: String) -> Authenticator {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
         Authenticator {
-            challenges: ChallengeStore::new(settings.max_challenges),
+            redeemed: Redeemed::new(settings.max_redeemed),
             settings,
+            secret,
             key: EncodingKey::from_ed_der(member_key_pkcs8),
             kid,
         }
@@ -163,8 +209,14 @@ impl Authenticator {
         &self.settings
     }
 
-    pub fn outstanding_challenges(&self) -> usize {
-        self.challenges.len()
+    /// Redeemed nonces still remembered (for metrics).
+    pub fn redeemed_nonces(&self) -> usize {
+        self.redeemed.len()
+    }
+
+    /// Forgets redeemed nonces that have expired (a timer calls this).
+    pub fn prune(&self, now: u64) {
+        self.redeemed.prune(now);
     }
 
     fn resolve(&self, ledger: &RwLock<Ledger>, did: &str) -> Result<LoginKeys, AuthError> {
@@ -178,11 +230,35 @@ impl Authenticator {
         let view = ledger
             .resolve(did)
             .ok_or_else(|| AuthError::UnknownDid(did.to_string()))?;
+        if view.disputed.is_some() {
+            return Err(AuthError::Disputed);
+        }
         let state = view.state.ok_or(AuthError::Deactivated)?;
         Ok(LoginKeys::Mesh(state.clone()))
     }
 
-    /// Step 1: a one-time challenge for `did`.
+    /// The MAC of a challenge's fields (module doc).
+    fn tag(&self, did: &str, audience: &str, iat: u64, exp: u64, random: &[u8]) -> [u8; 16] {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(MAC_CONTEXT);
+        for field in [
+            self.settings.domain.as_bytes(),
+            self.settings.network_id.as_bytes(),
+            did.as_bytes(),
+            audience.as_bytes(),
+        ] {
+            h.update(&(field.len() as u64).to_be_bytes());
+            h.update(field);
+        }
+        h.update(&iat.to_be_bytes());
+        h.update(&exp.to_be_bytes());
+        h.update(random);
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        tag
+    }
+
+    /// Step 1: a one-time challenge for `did`. Nothing is stored.
     pub fn challenge(
         &self,
         ledger: &RwLock<Ledger>,
@@ -200,29 +276,78 @@ impl Authenticator {
                 ))
             }
         };
-        let mut raw = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let nonce: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let expires_at = now.saturating_add(self.settings.challenge_ttl);
+        let mut random = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut random);
+        let tag = self.tag(did, &audience, now, expires_at, &random);
+        let mut raw = Vec::with_capacity(NONCE_FIXED + MAX_AUDIENCE);
+        raw.push(NONCE_VERSION);
+        raw.extend_from_slice(&now.to_be_bytes());
+        raw.extend_from_slice(&expires_at.to_be_bytes());
+        raw.extend_from_slice(&random);
+        raw.extend_from_slice(&tag);
+        if audience != self.settings.default_audience {
+            raw.extend_from_slice(audience.as_bytes());
+        }
         let challenge = LoginChallenge {
             domain: self.settings.domain.clone(),
             did: did.to_string(),
             network_id: self.settings.network_id.clone(),
-            nonce: nonce.clone(),
-            audience: audience.clone(),
+            nonce: hex(&raw),
+            audience,
             issued_at: now,
-            expires_at: now + self.settings.challenge_ttl,
+            expires_at,
         };
-        let message = challenge.message();
-        let response = ChallengeResponse {
-            nonce,
-            message: message.clone(),
+        Ok(ChallengeResponse {
+            message: challenge.message(),
+            nonce: challenge.nonce,
             issued_at: challenge.issued_at,
             expires_at: challenge.expires_at,
-            audience,
+            audience: challenge.audience,
+        })
+    }
+
+    /// Checks a nonce's MAC for `did` and rebuilds its challenge. A nonce
+    /// this node did not issue, or issued for another DID, fails here.
+    fn open(&self, did: &str, nonce: &str) -> Result<Opened, AuthError> {
+        if nonce.len() > 2 * (NONCE_FIXED + MAX_AUDIENCE) {
+            return Err(AuthError::UnknownNonce);
+        }
+        let raw = unhex(nonce).ok_or(AuthError::UnknownNonce)?;
+        if raw.len() < NONCE_FIXED || raw[0] != NONCE_VERSION {
+            return Err(AuthError::UnknownNonce);
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[i..i + 8]);
+            u64::from_be_bytes(b)
         };
-        self.challenges
-            .insert(Pending { challenge, message }, now)?;
-        Ok(response)
+        let (issued_at, expires_at) = (u64_at(1), u64_at(9));
+        let random = &raw[17..33];
+        let tag = &raw[33..49];
+        let audience = match &raw[NONCE_FIXED..] {
+            [] => self.settings.default_audience.clone(),
+            a => String::from_utf8(a.to_vec()).map_err(|_| AuthError::UnknownNonce)?,
+        };
+        let want = self.tag(did, &audience, issued_at, expires_at, random);
+        // Constant time: the comparison must not tell how many bytes matched.
+        if want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+            return Err(AuthError::UnknownNonce);
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&tag[..8]);
+        Ok(Opened {
+            challenge: LoginChallenge {
+                domain: self.settings.domain.clone(),
+                did: did.to_string(),
+                network_id: self.settings.network_id.clone(),
+                nonce: nonce.to_string(),
+                audience,
+                issued_at,
+                expires_at,
+            },
+            id: u64::from_be_bytes(id),
+        })
     }
 
     /// Step 2: exchanges a signed challenge for an access token.
@@ -234,14 +359,13 @@ impl Authenticator {
         signature: &str,
         now: u64,
     ) -> Result<(TokenResponse, Claims), AuthError> {
-        let pending = self.challenges.take(nonce).ok_or(AuthError::UnknownNonce)?;
-        if pending.challenge.expires_at <= now {
-            return Err(AuthError::Expired);
+        let opened = self.open(did, nonce)?;
+        // Cheap refusal of a replay before any signature work.
+        if self.redeemed.contains(opened.id)? {
+            return Err(AuthError::UnknownNonce);
         }
-        if pending.challenge.did != did {
-            return Err(AuthError::DidMismatch);
-        }
-        let message = &pending.message;
+        let challenge = opened.challenge;
+        let message = challenge.message();
         match self.resolve(ledger, did)? {
             LoginKeys::Mesh(state) => {
                 verify_login(&state, message.as_bytes(), signature)
@@ -252,16 +376,28 @@ impl Authenticator {
                     .map_err(AuthError::Signature)?;
             }
         }
+        // Signed by the DID: the nonce is used up, whatever follows. Kept
+        // at least until it expires (or now, for a late one), after which
+        // the expiry check refuses it on its own.
+        if !self
+            .redeemed
+            .insert(opened.id, challenge.expires_at.max(now), now)?
+        {
+            return Err(AuthError::UnknownNonce);
+        }
+        if challenge.expires_at <= now {
+            return Err(AuthError::Expired);
+        }
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: did.to_string(),
-            aud: pending.challenge.audience,
+            aud: challenge.audience,
             iat: now,
             nbf: now,
             exp: now + self.settings.token_ttl,
-            jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+            jti: hex(&jti),
             auth_time: now,
             amr: vec!["swk".into()],
         };
@@ -282,5 +418,132 @@ impl Authenticator {
 }
 
 fn valid_audience(a: &str) -> bool {
-    !a.is_empty() && a.len() <= 128 && a.bytes().all(|b| b.is_ascii_graphic())
+    !a.is_empty() && a.len() <= MAX_AUDIENCE && a.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Lower-case hex only (what [`hex`] writes), so each nonce has one spelling.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let s = s.as_bytes();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use did_core::keys::{public_of, sign_b64};
+
+    fn auth(ttl: u64) -> Authenticator {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        Authenticator::new(
+            AuthSettings {
+                domain: "127.0.0.1:7001".into(),
+                network_id: "mesh-test".into(),
+                issuer: "https://didmesh.local".into(),
+                default_audience: "home-api".into(),
+                challenge_ttl: ttl,
+                token_ttl: 60,
+                max_redeemed: 64,
+            },
+            &crate::identity::pkcs8_der(&key),
+            "kid".into(),
+        )
+    }
+
+    fn ledger() -> RwLock<Ledger> {
+        RwLock::new(Ledger::new(did_core::Limits::default()))
+    }
+
+    #[test]
+    fn a_challenge_keeps_no_state_and_redeems_once() {
+        let (a, l) = (auth(120), ledger());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let did = public_of(&key).did_key();
+        let ch = a.challenge(&l, &did, Some("bank"), 1000).unwrap();
+        assert_eq!(a.redeemed_nonces(), 0);
+        assert!(ch.message.contains(&format!("Nonce: {}\n", ch.nonce)));
+        let sig = sign_b64(&key, ch.message.as_bytes());
+        let (_, claims) = a.token(&l, &did, &ch.nonce, &sig, 1001).unwrap();
+        assert_eq!(claims.aud, "bank");
+        assert!(matches!(
+            a.token(&l, &did, &ch.nonce, &sig, 1002),
+            Err(AuthError::UnknownNonce)
+        ));
+        assert_eq!(a.redeemed_nonces(), 1);
+        a.prune(1000 + 121);
+        assert_eq!(a.redeemed_nonces(), 0);
+    }
+
+    #[test]
+    fn altered_foreign_or_bad_signature_nonces_are_refused_and_cost_nothing() {
+        let (a, l) = (auth(120), ledger());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let did = public_of(&key).did_key();
+        let ch = a.challenge(&l, &did, None, 1000).unwrap();
+        let sig = sign_b64(&key, ch.message.as_bytes());
+        // a later expiry written into the nonce
+        let mut raw = unhex(&ch.nonce).unwrap();
+        raw[16] ^= 1;
+        assert!(matches!(
+            a.token(&l, &did, &hex(&raw), &sig, 1001),
+            Err(AuthError::UnknownNonce)
+        ));
+        // another node (another secret)
+        assert!(matches!(
+            auth(120).token(&l, &did, &ch.nonce, &sig, 1001),
+            Err(AuthError::UnknownNonce)
+        ));
+        // garbage, upper-case, too long
+        for n in ["", "zz", &ch.nonce.to_uppercase(), &"ab".repeat(400)] {
+            assert!(a.token(&l, &did, n, &sig, 1001).is_err(), "{n}");
+        }
+        // a wrong signature leaves the nonce usable by its owner
+        let other = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+        let bad = sign_b64(&other, ch.message.as_bytes());
+        assert!(matches!(
+            a.token(&l, &did, &ch.nonce, &bad, 1001),
+            Err(AuthError::Signature(_))
+        ));
+        assert_eq!(a.redeemed_nonces(), 0);
+        assert!(a.token(&l, &did, &ch.nonce, &sig, 1001).is_ok());
+    }
+
+    #[test]
+    fn the_redeemed_store_is_bounded_and_never_evicts_a_live_nonce() {
+        let (a, l) = (auth(120), ledger());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let did = public_of(&key).did_key();
+        let mut busy = 0;
+        for _ in 0..200 {
+            let ch = a.challenge(&l, &did, None, 1000).unwrap();
+            let sig = sign_b64(&key, ch.message.as_bytes());
+            if let Err(e) = a.token(&l, &did, &ch.nonce, &sig, 1000) {
+                assert!(matches!(e, AuthError::Busy), "{e}");
+                busy += 1;
+            }
+        }
+        assert!(
+            a.redeemed_nonces() <= 64 + SHARDS,
+            "{}",
+            a.redeemed_nonces()
+        );
+        assert!(busy > 0);
+        // once they expire, room again
+        let ch = a.challenge(&l, &did, None, 2000).unwrap();
+        let sig = sign_b64(&key, ch.message.as_bytes());
+        assert!(a.token(&l, &did, &ch.nonce, &sig, 2000).is_ok());
+    }
 }

@@ -15,7 +15,10 @@ use std::path::PathBuf;
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // A flag given twice takes its last value, so a wrapper (a test
+    // harness, a compose file) can override a default it passes itself.
+    args_override_self = true
 )]
 pub struct Config {
     /// Administration commands; without one the node runs.
@@ -57,10 +60,43 @@ pub struct Config {
     #[arg(long, default_value_t = 120)]
     pub challenge_ttl: u64,
 
-    /// Login requests per second allowed per client address (bursts of
-    /// twice that); 0 turns the limit off (load tests only).
+    /// Login requests (challenge and token together) per second allowed
+    /// per client network (an IPv4 /24 or an IPv6 /64; bursts of twice
+    /// that); 0 turns the limit off (load tests only).
     #[arg(long, env = "DIDMESH_AUTH_RATE", default_value_t = 50)]
     pub auth_rate: u32,
+
+    /// `POST /v1/ops` requests per second allowed per client network (an
+    /// IPv4 /24 or an IPv6 /64; bursts of five times that). Every accepted
+    /// op is kept by every node forever, so this bounds how fast a stranger
+    /// can grow the ledger. 0 turns the limit off (benchmarks, bulk loads).
+    #[arg(long, env = "DIDMESH_OPS_RATE", default_value_t = 10)]
+    pub ops_rate: u32,
+
+    /// `Cache-Control: max-age` of the JWKS, in seconds: how long a relying
+    /// party may keep using the key of a member that has been removed.
+    #[arg(long, env = "DIDMESH_JWKS_MAX_AGE", default_value_t = 30)]
+    pub jwks_max_age: u64,
+
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle keep-alive connection is kept); a slower connection is closed.
+    #[arg(long, env = "DIDMESH_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+
+    /// HTTP connections served at once; further connections wait in the
+    /// kernel's accept queue until one closes.
+    #[arg(long, env = "DIDMESH_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// HTTP connections one client network (IPv4 /24, IPv6 /64) may hold
+    /// open at once; a connection beyond that is closed at once, so a few
+    /// networks cannot take every --max-connections slot.
+    #[arg(
+        long,
+        env = "DIDMESH_MAX_CONNECTIONS_PER_NETWORK",
+        default_value_t = 64
+    )]
+    pub max_connections_per_network: usize,
 
     /// Address the peer-to-peer layer (libp2p: TCP, noise, yamux) listens
     /// on. Loopback by default, like --http-addr; use /ip4/0.0.0.0/tcp/7101
@@ -167,4 +203,9 @@ pub struct MemberChange {
     /// quorum is reached).
     #[arg(long = "sign-with", required = true)]
     pub sign_with: Vec<PathBuf>,
+    /// member-remove only: allow shrinking the network to a size where
+    /// losing one more member key would freeze membership (signed into
+    /// the op; every node checks it).
+    #[arg(long)]
+    pub force: bool,
 }

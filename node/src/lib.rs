@@ -11,7 +11,9 @@
 //!   network genesis (`genesis.json`).
 //! * [`storage`] — the hash-chained op log in sled, verified on start.
 //! * [`writer`] — the single writer thread: validation, group commit, fsync.
-//! * [`auth`] — challenges and tokens.
+//! * [`auth`] — stateless challenges and tokens.
+//! * [`limits`] — per-network rate limits (IPv4 /24, IPv6 /64), pruned.
+//! * [`server`] — the HTTP/1 accept loop: header timeout, connection cap.
 //! * [`didkey`] — `did:key` resolution through ssi.
 //! * [`admin`] — `init-network`, `member-add`, `member-remove`.
 //! * [`api`] — the axum router and its one error type.
@@ -35,7 +37,9 @@ pub mod auth;
 pub mod config;
 pub mod didkey;
 pub mod identity;
+pub mod limits;
 pub mod p2p;
+pub mod server;
 pub mod storage;
 pub mod tls;
 pub mod writer;
@@ -43,10 +47,8 @@ pub mod writer;
 use auth::{AuthSettings, Authenticator};
 use config::Config;
 use did_core::{Ledger, Limits};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use identity::{Genesis, Member};
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+use limits::PrefixLimiter;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use storage::Store;
@@ -92,6 +94,8 @@ pub struct Metrics {
     pub tokens_issued: Counter,
     pub logins_failed: Counter,
     pub rate_limited: Counter,
+    pub ops_rate_limited: Counter,
+    pub panics: Counter,
 }
 
 /// Everything the handlers share.
@@ -107,8 +111,14 @@ pub struct NodeState {
     pub metrics: Metrics,
     /// Base URL this node is reached at (discovery, challenge domain).
     pub public_url: String,
-    /// `None` when `--auth-rate 0`.
-    pub auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Login requests per client network; `None` when `--auth-rate 0`.
+    pub auth_limiter: Option<PrefixLimiter>,
+    /// `POST /v1/ops` per client network; `None` when `--ops-rate 0`.
+    pub ops_limiter: Option<PrefixLimiter>,
+    /// `Cache-Control: max-age` of the JWKS (`--jwks-max-age`).
+    pub jwks_max_age: u64,
+    /// Header timeout and connection cap of the accept loop.
+    pub serve_options: server::ServeOptions,
     /// The peer-to-peer layer, once started (`main` starts it after
     /// `open`; in-process tests run without it).
     pub p2p: std::sync::OnceLock<p2p::Client>,
@@ -173,16 +183,12 @@ impl NodeState {
                 default_audience: config.audience.clone(),
                 challenge_ttl: config.challenge_ttl,
                 token_ttl: config.token_ttl,
-                max_challenges: 100_000,
+                max_redeemed: 1_000_000,
             },
             &identity::pkcs8_der(&key),
             identity::kid(&public),
         );
-        let auth_limiter = NonZeroU32::new(config.auth_rate).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
-        Ok(Arc::new(NodeState {
+        let state = Arc::new(NodeState {
             genesis,
             me,
             ledger,
@@ -192,18 +198,64 @@ impl NodeState {
             limits,
             metrics: Metrics::default(),
             public_url,
-            auth_limiter,
+            auth_limiter: PrefixLimiter::new(config.auth_rate, 2),
+            ops_limiter: PrefixLimiter::new(config.ops_rate, 5),
+            jwks_max_age: config.jwks_max_age,
+            serve_options: server::ServeOptions {
+                header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
+                max_connections: config.max_connections,
+                max_connections_per_network: config.max_connections_per_network,
+            },
             p2p: std::sync::OnceLock::new(),
-        }))
+        });
+        state.spawn_housekeeping();
+        Ok(state)
+    }
+
+    /// Starts the timer that bounds the node's per-client memory: rate
+    /// limiter entries of quiet networks and expired redeemed nonces are
+    /// dropped every [`limits::HOUSEKEEPING_INTERVAL`]. Needs a tokio
+    /// runtime (none: nothing is started, e.g. a synchronous tool). The
+    /// task ends once the state is dropped.
+    fn spawn_housekeeping(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(limits::HOUSEKEEPING_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                state.housekeeping();
+            }
+        });
+    }
+
+    /// One round of [`Self::spawn_housekeeping`] (public for tests).
+    pub fn housekeeping(&self) {
+        for limiter in [&self.auth_limiter, &self.ops_limiter]
+            .into_iter()
+            .flatten()
+        {
+            limiter.prune();
+        }
+        self.auth.prune(now());
+    }
+
+    /// Whether `key` is the token key of a current member.
+    pub fn is_member_key(&self, key: &did_core::PublicKey) -> bool {
+        self.ledger
+            .read()
+            .map(|l| l.members().iter().any(|m| &m.key == key))
+            .unwrap_or(false)
     }
 
     /// Whether this node's key is a current member's (only members issue
     /// tokens that verifiers accept).
     pub fn is_member(&self) -> bool {
-        self.ledger
-            .read()
-            .map(|l| l.members().iter().any(|m| m.key == self.me.key))
-            .unwrap_or(false)
+        self.is_member_key(&self.me.key)
     }
 
     /// The JWKS: every current member's token key.
@@ -322,6 +374,16 @@ impl NodeState {
             "Auth requests refused by the rate limit.",
             m.rate_limited.get(),
         );
+        counter(
+            "didmesh_ops_rate_limited_total",
+            "Op submissions refused by the rate limit.",
+            m.ops_rate_limited.get(),
+        );
+        counter(
+            "didmesh_handler_panics_total",
+            "Requests answered 500 because a handler panicked.",
+            m.panics.get(),
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
@@ -334,9 +396,19 @@ impl NodeState {
             dids as u64,
         );
         gauge(
-            "didmesh_challenges_outstanding",
-            "Challenges not yet used or expired.",
-            self.auth.outstanding_challenges() as u64,
+            "didmesh_nonces_redeemed",
+            "Redeemed login nonces remembered until they expire.",
+            self.auth.redeemed_nonces() as u64,
+        );
+        let limiter_keys = [&self.auth_limiter, &self.ops_limiter]
+            .into_iter()
+            .flatten()
+            .map(|l| l.len() as u64)
+            .sum();
+        gauge(
+            "didmesh_rate_limiter_keys",
+            "Client networks tracked by the rate limiters.",
+            limiter_keys,
         );
         if let Some(p2p) = self.p2p.get() {
             out.push_str(&p2p.metrics_text());
@@ -349,14 +421,19 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, with the
+/// header timeout and connection cap of [`server`].
 pub async fn serve(
     state: Arc<NodeState>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    use axum::serve::ListenerExt as _;
+    let options = state.serve_options;
+    // Small JSON answers: without nodelay, Nagle plus delayed ACKs can add
+    // tens of milliseconds to a response written in two parts.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    server::serve_on(listener, api::router(state), options, shutdown).await
 }

@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    install_panic_hook();
     let config = Config::parse();
     if let Some(command) = &config.command {
         return run_command(command).await;
@@ -118,6 +119,35 @@ async fn run_command(command: &Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic becomes one log line (where, and what, on one line, cut to 300
+/// characters): a handler's panic is answered 500 by the router's
+/// `CatchPanic` layer and the node carries on, so a multi-line message with
+/// a backtrace hint would only be noise. A panic while the store opens is
+/// reported as a damaged folder by `Store::open`, so it is not logged here.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if didmesh_node::storage::opening() {
+            return;
+        }
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let what: String = what
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(300)
+            .collect();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic: {what}");
+    }));
 }
 
 /// Completes on SIGINT or SIGTERM (what `scripts/cluster.sh down` and

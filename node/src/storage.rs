@@ -8,11 +8,33 @@
 //! (fsync) before any op of it is acknowledged. On start every entry is
 //! re-hashed and the chain re-walked, so an altered, dropped or reordered
 //! entry makes the node refuse to start.
+//!
+//! A damaged sled folder (a truncated or garbled file) is refused with the
+//! same message: sled's own corruption errors are reported as damage, and
+//! a panic inside sled while it opens or reads the folder is caught and
+//! reported the same way (the binary's panic hook stays quiet meanwhile,
+//! see [`opening`]), instead of a panic message and backtrace.
 
 use did_core::{Cid, Ledger, Operation};
 use std::path::Path;
 
 const HEAD_KEY: &[u8] = b"H";
+
+thread_local! {
+    /// Set while [`Store::open`] runs on this thread.
+    static OPENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is opening a store: a panic now is sled failing on
+/// a damaged folder, which [`Store::open`] reports itself, so a panic hook
+/// may stay quiet.
+pub fn opening() -> bool {
+    OPENING.with(|o| o.get())
+}
+
+/// The text shown for a folder that fails verification.
+const REFUSAL: &str = "It was altered or corrupted; refusing to start. Restore it from a \
+     backup or move it away and let the node resync from its peers.";
 const LOG_PREFIX: u8 = b'L';
 
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +43,31 @@ pub enum StorageError {
     Open(sled::Error),
     #[error("database write failed: {0}")]
     Write(sled::Error),
-    #[error(
-        "the data folder failed verification at log entry {entry}: {why}. \
-         It was altered or corrupted; refusing to start. Restore it from a \
-         backup or move it away and let the node resync from its peers."
-    )]
+    #[error("the data folder failed verification at log entry {entry}: {why}. {REFUSAL}")]
     Tampered { entry: u64, why: String },
+    #[error("the data folder's database is damaged: {0}. {REFUSAL}")]
+    Damaged(String),
+}
+
+/// A sled error while opening or reading: damage if sled says the data is
+/// corrupt or unreadable, else a plain open failure (permissions, a lock
+/// held by another process).
+fn read_error(e: sled::Error) -> StorageError {
+    use std::io::ErrorKind;
+    match &e {
+        // sled's own text ends in "backtrace ()": say it plainly instead.
+        sled::Error::Corruption { at, .. } => StorageError::Damaged(match at {
+            Some(at) => format!("sled found corrupted data at {at:?}"),
+            None => "sled found corrupted data".into(),
+        }),
+        sled::Error::ReportableBug(_) => StorageError::Damaged(e.to_string()),
+        sled::Error::Io(io)
+            if matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof) =>
+        {
+            StorageError::Damaged(e.to_string())
+        }
+        _ => StorageError::Open(e),
+    }
 }
 
 /// The node's op log.
@@ -56,18 +97,43 @@ fn chain(prev: &[u8; 32], cid: &Cid) -> [u8; 32] {
 impl Store {
     /// Opens the store and replays it into `ledger`, verifying every entry.
     pub fn open(dir: &Path, ledger: &mut Ledger) -> Result<Store, StorageError> {
+        struct Opening;
+        impl Drop for Opening {
+            fn drop(&mut self) {
+                OPENING.with(|o| o.set(false));
+            }
+        }
+        OPENING.with(|o| o.set(true));
+        let _opening = Opening;
+        // sled may panic on a damaged file; nothing of a failed open is
+        // used afterwards (the caller gets an error and stops), so
+        // unwind-safety is moot.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_inner(dir, ledger)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "sled failed reading it".into());
+            Err(StorageError::Damaged(what))
+        })
+    }
+
+    fn open_inner(dir: &Path, ledger: &mut Ledger) -> Result<Store, StorageError> {
         let db = sled::Config::new()
             .path(dir.join("ledger.sled"))
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(StorageError::Open)?;
-        let log = db.open_tree("oplog").map_err(StorageError::Open)?;
+            .map_err(read_error)?;
+        let log = db.open_tree("oplog").map_err(read_error)?;
         let tampered = |entry: u64, why: &str| StorageError::Tampered {
             entry,
             why: why.to_string(),
         };
 
-        let (want_count, want_head) = match log.get(HEAD_KEY).map_err(StorageError::Open)? {
+        let (want_count, want_head) = match log.get(HEAD_KEY).map_err(read_error)? {
             None => (0, [0u8; 32]),
             Some(v) if v.len() == 40 => {
                 let mut count = [0u8; 8];
@@ -82,7 +148,7 @@ impl Store {
         let mut running = [0u8; 32];
         let mut n = 0u64;
         for item in log.scan_prefix([LOG_PREFIX]) {
-            let (key, value) = item.map_err(StorageError::Open)?;
+            let (key, value) = item.map_err(read_error)?;
             if key.as_ref() != log_key(n) {
                 return Err(tampered(n, "entries are missing or out of order"));
             }
@@ -93,11 +159,11 @@ impl Store {
                 return Err(tampered(n, "chain hash does not match the previous entry"));
             }
             let bytes = &value[64..];
-            let cid = Cid::of(bytes);
+            let (op, cid) =
+                Operation::from_canonical_json(bytes).map_err(|e| tampered(n, &e.to_string()))?;
             if value[32..64] != cid.0 {
                 return Err(tampered(n, "op bytes do not match their CID"));
             }
-            let op = Operation::from_json(bytes).map_err(|e| tampered(n, &e.to_string()))?;
             match ledger.validate(&op) {
                 Ok(did_core::Check::New(v)) => {
                     ledger.commit(*v);

@@ -15,10 +15,11 @@
 //!   [`HANDSHAKE_TIMEOUT`] and [`MAX_HANDSHAKES`], so a client that connects
 //!   and never says hello cannot hold up anyone else; finished handshakes are
 //!   handed to axum.
-//! * [`serve_tls`] is [`crate::serve`] over TLS. Handlers still get
-//!   `ConnectInfo<SocketAddr>` (the auth rate limiter keys on it): the
-//!   listener's address type is the peer's `SocketAddr`, and axum implements
-//!   `Connected` for any listener wrapped in `tap_io`.
+//! * [`serve_tls`] is [`crate::serve`] over TLS: the same accept loop
+//!   ([`crate::server`]: header timeout, connection cap), fed with finished
+//!   handshakes. Handlers still get `ConnectInfo<SocketAddr>` (the rate
+//!   limiters key on it): the listener's address type is the peer's
+//!   `SocketAddr`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt as _};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -184,10 +185,13 @@ async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sende
         let ready = ready.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-            drop(permit);
             match handshake {
                 Ok(Ok(tls)) => {
+                    // The permit is held until the HTTP loop takes the
+                    // connection: when that loop is at its connection cap,
+                    // finished handshakes cannot pile up without bound.
                     let _ = ready.send((tls, peer)).await;
+                    drop(permit);
                 }
                 // A client's failure (wrong CA, plain HTTP to the HTTPS
                 // port): theirs to see, not ours to shout about.
@@ -222,14 +226,9 @@ pub async fn serve_tls(
     config: Arc<ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    // `tap_io` is what gives any listener `ConnectInfo<L::Addr>` in axum 0.8;
-    // the tap itself has nothing left to do (nodelay is set before the
-    // handshake).
-    let listener = TlsListener::new(listener, config)?.tap_io(|_: &mut TlsStream<TcpStream>| {});
-    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let options = state.serve_options;
+    let listener = TlsListener::new(listener, config)?;
+    crate::server::serve_on(listener, crate::api::router(state), options, shutdown).await
 }
 
 #[cfg(test)]

@@ -23,9 +23,9 @@ struct TestNode {
     app: Router,
 }
 
-fn config(dir: &std::path::Path) -> Config {
+fn config(dir: &std::path::Path, extra: &[&str]) -> Config {
     use clap::Parser as _;
-    Config::parse_from([
+    let mut args = vec![
         "didmesh-node",
         "--data-dir",
         dir.to_str().unwrap(),
@@ -33,12 +33,20 @@ fn config(dir: &std::path::Path) -> Config {
         "127.0.0.1:7001",
         "--auth-rate",
         "0",
-    ])
+        "--ops-rate",
+        "0",
+    ];
+    args.extend(extra);
+    Config::parse_from(args)
 }
 
 fn node() -> TestNode {
+    node_with(&[])
+}
+
+fn node_with(extra: &[&str]) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
-    let state = NodeState::open(&config(dir.path())).unwrap();
+    let state = NodeState::open(&config(dir.path(), extra)).unwrap();
     let app =
         api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
     TestNode {
@@ -302,7 +310,7 @@ async fn served_documents_parse_with_ssi() {
             id: "phone".into(),
             public_key_multibase: public_of(&SigningKey::from_bytes(&[9; 32])),
             relationships: vec![
-                did_core::Relationship::Mfa,
+                did_core::Relationship::Authentication,
                 did_core::Relationship::Assertion,
             ],
         });
@@ -385,4 +393,202 @@ async fn bad_bodies_get_reasons_and_change_nothing() {
         call(&n.app, "GET", "/healthz", None).await.0,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn malformed_did_keys_are_400_with_a_reason_not_a_panic() {
+    let n = node();
+    // Both made ssi's did:key method panic (an unwrap) before validation.
+    let (status, res) = call(&n.app, "GET", "/1.0/identifiers/did:key:a%20b", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{res}");
+    assert_eq!(res["didResolutionMetadata"]["error"], "invalidDid", "{res}");
+    let (status, err) = post(
+        &n.app,
+        "/v1/auth/challenge",
+        json!({"did": "did:key:z6Mk\u{0}"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"], "invalid_request");
+    assert!(err["reason"].as_str().unwrap().contains("did:key"), "{err}");
+    for did in [
+        "did:key:z",
+        "did:key:zzzz",
+        "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK%00",
+        "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK#frag",
+    ] {
+        let (status, res) = call(
+            &n.app,
+            "GET",
+            &format!("/1.0/identifiers/{}", did.replace('#', "%23")),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{did}: {res}");
+    }
+    assert_eq!(
+        call(&n.app, "GET", "/healthz", None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_json_and_the_node_carries_on() {
+    use axum::routing::get;
+    let app = api::guard(
+        Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    let v: Vec<u8> = std::hint::black_box(vec![]);
+                    v[1].to_string()
+                }),
+            )
+            .route("/ok", get(|| async { "ok" })),
+        None,
+    );
+    let (status, err) = call(&app, "GET", "/boom", None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(err["error"], "internal", "{err}");
+    assert!(err["reason"].is_string(), "{err}");
+    assert_eq!(call(&app, "GET", "/ok", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn jwks_is_cached_briefly() {
+    for (extra, want) in [
+        (&[][..], "public, max-age=30"),
+        (&["--jwks-max-age", "5"][..], "public, max-age=5"),
+    ] {
+        let n = node_with(extra);
+        let resp = n
+            .app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/.well-known/jwks.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["cache-control"], want);
+    }
+}
+
+#[tokio::test]
+async fn a_node_removed_from_membership_issues_no_token_for_an_earlier_challenge() {
+    use didmesh_node::identity::{self, Genesis, Member};
+    let dir = tempfile::tempdir().unwrap();
+    // A five-member network (quorum 3): this node and four others; three
+    // sign the removal, which leaves four members (able to lose one more).
+    let mine = identity::load_or_create_member_key(dir.path()).unwrap();
+    let others: Vec<SigningKey> = (0..4)
+        .map(|i| SigningKey::from_bytes(&[77 + i; 32]))
+        .collect();
+    let mut members = vec![Member::from_key("me", public_of(&mine))];
+    members.extend(
+        others
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Member::from_key(&format!("other{i}"), public_of(k))),
+    );
+    let genesis = Genesis::new("https://didmesh.local", members, 3, now());
+    let genesis_path = dir.path().join("net-genesis.json");
+    genesis.save(&genesis_path).unwrap();
+    let state = NodeState::open(&config(
+        dir.path(),
+        &["--genesis", genesis_path.to_str().unwrap()],
+    ))
+    .unwrap();
+    let app =
+        api::router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    assert!(state.is_member());
+
+    let user = SigningKey::from_bytes(&[78; 32]);
+    let did = public_of(&user).did_key();
+    let (nonce, message) = challenge(&app, &did).await;
+
+    let remove = Operation::membership(
+        did_core::OpKind::MemberRemove,
+        &genesis.network_id,
+        None,
+        Member::from_key("me", public_of(&mine)),
+        now(),
+        &[&mine, &others[0], &others[1]],
+    )
+    .unwrap();
+    let (status, body) = post(&app, "/v1/ops", serde_json::to_value(&remove).unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(!state.is_member());
+
+    let (status, err) = post(
+        &app,
+        "/v1/auth/token",
+        json!({"did": did, "nonce": nonce, "signature": sign_b64(&user, message.as_bytes())}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"], "not_a_member");
+    assert!(err.get("access_token").is_none());
+    // and its JWKS no longer names it
+    let (_, jwks) = call(&app, "GET", "/.well-known/jwks.json", None).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4, "{jwks}");
+}
+
+#[tokio::test]
+async fn op_bursts_beyond_the_limit_get_429_with_retry_after() {
+    // --ops-rate 1: bursts of 5 per network, then one a second.
+    let n = node_with(&["--ops-rate", "1"]);
+    let mut accepted = vec![];
+    let mut refused = 0;
+    for i in 0..12u8 {
+        let key = SigningKey::from_bytes(&[100 + i; 32]);
+        let op = Operation::create(DidState::single_key(public_of(&key)), now(), &key).unwrap();
+        let resp = n
+            .app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method("POST")
+                    .uri("/v1/ops")
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&op).unwrap()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let retry = resp.headers().get("retry-after").cloned();
+        let body: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        match status {
+            StatusCode::CREATED => accepted.push(op.cid().unwrap()),
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(body["error"], "rate_limited", "{body}");
+                assert!(body["reason"].as_str().unwrap().contains("ops"), "{body}");
+                let secs: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+                assert!((1..=2).contains(&secs), "{secs}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    println!(
+        "12 ops at once with --ops-rate 1: {} accepted, {refused} refused",
+        accepted.len()
+    );
+    assert!((5..=6).contains(&accepted.len()), "{}", accepted.len());
+    assert_eq!(accepted.len() + refused, 12);
+    // Another network is not affected.
+    let other = api::router(n.state.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 1, 1], 4000))));
+    let key = SigningKey::from_bytes(&[99; 32]);
+    register(&other, &key).await;
+    // Every accepted op is held.
+    let ledger = n.state.ledger.read().unwrap();
+    for cid in &accepted {
+        assert!(ledger.contains(cid), "{cid}");
+    }
 }

@@ -83,6 +83,8 @@ async fn thousands_of_hostile_bodies_change_nothing() {
         dir.path().to_str().unwrap(),
         "--auth-rate",
         "0",
+        "--ops-rate",
+        "0",
     ]);
     let state = NodeState::open(&config).unwrap();
     let app =

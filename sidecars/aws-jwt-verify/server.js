@@ -37,8 +37,8 @@ const OPTIONS = {
   audience: { env: "DIDMESH_AUDIENCE", help: "expected aud, e.g. home-api" },
   "jwks-uri": { env: "DIDMESH_JWKS_URI", help: "the node's https://.../.well-known/jwks.json" },
   "jwks-refresh-seconds": {
-    env: "DIDMESH_JWKS_REFRESH_SECONDS", default: "300",
-    help: "refetch the JWKS this often, so a removed member's key stops working",
+    env: "DIDMESH_JWKS_REFRESH_SECONDS", default: "60",
+    help: "refetch the JWKS this often: a removed member's key stops working within this",
   },
 };
 
@@ -75,7 +75,8 @@ export function loadConfig(argv = process.argv.slice(2), env = process.env) {
     issuer: config.issuer,
     audience: config.audience,
     jwksUri: config["jwks-uri"],
-    jwksRefreshMs: Number(config["jwks-refresh-seconds"]) * 1000,
+    // At least 1 s: 0 or a non-number would make setInterval spin.
+    jwksRefreshMs: Math.max(1, Number(config["jwks-refresh-seconds"]) || 60) * 1000,
   };
 }
 

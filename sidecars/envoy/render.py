@@ -112,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     opt("--jwks-uri", "DIDMESH_JWKS_URI", "the node's /.well-known/jwks.json (http or https)")
     opt("--jwks-ca", "DIDMESH_JWKS_CA", "PEM CA file that signed the node's certificate (https only)", required=False)
     opt("--cache-duration", "DIDMESH_JWKS_CACHE_SECONDS", "seconds a fetched JWKS is used before refetching",
-        type=int, default="300")
+        type=int, default="60")
     p.add_argument("--out", help="write here instead of stdout")
     return p
 

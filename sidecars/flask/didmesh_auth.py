@@ -11,15 +11,29 @@ For each request:
 * a token that verifies -> the app runs with the claims (a dict) there;
 * a token that does not -> 401 with `WWW-Authenticate: Bearer error="invalid_token"`
   (RFC 6750 §3) and a JSON body; the app never sees the request;
-* the network's keys cannot be fetched -> 503.
+* the network's keys cannot be fetched (and none are held) -> 503.
 
 Verification: PyJWT, `alg` EdDSA only, signature by a key of the network's
-JWKS (chosen by `kid`), `iss` and `aud` equal to the configured ones, `exp`
-required, `exp`/`nbf` checked with 60 s of clock skew (the same as Envoy's
-`clock_skew_seconds`). The JWKS is cached by PyJWKClient for `jwks_max_age`
-seconds, so a removed member's key stops working within that time; an unknown
-kid refetches it at once, but not within `refetch_cooldown` seconds of the
-last fetch (so junk kids cannot make us hammer the node).
+JWKS (chosen by `kid`), `iss` and `aud` equal to the configured ones; `exp`,
+`nbf`, `iat`, `iss`, `aud`, `sub` required; `exp`/`nbf`/`iat` checked with 60 s
+of clock skew (the same as Envoy's `clock_skew_seconds`). On top of PyJWT,
+which takes `int()` of whatever it finds: `exp`, `nbf`, `iat` must be JSON
+integers, `exp` at most `max_token_lifetime` (24 h) after `iat` and after now,
+and `sub` a DID (W3C DID Core §3.1) - so `exp = 2^64-1` or an empty `sub` is
+refused.
+
+JWKS caching (`JwksCache`, our own, because PyJWKClient's lifespan is fixed
+and ignores the node's headers): a fetched set is used for the answer's
+`Cache-Control: max-age` less its `Age` (RFC 9111 §4.2), bounded below by
+`jwks_min_age` (5 s; so `max-age=0` cannot make us fetch per request) and
+above by `jwks_max_age` (60 s); without `max-age`, for `jwks_refresh` (60 s,
+also capped by `jwks_max_age`). So a removed member's key stops working within
+`jwks_max_age` while the node is reachable. A stale set is refetched by the
+first request that notices; concurrent requests go on with the current keys
+meanwhile (stale-while-revalidate, RFC 5861 §3), and a failed refetch keeps
+them and is retried after `jwks_min_age`. An unknown kid refetches at once
+(one fetch at a time; waiters share it), but not within `refetch_cooldown`
+seconds of the last fetch (so junk kids cannot make us hammer the node).
 
 A request cannot forge claims: they live under an environ key with a dot,
 which no HTTP header can produce (headers arrive as HTTP_*).
@@ -27,16 +41,32 @@ which no HTTP header can produce (headers arrive as HTTP_*).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import re
 import ssl
+import threading
+import time
+import urllib.request
 from typing import Any, Callable, Iterable
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
 
 import jwt
 from jwt.exceptions import PyJWKClientConnectionError
 
 CLAIMS_KEY = "didmesh.claims"
 CLOCK_SKEW_SECONDS = 60
+MAX_TOKEN_LIFETIME = 24 * 3600
+MAX_JWKS_BYTES = 1024 * 1024
+# RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31.
+DELTA_SECONDS_OVERFLOW = 2**31
+# Never fresher than this, whatever the settings: no busy refetching.
+MIN_FRESHNESS = 0.1
+# W3C DID Core §3.1: "did:" method-name ":" method-specific-id.
+_IDCHAR = r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})"
+DID_RE = re.compile(rf"did:[a-z0-9]+:(?:{_IDCHAR}*:)*{_IDCHAR}+")
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +78,196 @@ def bearer_token(authorization: str | None) -> str | None:
     return rest.strip() if scheme.lower() == "bearer" else None
 
 
+def is_did(value: Any) -> bool:
+    return isinstance(value, str) and DID_RE.fullmatch(value) is not None
+
+
+def _delta_seconds(text: str) -> int | None:
+    """RFC 9111 §1.2.2 delta-seconds: digits only."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return min(int(text), DELTA_SECONDS_OVERFLOW)
+
+
+def max_age(headers) -> float | None:
+    """The freshness an answer asks for: max-age less its Age (RFC 9111 §4.2.1,
+    §4.2.3); 0 for no-store, no-cache, an unreadable or conflicting max-age;
+    None without max-age. s-maxage is for shared caches (§5.2.2.10): ignored."""
+    found: int | None = None
+    stale = False
+    for value in headers.get_all("Cache-Control") or []:
+        for directive in value.split(","):
+            name, eq, arg = directive.partition("=")
+            name = name.strip().lower()
+            if name in ("no-store", "no-cache"):
+                stale = True
+            elif name == "max-age":
+                secs = _delta_seconds(arg.strip().strip('"')) if eq else None
+                if secs is None or (found is not None and found != secs):
+                    stale = True
+                else:
+                    found = secs
+    if stale:
+        return 0.0
+    if found is None:
+        return None
+    age = _delta_seconds((headers.get("Age") or "").strip()) or 0
+    return float(max(found - age, 0))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a JWKS is fetched from its URL only
+        return None
+
+
+class JwksCache:
+    """The network's Ed25519 keys by kid, fresh as the module doc says. Thread-safe."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 5,
+        max_age: float = 60,
+        min_age: float = 5,
+        refresh: float = 60,
+        refetch_cooldown: float = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if urlparse(uri).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"the JWKS URI must be http(s): {uri!r}")
+        self.uri = uri
+        self.timeout = timeout
+        self.ceiling = max_age
+        self.floor = min_age
+        self.refresh = refresh
+        self.refetch_cooldown = refetch_cooldown
+        self._clock = clock
+        handlers: list[Any] = [_NoRedirect()]
+        if ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
+        self._opener = urllib.request.build_opener(*handlers)
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded = False
+        self._fresh_until = float("-inf")  # stale: nothing fetched yet
+        self._last_fetch: float | None = None  # start of the last attempt
+        self._last_error = "not fetched yet"
+        self.fetches = 0  # attempts, for tests and metrics
+        self._lock = threading.Lock()  # held for a whole fetch: single flight
+
+    def lifetime(self, asked: float | None) -> float:
+        """Freshness of an answer: its max-age bounded both ways, or the
+        configured refresh capped by the ceiling. The ceiling wins."""
+        fresh = self.refresh if asked is None else max(asked, self.floor)
+        return max(min(fresh, self.ceiling), MIN_FRESHNESS)
+
+    def kids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def get(self, kid: str) -> jwt.PyJWK:
+        """The key for kid; jwt.InvalidTokenError if the JWKS has none,
+        PyJWKClientConnectionError if no JWKS could ever be fetched."""
+        self._revalidate_if_stale()
+        key = self._keys.get(kid)
+        if key is None:
+            self._refetch_for_unknown_kid()
+            key = self._keys.get(kid)
+        if key is None:
+            raise jwt.InvalidTokenError("the token was signed by an unknown key")
+        return key
+
+    def _revalidate_if_stale(self) -> None:
+        if self._clock() < self._fresh_until:
+            if not self._loaded:
+                raise PyJWKClientConnectionError(f"cannot fetch the JWKS: {self._last_error}")
+            return
+        if self._loaded:
+            # Someone else is refetching: go on with the keys we have.
+            if not self._lock.acquire(blocking=False):
+                return
+        else:
+            self._lock.acquire()
+        try:
+            if self._clock() < self._fresh_until:  # refetched while we waited
+                if not self._loaded:
+                    raise PyJWKClientConnectionError(f"cannot fetch the JWKS: {self._last_error}")
+                return
+            try:
+                self._fetch_locked()
+            except PyJWKClientConnectionError as err:
+                if not self._loaded:
+                    raise
+                log.warning("JWKS refresh failed, keeping the old keys: %s", err)
+        finally:
+            self._lock.release()
+
+    def _refetch_for_unknown_kid(self) -> None:
+        seen = self.fetches
+        with self._lock:
+            if self.fetches != seen:  # fetched while we queued: as fresh as ours would be
+                return
+            if self._last_fetch is not None and self._clock() - self._last_fetch < self.refetch_cooldown:
+                return
+            try:
+                self._fetch_locked()
+            except PyJWKClientConnectionError as err:
+                if not self._loaded:
+                    raise
+                log.warning("JWKS refetch for an unknown kid failed, keeping the old keys: %s", err)
+
+    def _fetch_locked(self) -> None:
+        """Fetch and swap in the keys; the caller holds the lock."""
+        started = self._clock()  # freshness counts from the request (RFC 9111 §4.2.3)
+        self._last_fetch = started
+        self.fetches += 1
+        try:
+            keys, asked = self._download()
+        except PyJWKClientConnectionError as err:
+            # Retry after the floor, but never make fresh keys stale earlier.
+            retry = max(min(self.floor, self.ceiling), MIN_FRESHNESS)
+            self._fresh_until = max(self._fresh_until, self._clock() + retry)
+            self._last_error = str(err)
+            raise
+        self._keys = keys
+        self._loaded = True
+        self._fresh_until = started + self.lifetime(asked)
+
+    def _download(self) -> tuple[dict[str, jwt.PyJWK], float | None]:
+        request = urllib.request.Request(self.uri, headers={"Accept": "application/json"})
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                body = response.read(MAX_JWKS_BYTES + 1)
+                asked = max_age(response.headers)
+        except (URLError, TimeoutError, http.client.HTTPException, OSError) as err:
+            if isinstance(err, HTTPError):
+                err.close()
+            raise PyJWKClientConnectionError(f"cannot fetch the JWKS: {err}") from err
+        if len(body) > MAX_JWKS_BYTES:
+            raise PyJWKClientConnectionError("the JWKS is too large")
+        try:
+            doc = json.loads(body)
+        except ValueError as err:
+            raise PyJWKClientConnectionError(f"the JWKS is not JSON: {err}") from err
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise PyJWKClientConnectionError("the JWKS has no keys list")
+        keys: dict[str, jwt.PyJWK] = {}
+        for jwk in doc["keys"]:
+            # Ed25519 signing keys only (RFC 8037 §2); anything else is ignored.
+            if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+                continue
+            if jwk.get("alg", "EdDSA") != "EdDSA" or jwk.get("use", "sig") != "sig":
+                continue
+            kid = jwk.get("kid")
+            if not isinstance(kid, str) or kid in keys:  # a duplicate kid: keep the first
+                continue
+            try:
+                keys[kid] = jwt.PyJWK(jwk, algorithm="EdDSA")
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+                continue
+        return keys, asked
+
+
 class BearerAuthMiddleware:
     def __init__(
         self,
@@ -57,19 +277,23 @@ class BearerAuthMiddleware:
         audience: str,
         jwks_uri: str,
         jwks_ca: str | None = None,
-        jwks_max_age: float = 300,
+        jwks_max_age: float = 60,
+        jwks_min_age: float = 5,
+        jwks_refresh: float = 60,
         refetch_cooldown: float = 10,
+        max_token_lifetime: int = MAX_TOKEN_LIFETIME,
     ):
         self.app = app
         self.issuer = issuer
         self.audience = audience
-        self.keys = jwt.PyJWKClient(
+        self.max_token_lifetime = max_token_lifetime
+        self.keys = JwksCache(
             jwks_uri,
-            cache_jwk_set=True,
-            lifespan=jwks_max_age,
-            cooldown_duration=refetch_cooldown,
-            timeout=5,
             ssl_context=ssl.create_default_context(cafile=jwks_ca) if jwks_ca else None,
+            max_age=jwks_max_age,
+            min_age=jwks_min_age,
+            refresh=jwks_refresh,
+            refetch_cooldown=refetch_cooldown,
         )
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -81,16 +305,32 @@ class BearerAuthMiddleware:
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise jwt.InvalidTokenError("no kid in the token header")
-        key = self.keys.get_signing_key(kid)
-        return jwt.decode(
+        key = self.keys.get(kid)
+        claims = jwt.decode(
             token,
             key,
             algorithms=["EdDSA"],
             issuer=self.issuer,
             audience=self.audience,
             leeway=CLOCK_SKEW_SECONDS,
-            options={"require": ["exp", "iss", "aud", "sub"]},
+            options={"require": ["exp", "nbf", "iat", "iss", "aud", "sub"], "verify_iat": True},
         )
+        self.check_claims(claims, time.time())
+        return claims
+
+    def check_claims(self, claims: dict[str, Any], now: float) -> None:
+        """What PyJWT does not check (it takes int() of any number or numeric string)."""
+        for name in ("exp", "nbf", "iat"):
+            value = claims[name]
+            if type(value) is not int or value < 0:  # bool is an int subclass: refused too
+                raise jwt.InvalidTokenError(f"{name} must be a non-negative integer")
+        if not is_did(claims["sub"]):
+            raise jwt.InvalidTokenError("sub must be a DID")
+        exp, iat = claims["exp"], claims["iat"]
+        if iat > now + CLOCK_SKEW_SECONDS:
+            raise jwt.ImmatureSignatureError("the token was issued in the future (iat)")
+        if exp - iat > self.max_token_lifetime or exp > now + self.max_token_lifetime + CLOCK_SKEW_SECONDS:
+            raise jwt.InvalidTokenError("the token lifetime is too long (exp)")
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         environ[CLAIMS_KEY] = None

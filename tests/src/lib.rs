@@ -71,7 +71,9 @@ pub struct Node {
 }
 
 /// Starts `didmesh-node` and waits for `/healthz`. Unless `extra` says
-/// otherwise, the p2p layer listens on a free loopback port. With
+/// otherwise, the p2p layer listens on a free loopback port, and the
+/// per-network rate limits are off (`--auth-rate 0 --ops-rate 0`: the tests
+/// submit from one address; a flag in `extra` overrides them). With
 /// `DIDMESH_TEST_LOG=<filter>` set, each node's log goes to `<dir>.log`, or
 /// to `$DIDMESH_TEST_LOG_DIR/<http-port>.log` when that is set too.
 pub fn start_node(dir: &Path, extra: &[&str]) -> Node {
@@ -82,6 +84,8 @@ pub fn start_node(dir: &Path, extra: &[&str]) -> Node {
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--auth-rate")
+        .arg("0")
+        .arg("--ops-rate")
         .arg("0");
     if !extra.contains(&"--p2p-addr") && !extra.contains(&"--no-p2p") {
         cmd.arg("--p2p-addr").arg("/ip4/127.0.0.1/tcp/0");
