@@ -28,8 +28,8 @@ pub enum AuthKind {
 const AFTER_HELP: &str = "\
 Examples:
   home-api --listen 127.0.0.1:8080 \\
-      --jwks-url http://127.0.0.1:7000/.well-known/jwks.json \\
-      --issuer didmesh:local --audience home-api
+      --jwks-url http://127.0.0.1:7001/.well-known/jwks.json \\
+      --issuer https://didmesh.local --audience home-api
   home-api --auth sidecar --listen 127.0.0.1:8081   # behind Envoy
 
 Endpoints: GET /api/activities/home, GET /healthz.

@@ -24,8 +24,8 @@
 //!
 //! ```text
 //! home-api --listen 127.0.0.1:8080 \
-//!     --jwks-url http://127.0.0.1:7000/.well-known/jwks.json \
-//!     --issuer didmesh:local --audience home-api
+//!     --jwks-url http://127.0.0.1:7001/.well-known/jwks.json \
+//!     --issuer https://didmesh.local --audience home-api
 //! # behind an Envoy sidecar that verified the token already:
 //! home-api --auth sidecar --listen 127.0.0.1:8081 --trusted-header x-jwt-payload
 //! ```
