@@ -93,8 +93,8 @@ pub enum RelationshipArg {
     Authentication,
     /// Can sign assertions (credentials).
     Assertion,
-    /// Second factor for MFA logins.
-    Mfa,
+    // No `mfa`: nothing enforces a second factor at login yet, so the CLI
+    // does not offer a relationship that would only look like protection.
 }
 
 impl From<RelationshipArg> for did_core::Relationship {
@@ -102,7 +102,6 @@ impl From<RelationshipArg> for did_core::Relationship {
         match r {
             RelationshipArg::Authentication => did_core::Relationship::Authentication,
             RelationshipArg::Assertion => did_core::Relationship::Assertion,
-            RelationshipArg::Mfa => did_core::Relationship::Mfa,
         }
     }
 }

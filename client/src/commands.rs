@@ -7,7 +7,7 @@ use crate::cli::{BenchCmd, Cli, Command, DidCmd, GetArgs, LoginArgs, NodeArg, Wa
 use crate::error::ClientError;
 use crate::node::{Head, NodeClient, Token};
 use crate::wallet::{
-    parse_seed_hex, DidRecord, KdfCost, KeyStatus, PublicInfo, Wallet, WalletError,
+    self, parse_seed_hex, DidRecord, KdfCost, KeyStatus, PublicInfo, Wallet, WalletError,
 };
 use did_core::{DidState, Operation, PublicKey, Relationship, VerificationMethod};
 use ed25519_dalek::SigningKey;
@@ -112,19 +112,40 @@ fn passphrase(new: bool) -> Result<Zeroizing<String>, ClientError> {
     Ok(pass)
 }
 
-/// argon2id cost for new wallets; `DIDMESH_KDF_FAST=1` is for tests only.
+/// Printed on stderr whenever `DIDMESH_KDF_FAST=1` picks the test cost.
+pub const KDF_FAST_WARNING: &str = "warning: DIDMESH_KDF_FAST=1: this wallet gets a test-only key derivation cost (argon2id 256 KiB, 1 pass); anyone who copies the file can try passphrases cheaply. It is marked weak; never keep real keys in it";
+
+/// argon2id cost for new wallets; `DIDMESH_KDF_FAST=1` is for tests only,
+/// and says so on stderr (the wallet records it as `weak`).
 fn kdf_cost() -> KdfCost {
     match std::env::var("DIDMESH_KDF_FAST") {
-        Ok(v) if v == "1" => KdfCost::fast(),
+        Ok(v) if v == "1" => {
+            eprintln!("{KDF_FAST_WARNING}");
+            KdfCost::fast()
+        }
         _ => KdfCost::default(),
     }
 }
 
 fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
-    // Fail on a missing file before asking for a passphrase.
-    Wallet::read_public(path)?;
+    // Fail on a missing or malformed file (and on out-of-bounds KDF costs)
+    // before asking for a passphrase.
+    wallet::read_file(path)?;
     let pass = passphrase(false)?;
-    Ok(Wallet::open(path, pass.as_bytes())?)
+    let wallet = Wallet::open(path, pass.as_bytes())?;
+    if wallet.read_version() < wallet::WALLET_VERSION {
+        // Migration on first unlock: version 1 did not authenticate the
+        // public section, so the user is asked to look at it once.
+        wallet.save()?;
+        eprintln!(
+            "wallet {} upgraded from format v{} to v{}: its DID and node are now sealed with your passphrase; version {} did not protect them, so check `didmesh wallet show` lists the DID and node you expect",
+            path.display(),
+            wallet.read_version(),
+            wallet::WALLET_VERSION,
+            wallet.read_version()
+        );
+    }
+    Ok(wallet)
 }
 
 /// The node: `--node`/`DIDMESH_NODE`, else the wallet's DID's node, else
@@ -156,7 +177,9 @@ fn wallet_init(path: &Path, seed_hex: Option<&str>, force: bool) -> Result<(), C
 }
 
 fn wallet_show(path: &Path, json: bool) -> Result<(), ClientError> {
-    let public = Wallet::read_public(path)?;
+    let file = wallet::read_file(path)?;
+    let (weak, version) = (file.weak(), file.version());
+    let public = file.into_public();
     if json {
         let keys: Vec<_> = public
             .keys
@@ -179,10 +202,22 @@ fn wallet_show(path: &Path, json: bool) -> Result<(), ClientError> {
             "previous_dids": public.previous_dids,
             "node": public.node,
             "keys": keys,
+            "weak": weak,
+            "format_version": version,
         });
         return emit(pretty(&out));
     }
     let mut text = format!("wallet  {}\n", path.display());
+    if weak {
+        text.push_str(
+            "weak    yes: test-only key derivation cost (DIDMESH_KDF_FAST); do not keep real keys in it\n",
+        );
+    }
+    if version < wallet::WALLET_VERSION {
+        text.push_str(&format!(
+            "format  v{version}: DID and node not authenticated; any command that unlocks the wallet upgrades it\n"
+        ));
+    }
     match &public.did {
         Some(d) => text.push_str(&format!(
             "did     {}{} (registered on {})\n",

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! {
-//!   "format": "didmesh-wallet", "version": 1,
+//!   "format": "didmesh-wallet", "version": 2, "weak": false,
 //!   "kdf":    {"alg": "argon2id", "version": 19, "m_cost_kib": 65536,
 //!              "t_cost": 2, "p_cost": 1, "salt": "<base64url, 16 bytes>"},
+//!   "key_check": "<base64url, 16 bytes>",
 //!   "cipher": {"alg": "xchacha20poly1305", "nonce": "<base64url, 24 bytes>"},
 //!   "ciphertext": "<base64url>",
 //!   "public": {"keys": [{"name": "key-1", "public_key_multibase": "z6Mk…",
@@ -16,20 +17,40 @@
 //! }
 //! ```
 //!
-//! * The AEAD key is argon2id(passphrase, salt) (RFC 9106); the plaintext is
-//!   `DMS1` followed by the 32-byte seeds, in the order of `public.keys`.
-//! * The associated data is the header (`format`, `version`, `kdf`,
-//!   `cipher.alg`), so KDF parameters cannot be swapped without the
-//!   decryption failing.
-//! * The public part is rewritten from the secrets on every save; on open
-//!   each seed must derive the public key listed next to it, so an edited
-//!   `public.keys` is detected.
+//! * argon2id(passphrase, salt) (RFC 9106) gives 48 bytes: the first 32 are
+//!   the AEAD key, the last 16 are `key_check`. A matching `key_check` tells
+//!   a right passphrase from a wrong one, so a failed decryption under the
+//!   right passphrase can be reported as "the file was modified". It gives
+//!   an offline guesser nothing the ciphertext does not (both cost one
+//!   argon2id run per guess).
+//! * The plaintext is `DMS1` followed by the 32-byte seeds, in the order of
+//!   `public.keys`, sealed with XChaCha20-Poly1305.
+//! * The associated data is the whole file but `ciphertext`:
+//!   `didmesh-wallet/v2/aad\n` followed by the canonical JSON (did-core's
+//!   RFC 8785 encoder, so member order and whitespace do not matter) of the
+//!   parsed header and `public` section. Editing the DID, the node URL, a
+//!   key's status, the KDF cost or the `weak` mark makes the decryption
+//!   fail: [`WalletError::Modified`]. (Version 1 authenticated only the KDF
+//!   header, so an edited `node` silently sent logins elsewhere.)
+//! * KDF parameters are checked against [`KdfCost::within_bounds`] when the
+//!   file is parsed, before anything runs the KDF: a file cannot make
+//!   `open` allocate gigabytes or spin for minutes.
+//! * `weak: true` marks a wallet created with a test cost
+//!   (`DIDMESH_KDF_FAST=1`, or any cost below [`KdfCost::is_weak`]'s floor);
+//!   `wallet show` says so.
 //! * `keys[0]` is the main key: the DID's rotation key and the key logins
 //!   sign with. A rotated-out main key stays as `retired` (never used to
 //!   sign again, kept for audit and recovery). A key generated for an op
 //!   whose outcome is not known yet is `pending`, so it is on disk *before*
 //!   the node may start trusting it.
-//! * Written atomically (temporary file, fsync, rename), mode 0600.
+//! * Written atomically: a new temporary file with a random name in the same
+//!   folder (`O_CREAT|O_EXCL`, mode 0600, so a planted file or symlink is
+//!   never written through), fsync, rename, fsync of the folder.
+//!
+//! **Version 1 files** are still read, and are rewritten as version 2 on the
+//! next save; `didmesh` saves right after the first unlock and says so on
+//! stderr (see `commands::open_wallet`). Their public section was not
+//! authenticated, so that message asks the user to check the DID and node.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -47,18 +68,39 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub const WALLET_FORMAT: &str = "didmesh-wallet";
-pub const WALLET_VERSION: u32 = 1;
+/// The version written.
+pub const WALLET_VERSION: u32 = 2;
+/// The oldest version still read (and upgraded on the next save).
+pub const WALLET_VERSION_V1: u32 = 1;
+/// Domain separation of the version 2 associated data.
+const AAD_PREFIX: &[u8] = b"didmesh-wallet/v2/aad\n";
 /// Marks the plaintext layout inside the ciphertext.
 const SECRET_MAGIC: &[u8; 4] = b"DMS1";
 const SALT_LEN: usize = 16;
 const SEED_LEN: usize = 32;
-/// Upper bounds on KDF parameters read from a file: a hostile file must not
-/// make `open` allocate gigabytes or spin for minutes.
-const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
-const MAX_T_COST: u32 = 64;
-const MAX_P_COST: u32 = 16;
+const NONCE_LEN: usize = 24;
+const KEY_CHECK_LEN: usize = 16;
+/// Poly1305 tag.
+const TAG_LEN: usize = 16;
+/// Bounds on KDF parameters read from a file (checked before the KDF
+/// runs). The default cost is 64 MiB, t=2, p=1; the bounds leave 16x
+/// headroom in memory. Beyond them a file is refused, so a hostile file
+/// cannot make `open` allocate gigabytes or spin for minutes.
+pub const MAX_M_COST_KIB: u32 = 1024 * 1024;
+pub const MAX_T_COST: u32 = 10;
+pub const MAX_P_COST: u32 = 8;
+/// argon2 needs at least 8 KiB per lane (RFC 9106 §3.1).
+const MIN_M_COST_KIB_PER_LANE: u32 = 8;
+/// Salt length accepted on read, in bytes (argon2 needs at least 8).
+const SALT_BOUNDS: std::ops::RangeInclusive<usize> = 8..=64;
+/// A wallet file is a few KiB; anything much larger is refused unread.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 /// Most keys a wallet holds (a DID takes at most 10 verification methods).
 pub const MAX_KEYS: usize = 64;
+/// Below this argon2id work (memory KiB x passes) a cost is a test cost:
+/// OWASP's minimum for argon2id is 19 MiB with t=2 (Password Storage Cheat
+/// Sheet), i.e. 38 912 KiB-passes.
+const MIN_STRONG_WORK: u64 = 19 * 1024 * 2;
 
 /// Why a wallet could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +111,13 @@ pub enum WalletError {
     Exists(PathBuf),
     #[error("wrong passphrase for wallet {0} (or the file was altered)")]
     WrongPassphrase(PathBuf),
+    #[error("wallet file was modified: {0} no longer matches what was sealed with your passphrase (its public section, e.g. the DID or node URL, or its settings were edited); refusing to use it: restore a backup or restore the key with `didmesh wallet init --seed-hex`")]
+    Modified(PathBuf),
     #[error("wallet {path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("wallet {0} has version {1}; this didmesh reads version {WALLET_VERSION}")]
+    #[error("wallet {path} asks for argon2id cost {cost}, outside the accepted bounds (memory 8 KiB per lane to {max_mib} MiB, 1 to {MAX_T_COST} passes, 1 to {MAX_P_COST} lanes); refusing to run the key derivation: the file was altered or not written by didmesh", max_mib = MAX_M_COST_KIB / 1024)]
+    KdfBounds { path: PathBuf, cost: String },
+    #[error("wallet {0} has version {1}; this didmesh reads versions {WALLET_VERSION_V1} and {WALLET_VERSION}")]
     Version(PathBuf, u32),
     #[error("wallet {0}: {1}")]
     Io(PathBuf, std::io::Error),
@@ -104,12 +150,26 @@ impl Default for KdfCost {
 
 impl KdfCost {
     /// A cheap cost for tests (`DIDMESH_KDF_FAST=1`); never for real keys.
+    /// Wallets made with it are marked `weak`.
     pub fn fast() -> Self {
         KdfCost {
             m_cost_kib: 256,
             t_cost: 1,
             p_cost: 1,
         }
+    }
+
+    /// Inside the bounds a file may ask for (see [`MAX_M_COST_KIB`] etc.).
+    pub fn within_bounds(&self) -> bool {
+        (1..=MAX_P_COST).contains(&self.p_cost)
+            && (1..=MAX_T_COST).contains(&self.t_cost)
+            && self.m_cost_kib <= MAX_M_COST_KIB
+            && self.m_cost_kib >= MIN_M_COST_KIB_PER_LANE * self.p_cost
+    }
+
+    /// Below OWASP's argon2id minimum work: fine for tests, not for keys.
+    pub fn is_weak(&self) -> bool {
+        u64::from(self.m_cost_kib) * u64::from(self.t_cost) < MIN_STRONG_WORK
     }
 }
 
@@ -125,6 +185,16 @@ pub struct KdfParams {
     pub p_cost: u32,
     /// base64url, 16 random bytes.
     pub salt: String,
+}
+
+impl KdfParams {
+    pub fn cost(&self) -> KdfCost {
+        KdfCost {
+            m_cost_kib: self.m_cost_kib,
+            t_cost: self.t_cost,
+            p_cost: self.p_cost,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +242,7 @@ pub struct DidRecord {
 }
 
 /// Everything in the wallet that is not secret. Readable without the
-/// passphrase (`wallet show`).
+/// passphrase (`wallet show`); authenticated when the wallet is unlocked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicInfo {
@@ -192,25 +262,223 @@ impl PublicInfo {
     }
 }
 
-/// The file as stored.
-#[derive(Debug, Serialize, Deserialize)]
+/// The file as stored (both versions; version 1 has no `weak` and no
+/// `key_check`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WalletFile {
+struct FileRepr {
     format: String,
     version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weak: Option<bool>,
     kdf: KdfParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_check: Option<String>,
     cipher: CipherParams,
     ciphertext: String,
     public: PublicInfo,
 }
 
-/// The part of the header that is authenticated as associated data.
+/// The associated data of a version 2 file: everything but `ciphertext`,
+/// canonically encoded, so that any edit of a field with meaning changes it
+/// while reformatting the JSON does not.
+fn aad_v2(repr: &FileRepr) -> Result<Vec<u8>, WalletError> {
+    let mut value = serde_json::to_value(repr).map_err(|e| WalletError::Kdf(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("ciphertext");
+    }
+    let body =
+        did_core::encoding::canonical_value(&value).map_err(|e| WalletError::Kdf(e.to_string()))?;
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + body.len());
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.extend_from_slice(&body);
+    Ok(aad)
+}
+
+/// The version 1 associated data: only the KDF header.
 #[derive(Serialize)]
-struct Header<'a> {
+struct HeaderV1<'a> {
     format: &'a str,
     version: u32,
     kdf: &'a KdfParams,
     cipher_alg: &'a str,
+}
+
+fn aad_v1(kdf: &KdfParams) -> Result<Vec<u8>, WalletError> {
+    serde_json::to_vec(&HeaderV1 {
+        format: WALLET_FORMAT,
+        version: WALLET_VERSION_V1,
+        kdf,
+        cipher_alg: "xchacha20poly1305",
+    })
+    .map_err(|e| WalletError::Kdf(e.to_string()))
+}
+
+/// A wallet file parsed and checked as far as possible without the
+/// passphrase: format, version, KDF bounds, sizes of salt, nonce, key check
+/// and ciphertext. Nothing in it is authenticated yet; [`Wallet::open`]
+/// does that.
+#[derive(Debug, Clone)]
+pub struct WalletFile {
+    repr: FileRepr,
+    salt: Vec<u8>,
+    nonce: [u8; NONCE_LEN],
+    ciphertext: Vec<u8>,
+    key_check: Option<[u8; KEY_CHECK_LEN]>,
+}
+
+impl WalletFile {
+    /// The file's format version (1 is upgraded on the next save).
+    pub fn version(&self) -> u32 {
+        self.repr.version
+    }
+
+    /// Made with a test KDF cost (`DIDMESH_KDF_FAST=1`): not for real keys.
+    /// For a version 1 file, judged from its cost.
+    pub fn weak(&self) -> bool {
+        self.repr.weak.unwrap_or_else(|| self.kdf_cost().is_weak())
+    }
+
+    pub fn kdf_cost(&self) -> KdfCost {
+        self.repr.kdf.cost()
+    }
+
+    /// The public section as written (not authenticated until unlocked).
+    pub fn public(&self) -> &PublicInfo {
+        &self.repr.public
+    }
+
+    pub fn into_public(self) -> PublicInfo {
+        self.repr.public
+    }
+}
+
+/// Parses a wallet file from bytes and runs every check that needs no
+/// passphrase; never runs the KDF. `path` only names the file in errors.
+/// Safe on any input (fuzzed: `fuzz/fuzz_targets/wallet_parse.rs`).
+pub fn parse_file(bytes: &[u8], path: &Path) -> Result<WalletFile, WalletError> {
+    let corrupt = |reason: &str| WalletError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(corrupt(&format!(
+            "{} bytes, more than a wallet can hold ({MAX_FILE_BYTES})",
+            bytes.len()
+        )));
+    }
+    // Look at format and version before the strict parse, so a newer file
+    // says "newer version" rather than "unknown field".
+    let probe: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(&e.to_string()))?;
+    if probe.get("format").and_then(|f| f.as_str()) != Some(WALLET_FORMAT) {
+        return Err(corrupt("not a didmesh wallet"));
+    }
+    let version = match probe.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(WALLET_VERSION) || v == u64::from(WALLET_VERSION_V1) => v,
+        Some(v) => {
+            return Err(WalletError::Version(
+                path.to_path_buf(),
+                u32::try_from(v).unwrap_or(u32::MAX),
+            ))
+        }
+        None => return Err(corrupt("no version")),
+    };
+    let repr: FileRepr = serde_json::from_value(probe).map_err(|e| corrupt(&e.to_string()))?;
+    match (
+        version == u64::from(WALLET_VERSION),
+        &repr.weak,
+        &repr.key_check,
+    ) {
+        (true, Some(_), Some(_)) | (false, None, None) => {}
+        (true, _, _) => return Err(corrupt("version 2 needs `weak` and `key_check`")),
+        (false, _, _) => return Err(corrupt("version 1 has no `weak` or `key_check`")),
+    }
+
+    // The KDF settings, before anything could run the KDF on them.
+    let kdf = &repr.kdf;
+    if kdf.alg != "argon2id" || kdf.version != 19 {
+        return Err(corrupt("kdf must be argon2id version 19"));
+    }
+    let cost = kdf.cost();
+    if !cost.within_bounds() {
+        return Err(WalletError::KdfBounds {
+            path: path.to_path_buf(),
+            cost: format!(
+                "m={} KiB, t={}, p={}",
+                cost.m_cost_kib, cost.t_cost, cost.p_cost
+            ),
+        });
+    }
+    if repr.weak == Some(false) && cost.is_weak() {
+        return Err(corrupt(
+            "the KDF cost is a test cost but the wallet is not marked weak",
+        ));
+    }
+    let salt = decode_bounded(&kdf.salt, *SALT_BOUNDS.end())
+        .filter(|s| SALT_BOUNDS.contains(&s.len()))
+        .ok_or_else(|| corrupt("kdf.salt must be 8 to 64 bytes of base64url"))?;
+
+    if repr.cipher.alg != "xchacha20poly1305" {
+        return Err(corrupt("cipher must be xchacha20poly1305"));
+    }
+    let nonce: [u8; NONCE_LEN] = decode_bounded(&repr.cipher.nonce, NONCE_LEN)
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(|| corrupt("cipher.nonce must be 24 bytes of base64url"))?;
+    let key_check = match &repr.key_check {
+        None => None,
+        Some(k) => Some(
+            decode_bounded(k, KEY_CHECK_LEN)
+                .and_then(|k| <[u8; KEY_CHECK_LEN]>::try_from(k).ok())
+                .ok_or_else(|| corrupt("key_check must be 16 bytes of base64url"))?,
+        ),
+    };
+
+    let keys = repr.public.keys.len();
+    if keys == 0 {
+        return Err(corrupt("no keys"));
+    }
+    if keys > MAX_KEYS {
+        return Err(corrupt(&format!("more than {MAX_KEYS} keys")));
+    }
+    let expected = TAG_LEN + SECRET_MAGIC.len() + SEED_LEN * keys;
+    let ciphertext = decode_bounded(&repr.ciphertext, expected)
+        .filter(|c| c.len() == expected)
+        .ok_or_else(|| corrupt("the ciphertext does not hold one seed per key of public.keys"))?;
+    Ok(WalletFile {
+        repr,
+        salt,
+        nonce,
+        ciphertext,
+        key_check,
+    })
+}
+
+/// base64url without padding, refusing text longer than `max_bytes` would
+/// need before decoding it.
+fn decode_bounded(text: &str, max_bytes: usize) -> Option<Vec<u8>> {
+    if text.len() > max_bytes.div_ceil(3) * 4 {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Reads and parses the wallet file at `path` (no passphrase needed).
+pub fn read_file(path: &Path) -> Result<WalletFile, WalletError> {
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => WalletError::NotFound(path.to_path_buf()),
+        _ => WalletError::Io(path.to_path_buf(), e),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Read one byte past the cap, so an oversized file is refused without
+    // reading all of it.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES as u64 + 1),
+        &mut bytes,
+    )
+    .map_err(io)?;
+    parse_file(&bytes, path)
 }
 
 /// An unlocked wallet. Seeds live in `SigningKey`s (zeroized on drop) and
@@ -219,7 +487,11 @@ struct Header<'a> {
 pub struct Wallet {
     path: PathBuf,
     kdf: KdfParams,
+    weak: bool,
+    key_check: [u8; KEY_CHECK_LEN],
     aead_key: Zeroizing<[u8; 32]>,
+    /// The version the file had when opened (1: upgraded on the next save).
+    read_version: u32,
     /// Public metadata; `keys` is kept parallel to `secrets`.
     public: PublicInfo,
     secrets: Vec<SigningKey>,
@@ -229,6 +501,7 @@ impl std::fmt::Debug for Wallet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wallet")
             .field("path", &self.path)
+            .field("weak", &self.weak)
             .field("public", &self.public)
             .finish_non_exhaustive()
     }
@@ -238,6 +511,7 @@ impl Wallet {
     /// Creates a new wallet at `path` with one key (the given seed, or a
     /// fresh one) named `key-1`. Refuses to replace an existing file unless
     /// `force`; a replaced file is first renamed to `<path>.bak-<unix>`.
+    /// A cost below OWASP's floor ([`KdfCost::is_weak`]) marks it `weak`.
     pub fn create(
         path: &Path,
         passphrase: &[u8],
@@ -246,6 +520,9 @@ impl Wallet {
         force: bool,
         now: u64,
     ) -> Result<Wallet, WalletError> {
+        if !cost.within_bounds() {
+            return Err(WalletError::Kdf(format!("cost {cost:?} is out of bounds")));
+        }
         if path.exists() {
             if !force {
                 return Err(WalletError::Exists(path.to_path_buf()));
@@ -264,7 +541,7 @@ impl Wallet {
             p_cost: cost.p_cost,
             salt: URL_SAFE_NO_PAD.encode(salt),
         };
-        let aead_key = derive_key(&kdf, passphrase)?;
+        let (aead_key, key_check) = derive_v2(&kdf, &salt, passphrase)?;
         let key = match seed {
             Some(seed) => SigningKey::from_bytes(&seed),
             None => SigningKey::generate(&mut OsRng),
@@ -272,7 +549,10 @@ impl Wallet {
         let mut wallet = Wallet {
             path: path.to_path_buf(),
             kdf,
+            weak: cost.is_weak(),
+            key_check,
             aead_key,
+            read_version: WALLET_VERSION,
             public: PublicInfo::default(),
             secrets: vec![],
         };
@@ -281,52 +561,73 @@ impl Wallet {
         Ok(wallet)
     }
 
-    /// Reads the public part without the passphrase.
+    /// Reads the public part without the passphrase (not authenticated).
     pub fn read_public(path: &Path) -> Result<PublicInfo, WalletError> {
-        Ok(read_file(path)?.public)
+        Ok(read_file(path)?.into_public())
     }
 
-    /// Unlocks the wallet at `path`.
+    /// Unlocks the wallet at `path`: checks the passphrase, then decrypts
+    /// with the whole header and public section as associated data.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Wallet, WalletError> {
         let file = read_file(path)?;
+        Wallet::unlock(file, path, passphrase)
+    }
+
+    /// Unlocks a parsed file (`path` is where [`Wallet::save`] writes).
+    pub fn unlock(file: WalletFile, path: &Path, passphrase: &[u8]) -> Result<Wallet, WalletError> {
         let corrupt = |reason: &str| WalletError::Corrupt {
             path: path.to_path_buf(),
             reason: reason.into(),
         };
-        let aead_key = derive_key(&file.kdf, passphrase)?;
-        let nonce = URL_SAFE_NO_PAD
-            .decode(&file.cipher.nonce)
-            .map_err(|_| corrupt("cipher.nonce is not base64url"))?;
-        if nonce.len() != 24 {
-            return Err(corrupt("cipher.nonce must be 24 bytes"));
-        }
-        let ciphertext = URL_SAFE_NO_PAD
-            .decode(&file.ciphertext)
-            .map_err(|_| corrupt("ciphertext is not base64url"))?;
-        let aad = header_bytes(&file.kdf)?;
-        let cipher = XChaCha20Poly1305::new((&*aead_key).into());
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    XNonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| WalletError::WrongPassphrase(path.to_path_buf()))?,
-        );
+        let weak = file.weak();
+        let (decrypt_key, aad, aead_key, key_check) = match file.key_check {
+            Some(stored) => {
+                let (key, check) = derive_v2(&file.repr.kdf, &file.salt, passphrase)?;
+                if !constant_time_eq(&check, &stored) {
+                    return Err(WalletError::WrongPassphrase(path.to_path_buf()));
+                }
+                (key.clone(), aad_v2(&file.repr)?, key, check)
+            }
+            None => {
+                // Version 1: its own key; the version 2 key and check are
+                // derived too, for the upgrade on the next save.
+                let old = derive(&file.repr.kdf, &file.salt, passphrase, 32)?;
+                let mut key = Zeroizing::new([0u8; 32]);
+                key.copy_from_slice(&old);
+                let (new_key, check) = derive_v2(&file.repr.kdf, &file.salt, passphrase)?;
+                (key, aad_v1(&file.repr.kdf)?, new_key, check)
+            }
+        };
+        let cipher = XChaCha20Poly1305::new((&*decrypt_key).into());
+        let plain = cipher
+            .decrypt(
+                XNonce::from_slice(&file.nonce),
+                Payload {
+                    msg: &file.ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| match file.key_check {
+                // The passphrase is right (the check matched): the file is not
+                // what was sealed.
+                Some(_) => WalletError::Modified(path.to_path_buf()),
+                None => WalletError::WrongPassphrase(path.to_path_buf()),
+            })?;
+        let plain = Zeroizing::new(plain);
         let seeds = plain
             .strip_prefix(SECRET_MAGIC.as_slice())
             .ok_or_else(|| corrupt("unknown secret layout"))?;
-        if seeds.len() % SEED_LEN != 0 || seeds.len() / SEED_LEN != file.public.keys.len() {
+        let keys = &file.repr.public.keys;
+        if seeds.len() != SEED_LEN * keys.len() {
             return Err(corrupt("the encrypted keys do not match public.keys"));
         }
-        let mut secrets = Vec::with_capacity(file.public.keys.len());
-        for (chunk, info) in seeds.chunks_exact(SEED_LEN).zip(&file.public.keys) {
+        let mut secrets = Vec::with_capacity(keys.len());
+        for (chunk, info) in seeds.chunks_exact(SEED_LEN).zip(keys) {
             let mut seed = Zeroizing::new([0u8; SEED_LEN]);
             seed.copy_from_slice(chunk);
             let key = SigningKey::from_bytes(&seed);
+            // Still checked: in a version 1 file `public.keys` is not
+            // authenticated.
             if public_of(&key) != info.public_key_multibase {
                 return Err(corrupt(&format!(
                     "public key of {} does not match its secret (file altered?)",
@@ -337,14 +638,18 @@ impl Wallet {
         }
         Ok(Wallet {
             path: path.to_path_buf(),
-            kdf: file.kdf,
+            kdf: file.repr.kdf,
+            weak,
+            key_check,
             aead_key,
-            public: file.public,
+            read_version: file.repr.version,
+            public: file.repr.public,
             secrets,
         })
     }
 
-    /// Encrypts and writes the wallet atomically (fresh nonce each time).
+    /// Encrypts and writes the wallet atomically (fresh nonce each time),
+    /// always in the current version.
     pub fn save(&self) -> Result<(), WalletError> {
         let mut plain = Zeroizing::new(Vec::with_capacity(
             SECRET_MAGIC.len() + SEED_LEN * self.secrets.len(),
@@ -353,9 +658,22 @@ impl Wallet {
         for key in &self.secrets {
             plain.extend_from_slice(key.as_bytes());
         }
-        let mut nonce = [0u8; 24];
+        let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let aad = header_bytes(&self.kdf)?;
+        let mut repr = FileRepr {
+            format: WALLET_FORMAT.into(),
+            version: WALLET_VERSION,
+            weak: Some(self.weak),
+            kdf: self.kdf.clone(),
+            key_check: Some(URL_SAFE_NO_PAD.encode(self.key_check)),
+            cipher: CipherParams {
+                alg: "xchacha20poly1305".into(),
+                nonce: URL_SAFE_NO_PAD.encode(nonce),
+            },
+            ciphertext: String::new(),
+            public: self.public.clone(),
+        };
+        let aad = aad_v2(&repr)?;
         let cipher = XChaCha20Poly1305::new((&*self.aead_key).into());
         let ciphertext = cipher
             .encrypt(
@@ -366,19 +684,9 @@ impl Wallet {
                 },
             )
             .map_err(|_| WalletError::Kdf("encryption failed".into()))?;
-        let file = WalletFile {
-            format: WALLET_FORMAT.into(),
-            version: WALLET_VERSION,
-            kdf: self.kdf.clone(),
-            cipher: CipherParams {
-                alg: "xchacha20poly1305".into(),
-                nonce: URL_SAFE_NO_PAD.encode(nonce),
-            },
-            ciphertext: URL_SAFE_NO_PAD.encode(ciphertext),
-            public: self.public.clone(),
-        };
+        repr.ciphertext = URL_SAFE_NO_PAD.encode(ciphertext);
         let mut bytes =
-            serde_json::to_vec_pretty(&file).map_err(|e| WalletError::Kdf(e.to_string()))?;
+            serde_json::to_vec_pretty(&repr).map_err(|e| WalletError::Kdf(e.to_string()))?;
         bytes.push(b'\n');
         write_atomic(&self.path, &bytes)
     }
@@ -389,6 +697,17 @@ impl Wallet {
 
     pub fn public(&self) -> &PublicInfo {
         &self.public
+    }
+
+    /// Made with a test KDF cost.
+    pub fn is_weak(&self) -> bool {
+        self.weak
+    }
+
+    /// The file version this wallet was read from; 1 means the next
+    /// [`Wallet::save`] upgrades it.
+    pub fn read_version(&self) -> u32 {
+        self.read_version
     }
 
     /// Mutable public metadata (DID, node). Keys change only through the
@@ -502,94 +821,57 @@ impl Wallet {
     }
 }
 
-/// The AEAD key: argon2id over the passphrase with the stored parameters.
-fn derive_key(kdf: &KdfParams, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>, WalletError> {
-    if kdf.alg != "argon2id" || kdf.version != 19 {
+/// argon2id over the passphrase with the stored parameters, `len` bytes.
+/// Callers pass parameters that went through [`parse_file`] or
+/// [`Wallet::create`], so they are within bounds; checked again here all
+/// the same, since this is the call that allocates.
+fn derive(
+    kdf: &KdfParams,
+    salt: &[u8],
+    passphrase: &[u8],
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, WalletError> {
+    let cost = kdf.cost();
+    if kdf.alg != "argon2id" || kdf.version != 19 || !cost.within_bounds() {
         return Err(WalletError::Kdf(format!(
-            "unsupported KDF {} v{}",
+            "unsupported KDF {} v{} {cost:?}",
             kdf.alg, kdf.version
         )));
     }
-    if kdf.m_cost_kib > MAX_M_COST_KIB || kdf.t_cost > MAX_T_COST || kdf.p_cost > MAX_P_COST {
-        return Err(WalletError::Kdf(
-            "KDF parameters are beyond the supported bounds".into(),
-        ));
-    }
-    let salt = URL_SAFE_NO_PAD
-        .decode(&kdf.salt)
-        .map_err(|_| WalletError::Kdf("salt is not base64url".into()))?;
-    let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
+    let params = Params::new(cost.m_cost_kib, cost.t_cost, cost.p_cost, Some(len))
         .map_err(|e| WalletError::Kdf(e.to_string()))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-    let mut out = Zeroizing::new([0u8; 32]);
+    let mut out = Zeroizing::new(vec![0u8; len]);
     argon
-        .hash_password_into(passphrase, &salt, &mut *out)
+        .hash_password_into(passphrase, salt, &mut out)
         .map_err(|e| WalletError::Kdf(e.to_string()))?;
     Ok(out)
 }
 
-fn header_bytes(kdf: &KdfParams) -> Result<Vec<u8>, WalletError> {
-    serde_json::to_vec(&Header {
-        format: WALLET_FORMAT,
-        version: WALLET_VERSION,
-        kdf,
-        cipher_alg: "xchacha20poly1305",
-    })
-    .map_err(|e| WalletError::Kdf(e.to_string()))
+/// Version 2: 48 bytes of argon2id, split into the AEAD key and the key
+/// check.
+fn derive_v2(
+    kdf: &KdfParams,
+    salt: &[u8],
+    passphrase: &[u8],
+) -> Result<(Zeroizing<[u8; 32]>, [u8; KEY_CHECK_LEN]), WalletError> {
+    let out = derive(kdf, salt, passphrase, 32 + KEY_CHECK_LEN)?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&out[..32]);
+    let mut check = [0u8; KEY_CHECK_LEN];
+    check.copy_from_slice(&out[32..]);
+    Ok((key, check))
 }
 
-fn read_file(path: &Path) -> Result<WalletFile, WalletError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(WalletError::NotFound(path.to_path_buf()))
-        }
-        Err(e) => return Err(WalletError::Io(path.to_path_buf(), e)),
-    };
-    // Look at format and version before the strict parse, so a newer file
-    // says "newer version" rather than "unknown field".
-    let probe: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| WalletError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if probe.get("format").and_then(|f| f.as_str()) != Some(WALLET_FORMAT) {
-        return Err(WalletError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "not a didmesh wallet".into(),
-        });
-    }
-    match probe.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(WALLET_VERSION) => {}
-        Some(v) => {
-            return Err(WalletError::Version(
-                path.to_path_buf(),
-                u32::try_from(v).unwrap_or(u32::MAX),
-            ))
-        }
-        None => {
-            return Err(WalletError::Corrupt {
-                path: path.to_path_buf(),
-                reason: "no version".into(),
-            })
-        }
-    }
-    let file: WalletFile = serde_json::from_value(probe).map_err(|e| WalletError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if file.public.keys.is_empty() {
-        return Err(WalletError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "no keys".into(),
-        });
-    }
-    Ok(file)
+/// Compares without an early exit, so timing says nothing about how many
+/// leading bytes of a guess's check matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
-/// file: a temporary file in the same folder (mode 0600), fsync, rename,
-/// fsync of the folder.
+/// file: a new temporary file in the same folder, fsync, rename, fsync of
+/// the folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
     let io = |e| WalletError::Io(path.to_path_buf(), e);
     let dir = match path.parent() {
@@ -599,36 +881,33 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
     if !dir.exists() {
         create_private_dir(&dir).map_err(io)?;
     }
-    let mut tmp_name = path
+    let base = path
         .file_name()
         .map(|n| n.to_owned())
         .unwrap_or_else(|| "wallet.json".into());
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let names = std::iter::repeat_with(|| {
+        let mut r = [0u8; 8];
+        OsRng.fill_bytes(&mut r);
+        let mut name = std::ffi::OsString::from(".");
+        name.push(&base);
+        name.push(".tmp-");
+        name.push(r.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        name
+    });
+    let (tmp, mut f) = create_temp(&dir, names).map_err(io)?;
     let result = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        // `mode` only applies when the file is created; a stale temporary
-        // file from a crash must not keep looser permissions.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
         #[cfg(unix)]
-        if let Ok(d) = std::fs::File::open(&dir) {
-            // Best effort: makes the rename itself durable.
-            let _ = d.sync_all();
+        {
+            // Makes the rename itself durable.
+            match std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+                // Some filesystems cannot fsync a folder; the rename is done.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+                other => other?,
+            }
         }
         Ok(())
     })();
@@ -636,6 +915,34 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io)
+}
+
+/// Creates a new file (`O_CREAT|O_EXCL`: never an existing file, never
+/// through a symlink) with mode 0600, under the first of `names` that is
+/// free; gives up after 16 taken names.
+fn create_temp(
+    dir: &Path,
+    names: impl IntoIterator<Item = std::ffi::OsString>,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut last = None;
+    for name in names.into_iter().take(16) {
+        let tmp = dir.join(name);
+        match opts.open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free temporary name")
+    }))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -715,7 +1022,55 @@ mod tests {
         v["public"]["keys"][0]["public_key_multibase"] = other.to_multibase().into();
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
         let err = Wallet::open(&path, b"passphrase").unwrap_err();
-        assert!(matches!(err, WalletError::Corrupt { .. }), "{err}");
+        assert!(matches!(err, WalletError::Modified(_)), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn temp_file_creation_skips_taken_names_and_never_follows_them() {
+        let dir = tmp();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("b"), b"someone else's").unwrap();
+        let (path, mut f) = create_temp(dir.path(), ["a".into(), "b".into(), "c".into()]).unwrap();
+        assert_eq!(path, dir.path().join("c"));
+        f.write_all(b"x").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read(dir.path().join("b")).unwrap(),
+            b"someone else's"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        // All names taken: an error, nothing written.
+        let err = create_temp(dir.path(), ["a".into(), "b".into()]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn kdf_bounds() {
+        assert!(KdfCost::default().within_bounds() && !KdfCost::default().is_weak());
+        assert!(KdfCost::fast().within_bounds() && KdfCost::fast().is_weak());
+        for bad in [
+            (MAX_M_COST_KIB + 1, 1, 1),
+            (4 * 1024 * 1024, 2, 1),
+            (64, 1, 9),
+            (64, 11, 1),
+            (64, 0, 1),
+            (64, 1, 0),
+            (7, 1, 1),
+            (8, 1, 2),
+        ] {
+            let cost = KdfCost {
+                m_cost_kib: bad.0,
+                t_cost: bad.1,
+                p_cost: bad.2,
+            };
+            assert!(!cost.within_bounds(), "{cost:?}");
+        }
     }
 
     #[test]
