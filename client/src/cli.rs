@@ -110,6 +110,12 @@ impl From<RelationshipArg> for did_core::Relationship {
 pub enum DidCmd {
     /// Register a did:mesh whose rotation and authentication key is the
     /// wallet's main key; print the DID (alone, on stdout).
+    ///
+    /// With --recovery-key, that key (kept in another wallet, offline) is
+    /// the highest-priority rotation key and the wallet's main key comes
+    /// second: a thief of this wallet can then be locked out for good with
+    /// `did recover` (SECURITY.md). Without it, the main key is the only
+    /// rotation key.
     Create {
         #[command(flatten)]
         node: NodeArg,
@@ -117,6 +123,25 @@ pub enum DidCmd {
         /// (the old one is forgotten by the wallet, not deactivated).
         #[arg(long)]
         force: bool,
+        /// Public key (multibase `z6Mk…`, as `wallet show` prints it) of a
+        /// recovery key held in another wallet.
+        #[arg(long, value_name = "MULTIBASE")]
+        recovery_key: Option<String>,
+    },
+    /// Settle a DID with its recovery key: run with the wallet that holds
+    /// the DID's priority-0 rotation key. Signs, on the DID's genesis, a
+    /// state whose rotation keys are [recovery key, NEW_KEY] and whose login
+    /// key is NEW_KEY. It outranks everything any lower key ever signed, so
+    /// it ends a takeover or a dispute on every node.
+    Recover {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The DID to recover.
+        #[arg(long)]
+        did: String,
+        /// The new daily key (multibase), e.g. of a fresh wallet.
+        #[arg(long, value_name = "MULTIBASE")]
+        new_key: String,
     },
     /// Print a DID's resolution result (pretty JSON).
     Show {
@@ -137,9 +162,10 @@ pub enum DidCmd {
         #[arg(long, value_enum, default_values_t = [RelationshipArg::Authentication])]
         relationship: Vec<RelationshipArg>,
     },
-    /// Replace the main key: a new key becomes the only rotation key and the
-    /// login key; the old main key leaves the document and is kept in the
-    /// wallet as `retired`. Keys added with add-key stay.
+    /// Replace the main key: a new key takes its place among the rotation
+    /// keys (a recovery key above it stays) and becomes the login key; the
+    /// old main key leaves the document and is kept in the wallet as
+    /// `retired`. Keys added with add-key stay.
     Rotate {
         #[command(flatten)]
         node: NodeArg,

@@ -41,7 +41,14 @@ async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError>
             wallet_init(wallet, seed_hex.as_deref(), force)
         }
         Command::Wallet(WalletCmd::Show { json }) => wallet_show(wallet, json),
-        Command::Did(DidCmd::Create { node, force }) => did_create(wallet, &node, force).await,
+        Command::Did(DidCmd::Create {
+            node,
+            force,
+            recovery_key,
+        }) => did_create(wallet, &node, force, recovery_key.as_deref()).await,
+        Command::Did(DidCmd::Recover { node, did, new_key }) => {
+            did_recover(wallet, &node, &did, &new_key).await
+        }
         Command::Did(DidCmd::Show { node, did }) => did_show(wallet, &node, did.as_deref()).await,
         Command::Did(DidCmd::AddKey {
             node,
@@ -248,7 +255,12 @@ fn wallet_show(path: &Path, json: bool) -> Result<(), ClientError> {
     emit(text)
 }
 
-async fn did_create(path: &Path, node: &NodeArg, force: bool) -> Result<(), ClientError> {
+async fn did_create(
+    path: &Path,
+    node: &NodeArg,
+    force: bool,
+    recovery_key: Option<&str>,
+) -> Result<(), ClientError> {
     let mut wallet = open_wallet(path)?;
     if let Some(existing) = &wallet.public().did {
         if !existing.deactivated && !force {
@@ -258,13 +270,25 @@ async fn did_create(path: &Path, node: &NodeArg, force: bool) -> Result<(), Clie
             )));
         }
     }
+    let mut state = DidState::single_key(wallet.main_public());
+    match recovery_key {
+        Some(text) => {
+            let recovery = PublicKey::from_multibase(text)
+                .map_err(|e| ClientError::usage(format!("--recovery-key: {e}")))?;
+            if recovery == wallet.main_public() {
+                return Err(ClientError::usage(
+                    "--recovery-key must be another wallet's key, not this wallet's main key",
+                ));
+            }
+            state.rotation_keys.insert(0, recovery);
+        }
+        None => eprintln!(
+            "note: no --recovery-key: if this wallet is stolen before you rotate, the DID is lost (SECURITY.md)"
+        ),
+    }
     let client = node_client(node, Some(wallet.public()))?;
     let now = crate::now();
-    let op = Operation::create(
-        DidState::single_key(wallet.main_public()),
-        now,
-        wallet.main_key(),
-    )?;
+    let op = Operation::create(state, now, wallet.main_key())?;
     let did = did_core::op::did_from_genesis(&op.cid()?);
     let submitted = client.submit(&op).await?;
     if submitted.did != did {
@@ -361,7 +385,7 @@ fn settle_pending(wallet: &mut Wallet, state: &DidState) -> bool {
     while let Some((info, _)) = wallet.key_at(i) {
         if info.status == KeyStatus::Pending {
             let key = info.public_key_multibase;
-            if state.rotation_keys.first() == Some(&key) {
+            if state.rotation_keys.contains(&key) {
                 wallet.promote(i);
                 changed = true;
             } else if state
@@ -496,7 +520,13 @@ async fn did_rotate(path: &Path, node: &NodeArg) -> Result<(), ClientError> {
 /// document; other verification methods stay.
 pub fn rotated_state(state: &DidState, old: &PublicKey, new: PublicKey, name: &str) -> DidState {
     let mut next = state.clone();
-    next.rotation_keys = vec![new];
+    // `new` takes `old`'s place: keys above it (a recovery key) keep their
+    // priority, and `old` is no rotation key any more.
+    match next.rotation_keys.iter().position(|k| k == old) {
+        Some(i) => next.rotation_keys[i] = new,
+        None => next.rotation_keys = vec![new],
+    }
+    next.rotation_keys.dedup();
     next.verification_methods
         .retain(|vm| vm.public_key_multibase != *old);
     next.verification_methods.insert(
@@ -508,6 +538,48 @@ pub fn rotated_state(state: &DidState, old: &PublicKey, new: PublicKey, name: &s
         },
     );
     next
+}
+
+async fn did_recover(
+    path: &Path,
+    node: &NodeArg,
+    did: &str,
+    new_key: &str,
+) -> Result<(), ClientError> {
+    let wallet = open_wallet(path)?;
+    let new = PublicKey::from_multibase(new_key)
+        .map_err(|e| ClientError::usage(format!("--new-key: {e}")))?;
+    let recovery = wallet.main_public();
+    if new == recovery {
+        return Err(ClientError::usage(
+            "--new-key must differ from the recovery key (keep the recovery key offline)",
+        ));
+    }
+    let client = node_client(node, Some(wallet.public()))?;
+    let genesis = client.genesis(did).await?;
+    if genesis.state.rotation_keys.first() != Some(&recovery) {
+        return Err(ClientError::usage(format!(
+            "this wallet's main key is not the priority-0 rotation key of {did}: only that key can recover it"
+        )));
+    }
+    let mut state = DidState::single_key(new);
+    state.rotation_keys = vec![recovery, new];
+    state.services = genesis.state.services.clone();
+    state.also_known_as = genesis.state.also_known_as.clone();
+    let op = Operation::update(
+        did,
+        genesis.cid,
+        state,
+        crate::now().max(genesis.created_at),
+        wallet.main_key(),
+    )?;
+    let submitted = client.submit(&op).await?;
+    eprintln!(
+        "recovered {did} on {} (op {}): log in with the wallet holding {new}, `didmesh login --did {did}`",
+        client.base(),
+        submitted.cid
+    );
+    emit(did)
 }
 
 async fn did_deactivate(path: &Path, node: &NodeArg, yes: bool) -> Result<(), ClientError> {

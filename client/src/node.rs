@@ -133,7 +133,8 @@ impl NodeClient {
             .json()
             .await
             .map_err(|e| ClientError::protocol(format!("resolution result is not JSON: {e}")))?;
-        if status == 200 || status == 410 {
+        // 410 deactivated and 409 disputed are results, not errors.
+        if status == 200 || status == 410 || status == 409 {
             return Ok(Resolution { status, body });
         }
         let meta = &body["didResolutionMetadata"];
@@ -165,10 +166,40 @@ impl NodeClient {
                 reason: format!("{did} is deactivated"),
             });
         }
+        if resolution.status == 409 {
+            return Err(ClientError::Node {
+                status: 409,
+                code: "disputed".into(),
+                reason: format!(
+                    "{did} is disputed (a rotation key signed conflicting ops); settle it with its recovery key: `didmesh did recover`"
+                ),
+            });
+        }
         let version = resolution.body["didDocumentMetadata"]["versionId"]
             .as_str()
             .and_then(|v| Cid::parse(v).ok())
             .ok_or_else(|| ClientError::protocol("resolution result has no valid versionId"))?;
+        self.op_in_log(did, version).await
+    }
+
+    /// The DID's genesis (`create`) op, checked like [`NodeClient::head`].
+    pub async fn genesis(&self, did: &str) -> Result<Head, ClientError> {
+        let resolution = self.resolve(did).await?;
+        let genesis = resolution.body["didDocumentMetadata"]["genesis"]
+            .as_str()
+            .and_then(|v| Cid::parse(v).ok())
+            .ok_or_else(|| ClientError::protocol("resolution result has no valid genesis"))?;
+        if did_core::op::did_from_genesis(&genesis) != did {
+            return Err(ClientError::protocol(format!(
+                "the node named a genesis that does not define {did}"
+            )));
+        }
+        self.op_in_log(did, genesis).await
+    }
+
+    /// Op `version` from the DID's log, checked: it must hash to `version`
+    /// and carry a valid signature and a state.
+    async fn op_in_log(&self, did: &str, version: Cid) -> Result<Head, ClientError> {
         #[derive(Deserialize)]
         struct Log {
             ops: Vec<LogEntry>,
