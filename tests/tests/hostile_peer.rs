@@ -3,13 +3,16 @@
 //! garbage on the anti-entropy protocol. The honest nodes must refuse every
 //! one of them (their digests do not move), count them
 //! (`didmesh_p2p_rejected_total`), score the peer down and ban it, while
-//! staying connected to each other.
+//! staying connected to each other. A fresh peer id from the banned
+//! address starts distrusted and is banned at its first invalid op. A peer
+//! flooding valid orphans gets no more than its per-peer orphan budget
+//! parked (`didmesh_p2p_orphans_per_peer_capped_total`) and is banned.
 
 use did_core::keys::public_of;
 use did_core::{Cid, DidState, Operation};
 use didmesh_tests::cluster::{
     cid, create_op, digests, init_network, key, metric, now, p2p_addr, poll, post_ops,
-    start_cluster, status, wait_converged, wait_peers,
+    start_cluster, status, update_op, wait_converged, wait_peers,
 };
 use didmesh_tests::reqwest::blocking_client;
 use ed25519_dalek::SigningKey;
@@ -244,12 +247,66 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     );
 
     // Coming back does not help: the connection is closed at once.
-    swarm.dial(target).unwrap();
+    swarm.dial(target.clone()).unwrap();
     let refused = rt.block_on(drive(&mut swarm, Duration::from_secs(10), |e| {
         matches!(e, SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == target_id)
             || matches!(e, SwarmEvent::OutgoingConnectionError { .. })
     }));
     assert!(refused, "a banned peer was let back in");
+
+    // Nor does a fresh peer id from the same address: it starts distrusted
+    // and its first invalid op gets it banned at once (three were needed
+    // above; one alone would cost a trusted peer -10 of the -80 allowed).
+    let mut swarm3 = hostile_swarm();
+    let hostile3 = *swarm3.local_peer_id();
+    swarm3.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm3.dial(target.clone()).unwrap();
+    let subscribed = rt.block_on(drive(&mut swarm3, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
+    }));
+    assert!(subscribed, "node 1 refused the new identity outright");
+    let s = status(&c, urls[0]);
+    let entry = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == hostile3.to_string().as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the new identity is not listed: {s}"));
+    assert_eq!(entry["distrusted"], true, "{entry}");
+    assert!(entry["score"].as_f64().is_some_and(|x| x < 0.0), "{entry}");
+    let one_forgery = {
+        let mut bad = honest[1].clone();
+        let other = SigningKey::from_bytes(&[94; 32]);
+        bad.sig = Operation::create(DidState::single_key(public_of(&other)), now(), &other)
+            .unwrap()
+            .sig;
+        serde_json::to_vec(&bad).unwrap()
+    };
+    let sent = std::time::Instant::now();
+    swarm3
+        .behaviour_mut()
+        .gossipsub
+        .publish(topic.clone(), one_forgery)
+        .unwrap();
+    let closed = rt.block_on(drive(&mut swarm3, Duration::from_secs(10), |e| {
+        matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target_id)
+    }));
+    let time_to_ban = sent.elapsed();
+    assert!(
+        closed,
+        "a new peer id from the banned address sent an invalid op and was not disconnected"
+    );
+    let s = status(&c, urls[0]);
+    assert!(
+        s["banned_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["peer_id"] == hostile3.to_string().as_str()),
+        "{s}"
+    );
+    println!("a new identity from the banned address was banned {time_to_ban:?} after its first invalid op");
 
     // A second hostile peer sends garbage on the anti-entropy protocol.
     let mut swarm2 = hostile_swarm();
@@ -307,4 +364,175 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     assert_eq!(post_ops(&urls[1..], &after, 4), 5);
     let (_, n) = wait_converged(&urls, Duration::from_secs(15)).unwrap();
     assert_eq!(n, 25);
+}
+
+/// Valid orphans: updates of a DID whose create was never published, each
+/// signed by the DID's own key (so only the missing parent is wrong).
+fn valid_orphans(n: u32) -> Vec<Vec<u8>> {
+    let k = key(95, 0);
+    let (parent, did) = create_op(&k);
+    (0..n)
+        .map(|i| {
+            update_op(&k, &did, cid(&parent), &format!("at://orphan-{i}.example"))
+                .canonical_bytes()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Orphans are budgeted per peer: a peer flooding valid orphans gets at most
+/// its budget parked at node 1, loses score (and is banned), and neither
+/// honest ledger moves.
+#[test]
+fn orphan_flood_is_capped_per_peer() {
+    const FLOOD: u32 = 3000;
+    const PER_PEER_CAP: u64 = 192;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = init_network(tmp.path(), 2);
+    let nodes = start_cluster(&dirs, &[]);
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    assert!(wait_peers(&urls, 1, Duration::from_secs(20)));
+    let honest: Vec<Operation> = (0..10).map(|i| create_op(&key(96, i)).0).collect();
+    assert_eq!(post_ops(&urls[..1], &honest, 8), 10);
+    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    let c = blocking_client();
+    let before = digests(&c, urls[0]).unwrap();
+    let network_id = status(&c, urls[0])["network_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let topic = IdentTopic::new(format!("/didmesh/{network_id}/ops/1"));
+    let target: Multiaddr = p2p_addr(&nodes[0]).parse().unwrap();
+    let target_id: PeerId = status(&c, urls[0])["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let orphans = valid_orphans(FLOOD);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _runtime = rt.enter();
+    let mut swarm = hostile_swarm();
+    let hostile_id = *swarm.local_peer_id();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm.dial(target).unwrap();
+    let subscribed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
+    }));
+    assert!(
+        subscribed,
+        "node 1 never subscribed towards the hostile peer"
+    );
+    let received_before = metric(urls[0], "didmesh_p2p_gossip_received_total").unwrap_or(0.0);
+
+    let sent = std::time::Instant::now();
+    let mut published = 0;
+    // The send queue towards node 1 is bounded: publish in slices and let
+    // it drain in between (a message refused by a full queue is lost, and
+    // cannot be published again: gossipsub remembers its id).
+    let mut cut_off = false;
+    let mut closed_at: Option<Duration> = None;
+    'flood: for slice in orphans.chunks(50) {
+        for bytes in slice {
+            match swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes.clone())
+            {
+                Ok(_) => published += 1,
+                Err(gossipsub::PublishError::AllQueuesFull(_)) => {}
+                // Node 1 dropped us (banned) before the flood was over.
+                Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                    cut_off = true;
+                    break 'flood;
+                }
+                Err(e) => panic!("publish: {e}"),
+            }
+        }
+        rt.block_on(drive(&mut swarm, Duration::from_millis(20), |e| {
+            if matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target_id) {
+                closed_at.get_or_insert(sent.elapsed());
+            }
+            false
+        }));
+    }
+    println!(
+        "published {published} orphans in {:?}{}",
+        sent.elapsed(),
+        if cut_off {
+            " (then node 1 dropped the peer)"
+        } else {
+            ""
+        }
+    );
+    // Keep the connection going while node 1 validates; it ends when node 1
+    // bans the peer (or after 20 s).
+    if closed_at.is_none() {
+        rt.block_on(drive(&mut swarm, Duration::from_secs(20), |e| {
+            let closed = matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target_id);
+            if closed {
+                closed_at = Some(sent.elapsed());
+            }
+            closed
+        }));
+    }
+    let closed = closed_at.is_some();
+    let flood_time = closed_at.unwrap_or_else(|| sent.elapsed());
+    // Let validation of whatever was queued finish.
+    std::thread::sleep(Duration::from_millis(1500));
+    let received =
+        metric(urls[0], "didmesh_p2p_gossip_received_total").unwrap_or(0.0) - received_before;
+    let s = status(&c, urls[0]);
+    let held = s["orphans"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no orphan count in node 1's status: {s}"));
+    println!(
+        "node 1 received {received} of {FLOOD} orphans; holds {held} orphans; hostile peer disconnected: {closed} after {flood_time:?}"
+    );
+    assert!(
+        received > 2.0 * PER_PEER_CAP as f64,
+        "the flood did not reach node 1 ({received} messages)"
+    );
+    assert!(
+        held <= PER_PEER_CAP,
+        "node 1 parked {held} orphans from one peer (budget {PER_PEER_CAP}): {s}"
+    );
+    let capped = metric(urls[0], "didmesh_p2p_orphans_per_peer_capped_total").unwrap_or(0.0);
+    assert!(capped >= 1.0, "no orphan was refused at the cap");
+    // Scored down: banned, or at least below zero if still connected.
+    let banned = s["banned_peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["peer_id"] == hostile_id.to_string().as_str())
+        .cloned();
+    let listed = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == hostile_id.to_string().as_str())
+        .cloned();
+    let score = banned
+        .as_ref()
+        .or(listed.as_ref())
+        .and_then(|b| b["score"].as_f64())
+        .unwrap_or_else(|| panic!("the hostile peer is neither connected nor banned: {s}"));
+    assert!(score < 0.0, "the flooding peer kept score {score}: {s}");
+    println!(
+        "{capped} orphans refused at the per-peer cap; hostile peer score {score:.1}, banned: {}",
+        banned.is_some()
+    );
+
+    // The honest ledgers did not move, node 2 never saw an orphan, and the
+    // honest nodes still replicate.
+    assert_eq!(digests(&c, urls[0]).unwrap(), before);
+    assert_eq!(digests(&c, urls[1]).unwrap(), before);
+    assert_eq!(status(&c, urls[1])["orphans"], 0);
+    let after: Vec<Operation> = (0..5).map(|i| create_op(&key(97, i)).0).collect();
+    assert_eq!(post_ops(&urls[1..], &after, 4), 5);
+    let (_, n) = wait_converged(&urls, Duration::from_secs(15)).unwrap();
+    assert_eq!(n, 15);
 }

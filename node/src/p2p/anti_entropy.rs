@@ -6,10 +6,18 @@
 //! [`did_core::sync::Reconciler::respond`] (stateless), and so on until one
 //! side has nothing left open. After each round the CIDs learned to be
 //! missing are fetched from that peer in batches of
-//! [`MAX_FETCH_CIDS`](super::codec::MAX_FETCH_CIDS) and stored (orphans wait
-//! for their parents in the ledger's bounded pool). The responder learns
+//! [`MAX_FETCH_CIDS`](super::codec::MAX_FETCH_CIDS) and stored, parents
+//! first (see below for children whose parent is not here yet). The responder learns
 //! what *it* lacks from the same rounds and fetches it too, so one session
 //! repairs both sides.
+//!
+//! Fetches are paced by the serving peer's sync budget, and ops whose
+//! parent is still on its way are held back ([`Deferred`]) rather than
+//! parked: a catch-up lists CIDs in hash order, not parents first, and
+//! parking them would charge honest peers' orphan budgets (see
+//! [`super::budget`]). Fetched ops never go to the ledger's orphan pool:
+//! one whose parent never comes is dropped after [`DEFER_GRACE`] and counts
+//! against the peer that served it, like an expired gossiped orphan.
 //!
 //! The [`SharedIndex`] (the sorted CID set with range fingerprints) is built
 //! from the ledger at start and extended as ops commit (see
@@ -24,13 +32,13 @@ use super::gossip::Ingest;
 use super::{Client, P2pError};
 use crate::writer::{SubmitError, Submitted};
 use did_core::sync::{Message, Reconciler, Session, SyncConfig, SyncIndex};
-use did_core::{Cid, Ledger, Operation};
+use did_core::{Cid, Ledger, OpError, Operation};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
 use rand::seq::SliceRandom;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 /// Reconciliation sessions this node runs as initiator at once.
@@ -42,6 +50,21 @@ pub const SERVE_CONCURRENCY: usize = 8;
 /// again the difference being fetched (this node's own session with the
 /// peer goes on, and tells the peer what the peer lacks).
 pub const CATCH_UP_BUSY: usize = 512;
+/// Fetched ops held back until their parent arrives, all peers together.
+/// Beyond, they are dropped and fetched again by a later session (after
+/// their parents by then). A 10,000-op catch-up from two peers holds back
+/// about 1,300 at its peak.
+pub const MAX_DEFERRED: usize = 4096;
+/// The same, per serving peer: one peer cannot fill the pool alone.
+pub const MAX_DEFERRED_PER_PEER: usize = MAX_DEFERRED / 2;
+/// A held-back op whose parent did not come within this long, while no
+/// fetch is bringing it and its peer has no sync going with us, is dropped
+/// and counts against that peer as an unresolved orphan (an honest peer
+/// holds the parent of every op it serves, so reconciliation lists it).
+pub const DEFER_GRACE: Duration = Duration::from_secs(15);
+/// A fetch that would wait longer than this for the peer's sync budget
+/// stops; the next session picks up what is left.
+const MAX_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// The sync index, shared by the publisher (inserts) and the sessions.
 #[derive(Clone)]
@@ -90,6 +113,8 @@ pub(crate) struct AntiEntropy {
     fetching: Arc<Mutex<HashSet<Cid>>>,
     /// How many of them come from each peer.
     fetching_from: Arc<Mutex<HashMap<PeerId, usize>>>,
+    /// Fetched ops waiting for a parent that a fetch is bringing.
+    deferred: Arc<Mutex<Deferred>>,
     serving: Arc<Semaphore>,
 }
 
@@ -120,6 +145,7 @@ impl AntiEntropy {
             sessions: Arc::default(),
             fetching: Arc::default(),
             fetching_from: Arc::default(),
+            deferred: Arc::default(),
             serving: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
         }
     }
@@ -135,6 +161,7 @@ impl AntiEntropy {
                     Some(SyncEvent::Request { peer, request, channel }) => self.serve(peer, request, channel),
                 },
                 _ = tick.tick() => {
+                    self.settle_deferred().await;
                     let Ok(peers) = self.client.connected_peers().await else { return };
                     if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                         self.start_session(*peer);
@@ -277,7 +304,11 @@ impl AntiEntropy {
     }
 
     /// Fetches `need` from `peer` in batches and stores what arrives. Each
-    /// batch is written while the next one is on the wire.
+    /// batch is written while the next one is on the wire. Batches are
+    /// paced by the peer's sync budget (see [`super::budget`]). Ops whose
+    /// parent is still to come (in this fetch or another) are held back
+    /// until it does (see [`Deferred`]); when this fetch ends, held-back
+    /// ops whose parent no fetch is bringing any more are settled.
     async fn fetch(&self, peer: PeerId, need: Vec<Cid>) {
         let need: Vec<Cid> = {
             let (Ok(ledger), Ok(mut fetching)) =
@@ -295,6 +326,14 @@ impl AntiEntropy {
         self.count_fetching(peer, need.len(), true);
         let mut storing: Option<tokio::task::JoinHandle<()>> = None;
         for batch in need.chunks(MAX_FETCH_CIDS) {
+            let wait = self.client.budgets().sync_delay(peer, batch.len());
+            if wait > MAX_SYNC_WAIT {
+                tracing::debug!(%peer, ?wait, "fetch paused by the peer's sync budget; left for later");
+                break;
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let answer = self
                 .client
                 .request(peer, SyncRequest::Fetch(batch.to_vec()))
@@ -328,6 +367,7 @@ impl AntiEntropy {
             }
         }
         self.count_fetching(peer, need.len(), false);
+        self.settle_deferred().await;
     }
 
     fn count_fetching(&self, peer: PeerId, n: usize, started: bool) {
@@ -346,18 +386,20 @@ impl AntiEntropy {
     }
 
     /// Checks fetched ops (asked for, canonical, not from the future) and
-    /// hands them to the writer together, parents first, so they share
-    /// group commits. The writer does the full validation; an op it refuses
-    /// as invalid costs the peer score.
+    /// stores them with the held-back ops they release. The writer does the
+    /// full validation; an op it refuses as invalid costs the peer score.
     async fn store_fetched(&self, peer: PeerId, asked: HashSet<Cid>, raw: Vec<Vec<u8>>) {
         let limits = self.ingest.state.limits;
         let now = crate::now();
-        let mut ops: Vec<Operation> = Vec::with_capacity(raw.len());
-        let mut bad = 0u64;
+        let mut ops: Vec<(Cid, Operation)> = Vec::with_capacity(raw.len());
+        let mut bad_here = 0u64;
         for bytes in raw {
-            let cid = Cid::of(&bytes);
+            let Ok((op, cid)) = Operation::from_canonical_json(&bytes) else {
+                bad_here += 1;
+                continue;
+            };
             if !asked.contains(&cid) {
-                bad += 1;
+                bad_here += 1;
                 continue;
             }
             // Gossip may have brought it while the batch was on the wire.
@@ -370,41 +412,438 @@ impl AntiEntropy {
             {
                 continue;
             }
-            let op = match Operation::from_json(&bytes) {
-                Ok(op) if op.cid().ok() == Some(cid) => op,
-                _ => {
-                    bad += 1;
-                    continue;
-                }
-            };
             if did_core::op::check_clock(&op, now, &limits).is_ok() {
-                ops.push(op);
+                ops.push((cid, op));
             }
         }
-        // A parent is never younger than its child (the ledger checks it),
-        // so this order lets the writer take children in the same batch.
-        ops.sort_by_key(|op| op.created_at);
+        // What arrived releases the ops held back for it, and so do
+        // parents that other fetches or gossip committed meanwhile.
+        let arrived: Vec<Cid> = ops.iter().map(|(c, _)| *c).collect();
+        let mut group: Vec<Fetched> = ops
+            .into_iter()
+            .map(|(cid, op)| Fetched {
+                cid,
+                op,
+                from: peer,
+            })
+            .collect();
+        group.extend(self.release(arrived));
+        let bad = self.store_group(group, true).await;
+        // Served ops that were not asked for, not canonical: this peer's.
+        if bad_here > 0 {
+            self.report_bad(peer, bad_here).await;
+        }
+        for (from, n) in bad {
+            self.report_bad(from, n).await;
+        }
+    }
+
+    /// Held-back ops whose parent is among `arrived` or now held, with
+    /// their descendants.
+    fn release(&self, arrived: Vec<Cid>) -> Vec<Fetched> {
+        let ledger = self.ingest.state.ledger.read();
+        match (ledger, self.deferred.lock()) {
+            (Ok(l), Ok(mut d)) => {
+                let mut r = d.release(arrived);
+                r.extend(d.release_held(|p| l.contains(p)));
+                r
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Stores held-back ops whose parent is now held, and drops those
+    /// that waited [`DEFER_GRACE`] for a parent nobody is bringing (each
+    /// counts against the peer that served it).
+    async fn settle_deferred(&self) {
+        let ready = self.release(vec![]);
+        let busy: HashSet<PeerId> = {
+            let mut busy: HashSet<PeerId> = self
+                .sessions
+                .lock()
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            if let Ok(f) = self.fetching_from.lock() {
+                busy.extend(f.keys().copied());
+            }
+            busy
+        };
+        let expired = match (self.fetching.lock(), self.deferred.lock()) {
+            (Ok(fetching), Ok(mut d)) => d.expire(Instant::now(), DEFER_GRACE, |parent, from| {
+                fetching.contains(parent) || busy.contains(from)
+            }),
+            _ => vec![],
+        };
+        let mut by_peer: HashMap<PeerId, u64> = HashMap::new();
+        for f in expired {
+            *by_peer.entry(f.from).or_default() += 1;
+        }
+        for (peer, n) in by_peer {
+            tracing::info!(%peer, n, "fetched ops whose parent never came: dropped");
+            self.client.budgets().unresolved(peer, n);
+        }
+        if !ready.is_empty() {
+            for (from, n) in self.store_group(ready, true).await {
+                self.report_bad(from, n).await;
+            }
+        }
+    }
+
+    /// Hands `group` to the writer together, parents first, so they share
+    /// group commits. An op whose parent is neither held nor in the group
+    /// is held back in the [`Deferred`] pool until the parent arrives (or
+    /// dropped, for a later session, when the pool or the serving peer's
+    /// share of it is full, or `may_defer` is false). Nothing fetched is
+    /// parked as an orphan in the ledger. Returns, per peer, how many of
+    /// its ops the writer refused as invalid.
+    async fn store_group(&self, group: Vec<Fetched>, may_defer: bool) -> HashMap<PeerId, u64> {
+        let group = parents_first(group);
+        let in_group: HashSet<Cid> = group.iter().map(|f| f.cid).collect();
+        let places: Vec<Parent> = {
+            let Ok(ledger) = self.ingest.state.ledger.read() else {
+                return HashMap::new();
+            };
+            group
+                .iter()
+                .map(|f| match f.op.prev {
+                    None => Parent::Held,
+                    Some(p) if in_group.contains(&p) => Parent::InGroup(p),
+                    Some(p) if ledger.contains(&p) => Parent::Held,
+                    Some(p) => Parent::Away(p),
+                })
+                .collect()
+        };
+        let now = Instant::now();
+        let mut fate: HashMap<Cid, Fate> = HashMap::with_capacity(group.len());
+        let mut store: Vec<Fetched> = Vec::with_capacity(group.len());
+        let mut dropped = 0u64;
+        for (f, place) in group.into_iter().zip(places) {
+            let cid = f.cid;
+            let wait_for = match place {
+                Parent::Held => None,
+                Parent::InGroup(p) => match fate.get(&p) {
+                    Some(Fate::Stored) => None,
+                    Some(Fate::Deferred) => Some(p),
+                    _ => {
+                        dropped += 1;
+                        fate.insert(cid, Fate::Dropped);
+                        continue;
+                    }
+                },
+                Parent::Away(p) => Some(p),
+            };
+            let outcome = match wait_for {
+                None => {
+                    store.push(f);
+                    Fate::Stored
+                }
+                Some(p) => {
+                    let kept =
+                        may_defer && self.deferred.lock().is_ok_and(|mut d| d.push(p, f, now));
+                    if kept {
+                        Fate::Deferred
+                    } else {
+                        dropped += 1;
+                        Fate::Dropped
+                    }
+                }
+            };
+            fate.insert(cid, outcome);
+        }
+        if dropped > 0 {
+            tracing::debug!(dropped, "fetched ops left for a later session");
+        }
+        let from: Vec<PeerId> = store.iter().map(|f| f.from).collect();
         let results =
-            futures::future::join_all(ops.into_iter().map(|op| self.ingest.store(op))).await;
+            futures::future::join_all(store.into_iter().map(|f| self.ingest.store(f.op))).await;
         let metrics = self.client.metrics();
-        for r in results {
+        let mut bad: HashMap<PeerId, u64> = HashMap::new();
+        for (from, r) in from.into_iter().zip(results) {
             match r {
                 Ok(Submitted::Created(_)) => metrics.sync_fetched_ops.inc(),
                 Ok(_) => {}
+                // Its parent was refused (then the parent's server pays for
+                // that) or raced away: a later session fetches it again.
+                Err(SubmitError::Op(OpError::UnknownPrev(_))) => {
+                    tracing::debug!(peer = %from, "fetched op whose parent is not held: dropped");
+                }
                 Err(SubmitError::Op(e)) => {
-                    tracing::info!(%peer, reason = %e, "peer served an invalid op");
-                    bad += 1;
+                    tracing::info!(peer = %from, reason = %e, "peer served an invalid op");
+                    *bad.entry(from).or_default() += 1;
                 }
                 Err(e) => tracing::debug!(error = %e, "fetched op not stored"),
             }
         }
+        bad
+    }
+
+    async fn report_bad(&self, peer: PeerId, bad: u64) {
         if bad > 0 {
-            metrics.rejected.add(bad);
+            self.client.metrics().rejected.add(bad);
             self.misbehaved(peer).await;
         }
     }
 
     async fn misbehaved(&self, peer: PeerId) {
         let _ = self.client.punish(peer).await;
+    }
+}
+
+/// Where a fetched op's parent is.
+enum Parent {
+    /// Held by the ledger (or the op has none).
+    Held,
+    /// Earlier in the same group.
+    InGroup(Cid),
+    /// Not here (yet): in a later batch, another fetch or a later round.
+    Away(Cid),
+}
+
+/// What [`AntiEntropy::store_group`] did with an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Stored,
+    Deferred,
+    Dropped,
+}
+
+/// A fetched op and the peer that served it (who answers for it).
+pub(crate) struct Fetched {
+    cid: Cid,
+    op: Operation,
+    from: PeerId,
+}
+
+/// Fetched ops held back until their parent arrives. A catch-up fetches
+/// in CID order, not parents first, and reconciliation may list a parent
+/// rounds after its child (or another peer's fetch brings it), so children
+/// routinely arrive first. They wait here, in the p2p layer, rather than in
+/// the ledger's orphan pool, which gossip's per-peer budgets guard (see
+/// [`super::budget`]). Bounded by [`MAX_DEFERRED`] and, per serving peer,
+/// by [`MAX_DEFERRED_PER_PEER`]; an op leaves when its parent is held, or
+/// is dropped after [`DEFER_GRACE`] (see [`AntiEntropy::settle_deferred`]).
+#[derive(Default)]
+pub(crate) struct Deferred {
+    by_parent: HashMap<Cid, Vec<(Fetched, Instant)>>,
+    /// CIDs of the ops held.
+    held: HashSet<Cid>,
+    per_peer: HashMap<PeerId, usize>,
+}
+
+impl Deferred {
+    /// Holds `f` back until `parent` is released; false (and `f` is
+    /// dropped) when full.
+    fn push(&mut self, parent: Cid, f: Fetched, now: Instant) -> bool {
+        if self.held.contains(&f.cid) {
+            return true;
+        }
+        let mine = self.per_peer.get(&f.from).copied().unwrap_or(0);
+        if self.held.len() >= MAX_DEFERRED || mine >= MAX_DEFERRED_PER_PEER {
+            return false;
+        }
+        self.held.insert(f.cid);
+        *self.per_peer.entry(f.from).or_default() += 1;
+        self.by_parent.entry(parent).or_default().push((f, now));
+        true
+    }
+
+    fn forget(&mut self, f: &Fetched) {
+        self.held.remove(&f.cid);
+        if let Some(n) = self.per_peer.get_mut(&f.from) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&f.from);
+            }
+        }
+    }
+
+    /// The ops waiting for any of `parents`, and for those ops in turn.
+    fn release(&mut self, parents: Vec<Cid>) -> Vec<Fetched> {
+        let mut out = vec![];
+        let mut next = parents;
+        while let Some(p) = next.pop() {
+            if let Some(children) = self.by_parent.remove(&p) {
+                for (c, _) in children {
+                    self.forget(&c);
+                    next.push(c.cid);
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// The ops whose parent `held` now says is held, and their descendants.
+    fn release_held(&mut self, held: impl Fn(&Cid) -> bool) -> Vec<Fetched> {
+        let ready: Vec<Cid> = self.by_parent.keys().filter(|p| held(p)).copied().collect();
+        self.release(ready)
+    }
+
+    /// Takes out the ops that waited `grace` or longer, unless `waiting`
+    /// says their parent may still come, and everything waiting on them.
+    fn expire(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+        waiting: impl Fn(&Cid, &PeerId) -> bool,
+    ) -> Vec<Fetched> {
+        let stale: Vec<Cid> = self
+            .by_parent
+            .iter()
+            .filter(|(p, list)| {
+                !self.held.contains(*p)
+                    && list.iter().all(|(f, at)| {
+                        now.saturating_duration_since(*at) >= grace && !waiting(p, &f.from)
+                    })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        self.release(stale)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// Orders ops so that every parent in the set comes before its children
+/// (then by `created_at`), so the writer takes a chain in one pass.
+fn parents_first(group: Vec<Fetched>) -> Vec<Fetched> {
+    let index: HashMap<Cid, usize> = group.iter().enumerate().map(|(i, f)| (f.cid, i)).collect();
+    let mut depth: Vec<Option<usize>> = vec![None; group.len()];
+    for start in 0..group.len() {
+        // Walk up to the first op of known depth (or out of the group),
+        // then assign depths on the way back down.
+        let mut chain = vec![];
+        let mut at = Some(start);
+        let mut base = 0;
+        while let Some(i) = at {
+            if let Some(d) = depth[i] {
+                base = d + 1;
+                break;
+            }
+            chain.push(i);
+            // CIDs are hashes of the op, prev included: no cycles, but a
+            // bound keeps a malformed set from looping.
+            if chain.len() > group.len() {
+                break;
+            }
+            at = group[i].op.prev.and_then(|p| index.get(&p).copied());
+        }
+        for (k, i) in chain.iter().rev().enumerate() {
+            depth[*i] = Some(base + k);
+        }
+    }
+    let mut keyed: Vec<(usize, u64, Fetched)> = group
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (depth[i].unwrap_or(0), f.op.created_at, f))
+        .collect();
+    keyed.sort_by_key(|(d, t, _)| (*d, *t));
+    keyed.into_iter().map(|(_, _, f)| f).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use did_core::keys::public_of;
+    use did_core::DidState;
+    use ed25519_dalek::SigningKey;
+
+    /// A create and `n` updates chained on it, all at the same second (so
+    /// `created_at` cannot order them).
+    fn chain(seed: u8, n: usize) -> Vec<(Cid, Operation)> {
+        let k = SigningKey::from_bytes(&[seed; 32]);
+        let t = 1_800_000_000;
+        let create = Operation::create(DidState::single_key(public_of(&k)), t, &k).unwrap();
+        let did = did_core::op::did_from_genesis(&create.cid().unwrap());
+        let mut ops = vec![(create.cid().unwrap(), create)];
+        for _ in 0..n {
+            let prev = ops.last().unwrap().0;
+            let op =
+                Operation::update(&did, prev, DidState::single_key(public_of(&k)), t, &k).unwrap();
+            ops.push((op.cid().unwrap(), op));
+        }
+        ops
+    }
+
+    fn fetched(ops: Vec<(Cid, Operation)>) -> Vec<Fetched> {
+        let from = PeerId::random();
+        ops.into_iter()
+            .map(|(cid, op)| Fetched { cid, op, from })
+            .collect()
+    }
+
+    #[test]
+    fn parents_come_first_whatever_the_input_order() {
+        let mut ops = chain(1, 5);
+        ops.extend(chain(2, 3));
+        ops.reverse();
+        ops.swap(1, 6);
+        let sorted = parents_first(fetched(ops));
+        let mut seen = HashSet::new();
+        for f in &sorted {
+            if let Some(p) = f.op.prev {
+                assert!(seen.contains(&p), "a child came before its parent");
+            }
+            seen.insert(f.cid);
+        }
+        assert_eq!(sorted.len(), 10);
+    }
+
+    #[test]
+    fn deferred_ops_are_released_with_their_descendants_and_bounded() {
+        let now = Instant::now();
+        let ops = chain(3, 3);
+        let create = ops[0].0;
+        let mut d = Deferred::default();
+        // Each update waits for the op before it.
+        for (parent, f) in ops.iter().map(|(c, _)| *c).zip(fetched(ops[1..].to_vec())) {
+            assert!(d.push(parent, f, now));
+        }
+        assert!(d.release(vec![Cid::of(b"unrelated")]).is_empty());
+        assert_eq!(d.release(vec![create]).len(), 3);
+        assert_eq!(d.len(), 0);
+        // Released because the ledger now holds the parent.
+        let one = fetched(vec![ops[1].clone()]).pop().unwrap();
+        assert!(d.push(create, one, now));
+        assert_eq!(d.release_held(|p| *p == create).len(), 1);
+        // Bounded per peer (one peer serves all of these), then overall.
+        let filler = |i: usize, from: PeerId| {
+            let mut f = fetched(vec![ops[1].clone()]).pop().unwrap();
+            f.cid = Cid::of(&i.to_le_bytes());
+            f.from = from;
+            f
+        };
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for i in 0..MAX_DEFERRED_PER_PEER {
+            assert!(d.push(Cid::of(b"p"), filler(i, a), now));
+        }
+        assert!(!d.push(Cid::of(b"p"), filler(usize::MAX, a), now));
+        for i in 0..(MAX_DEFERRED - MAX_DEFERRED_PER_PEER) {
+            assert!(d.push(Cid::of(b"q"), filler(i + MAX_DEFERRED, b), now));
+        }
+        assert!(!d.push(Cid::of(b"r"), filler(usize::MAX - 1, c), now));
+        assert_eq!(d.release(vec![Cid::of(b"p")]).len(), MAX_DEFERRED_PER_PEER);
+    }
+
+    #[test]
+    fn deferred_ops_expire_only_when_nothing_can_bring_their_parent() {
+        let now = Instant::now();
+        let ops = chain(4, 2);
+        let mut d = Deferred::default();
+        for (parent, f) in ops.iter().map(|(c, _)| *c).zip(fetched(ops[1..].to_vec())) {
+            assert!(d.push(parent, f, now));
+        }
+        let grace = Duration::from_secs(15);
+        let later = now + grace;
+        // Too young, or the parent may still come: kept.
+        assert!(d.expire(now, grace, |_, _| false).is_empty());
+        assert!(d.expire(later, grace, |_, _| true).is_empty());
+        assert_eq!(d.len(), 2);
+        // Stale: the child and the grandchild waiting on it go.
+        assert_eq!(d.expire(later, grace, |_, _| false).len(), 2);
+        assert_eq!(d.len(), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! [`Client`] into swarm calls. It never awaits anything else, so a slow
 //! disk or a burst of signature checks cannot stall the network.
 
+use super::budget::{ban_key, BannedAddrs, Budgets};
 use super::codec::{SyncCodec, SyncRequest, SyncResponse, PROTOCOL};
 use super::gossip;
 use super::metrics::P2pMetrics;
@@ -31,8 +32,12 @@ pub const SYNC_EVENT_CHANNEL: usize = 256;
 /// Most peers kept connected; inbound connections beyond are closed.
 pub const MAX_PEERS: usize = 50;
 /// How long a peer whose score fell below the graylist threshold stays
-/// disconnected.
+/// disconnected (and its address distrusted, see [`super::budget`]).
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Banned peer ids remembered; when full, the ban that ends soonest is
+/// dropped (its address stays distrusted, so a comeback is banned at its
+/// first invalid op anyway).
+pub const MAX_BANNED_PEERS: usize = 4096;
 /// Application-score penalty for each invalid op or malformed frame a peer
 /// sent over `/didmesh/sync/1` (gossipsub's P5; weight 1).
 pub const SYNC_PENALTY: f64 = -30.0;
@@ -141,10 +146,12 @@ pub struct EventLoop {
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
     /// Connected peers.
     peers: HashMap<PeerId, PeerEntry>,
-    /// Accumulated sync-path penalty per peer (gossipsub application score).
-    penalties: HashMap<PeerId, f64>,
+    /// Per-peer budgets and penalties (the gossipsub application score).
+    budgets: Arc<Budgets>,
     /// Peers refused until the given instant.
     banned: HashMap<PeerId, Instant>,
+    /// Addresses of banned peers: new peer ids from there start distrusted.
+    banned_addrs: BannedAddrs,
     seen: Seen,
     listen_addrs: Vec<Multiaddr>,
 }
@@ -158,6 +165,7 @@ impl EventLoop {
         limits: Limits,
         config: &P2pConfig,
         metrics: Arc<P2pMetrics>,
+        budgets: Arc<Budgets>,
     ) -> Result<(EventLoop, Client, Inbound), P2pError> {
         let transport = |e: &dyn std::fmt::Display| P2pError::Transport(e.to_string());
         let topic = gossip::topic(network_id);
@@ -234,6 +242,7 @@ impl EventLoop {
             commands: cmd_tx,
             view: view_rx,
             metrics: metrics.clone(),
+            budgets: budgets.clone(),
             peer_id,
         };
         let mut event_loop = EventLoop {
@@ -247,8 +256,9 @@ impl EventLoop {
             bootstrap: config.bootstrap.clone(),
             pending: HashMap::new(),
             peers: HashMap::new(),
-            penalties: HashMap::new(),
+            budgets,
             banned: HashMap::new(),
+            banned_addrs: BannedAddrs::default(),
             seen: Seen::new(SEEN_CAPACITY),
             listen_addrs: vec![],
         };
@@ -338,7 +348,8 @@ impl EventLoop {
                 source,
                 acceptance,
             } => {
-                if matches!(acceptance, MessageAcceptance::Reject) {
+                let reject = matches!(acceptance, MessageAcceptance::Reject);
+                if reject {
                     if let Some(p) = self.peers.get_mut(&source) {
                         p.rejected += 1;
                     }
@@ -347,6 +358,9 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&id, &source, acceptance);
+                if reject && self.budgets.is_distrusted(&source) {
+                    self.ban(source, "invalid op from a peer at a banned address");
+                }
             }
             Command::Request {
                 peer,
@@ -380,16 +394,48 @@ impl EventLoop {
 
     /// Lowers a peer's application score for misbehaving on the sync path.
     fn punish(&mut self, peer: PeerId) {
-        let penalty = self.penalties.entry(peer).or_insert(0.0);
-        *penalty += SYNC_PENALTY;
-        let score = *penalty;
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .set_application_score(&peer, score);
+        self.budgets.add_sync_penalty(peer, SYNC_PENALTY);
+        self.refresh_score(&peer);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.rejected += 1;
         }
+        if self.budgets.is_distrusted(&peer) {
+            self.ban(
+                peer,
+                "misbehaviour on the sync protocol from a peer at a banned address",
+            );
+        }
+    }
+
+    /// Hands gossipsub the application score (P5) the budgets hold.
+    fn refresh_score(&mut self, peer: &PeerId) {
+        let score = self.budgets.score(peer);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(peer, score);
+    }
+
+    /// Disconnects and bans `peer` for [`BAN_DURATION`], and remembers its
+    /// address for as long.
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + BAN_DURATION;
+        tracing::warn!(%peer, reason = why, "disconnecting and banning a peer");
+        self.metrics.banned.inc();
+        if self.banned.len() >= MAX_BANNED_PEERS {
+            if let Some(first) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                self.banned.remove(&first);
+            }
+        }
+        self.banned.insert(peer, until);
+        if let Some(ip) = self.peers.get(&peer).and_then(|p| ban_key(&p.addr)) {
+            self.banned_addrs.insert(ip, until);
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -452,6 +498,17 @@ impl EventLoop {
                     let _ = self.swarm.close_connection(connection_id);
                     return;
                 }
+                if num_established.get() == 1 && !self.peers.contains_key(&peer_id) {
+                    let remote = endpoint.get_remote_address();
+                    let distrusted = ban_key(remote)
+                        .is_some_and(|ip| self.banned_addrs.contains(&ip, Instant::now()));
+                    if distrusted {
+                        tracing::info!(peer = %peer_id, addr = %remote, "new peer from the address of a banned one: distrusted");
+                        self.metrics.distrusted.inc();
+                    }
+                    self.budgets.connected(peer_id, distrusted);
+                    self.refresh_score(&peer_id);
+                }
                 let entry = self.peers.entry(peer_id).or_insert_with(|| PeerEntry {
                     addr: endpoint.get_remote_address().clone(),
                     connections: 0,
@@ -477,6 +534,7 @@ impl EventLoop {
             } => {
                 if num_established == 0 && self.peers.remove(&peer_id).is_some() {
                     tracing::info!(peer = %peer_id, "peer disconnected");
+                    self.budgets.disconnected(peer_id);
                     self.publish_view();
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connections = p.connections.saturating_sub(1);
@@ -514,6 +572,11 @@ impl EventLoop {
         };
         if !self.seen.insert(cid) {
             // Handled before (validated, or we published it ourselves).
+            return ignore(self, &message_id);
+        }
+        // Each op validated costs a signature check: within the sender's
+        // rate only (the budget penalises it beyond).
+        if !self.budgets.admit_gossip(propagation_source) {
             return ignore(self, &message_id);
         }
         let msg = GossipMessage {
@@ -597,8 +660,10 @@ impl EventLoop {
         }
     }
 
-    /// Bans peers whose score fell below the graylist threshold, lifts
-    /// expired bans, and refreshes the status snapshot.
+    /// Refreshes application scores from the budgets, bans peers whose
+    /// score fell below the graylist threshold, lifts expired bans (and
+    /// the distrust of peers whose address is no longer banned), and
+    /// refreshes the status snapshot.
     fn housekeeping(&mut self) {
         let now = Instant::now();
         self.banned.retain(|peer, until| {
@@ -608,6 +673,21 @@ impl EventLoop {
             }
             keep
         });
+        self.banned_addrs.expire(now);
+        let connected: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in &connected {
+            if self.budgets.is_distrusted(peer) {
+                let still = self
+                    .peers
+                    .get(peer)
+                    .and_then(|p| ban_key(&p.addr))
+                    .is_some_and(|ip| self.banned_addrs.contains(&ip, now));
+                if !still {
+                    self.budgets.trust(peer);
+                }
+            }
+            self.refresh_score(peer);
+        }
         let gs = &self.swarm.behaviour().gossipsub;
         let low: Vec<PeerId> = self
             .peers
@@ -619,10 +699,7 @@ impl EventLoop {
             .copied()
             .collect();
         for peer in low {
-            tracing::warn!(%peer, "peer score below the graylist threshold: disconnecting and banning it");
-            self.metrics.banned.inc();
-            self.banned.insert(peer, now + BAN_DURATION);
-            let _ = self.swarm.disconnect_peer_id(peer);
+            self.ban(peer, "score below the graylist threshold");
         }
         self.publish_view();
     }
@@ -630,15 +707,22 @@ impl EventLoop {
     fn publish_view(&mut self) {
         let local = *self.swarm.local_peer_id();
         let gs = &self.swarm.behaviour().gossipsub;
+        let budgets = &self.budgets;
         let mut peers: Vec<PeerInfo> = self
             .peers
             .iter()
-            .map(|(id, p)| PeerInfo {
-                peer_id: id.to_string(),
-                addr: p.addr.to_string(),
-                agent: p.agent.clone(),
-                score: gs.peer_score(id).unwrap_or(0.0),
-                rejected: p.rejected,
+            .map(|(id, p)| {
+                let account = budgets.view(id);
+                PeerInfo {
+                    peer_id: id.to_string(),
+                    addr: p.addr.to_string(),
+                    agent: p.agent.clone(),
+                    score: gs.peer_score(id).unwrap_or(0.0),
+                    rejected: p.rejected,
+                    orphans: account.orphans,
+                    orphans_capped: account.capped,
+                    distrusted: account.distrusted,
+                }
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -666,6 +750,7 @@ impl EventLoop {
             listen_addrs,
             peers,
             banned,
+            banned_addrs: self.banned_addrs.len(),
         };
         self.view_tx.send_replace(Arc::new(view));
     }

@@ -9,10 +9,14 @@
 //!   verified — parsed, canonical, within limits, signature, clock, checked
 //!   against its parent in the ledger — before gossipsub forwards it.
 //!   Valid and new, or held already and fresh: **Accept** (forward, store).
-//!   Parent unknown: **Ignore** (park it in the orphan pool; anti-entropy
-//!   fills the gap). Too far in the future: **Ignore** (our clock may be
-//!   the wrong one). Anything else: **Reject**, which costs the forwarding
-//!   peer score (P4) until it is graylisted, then banned by the event loop.
+//!   Parent unknown: **Ignore** (park it in the orphan pool, charged to
+//!   the forwarding peer's orphan budget, see [`super::budget`];
+//!   anti-entropy fills the gap). A peer at its budget gets its orphans
+//!   ignored and not parked, and loses score. Too far in the future:
+//!   **Ignore** (our clock may be the wrong one). Anything else:
+//!   **Reject**, which costs the forwarding peer score (P4) until it is
+//!   graylisted, then banned by the event loop. Before any of this, a
+//!   message beyond its sender's gossip rate is ignored unvalidated.
 //! * Ops that become durable here — from HTTP, from anti-entropy, released
 //!   orphans — are published, unless older than [`GOSSIP_MAX_AGE`]: old
 //!   ops found by anti-entropy are repair, not news, and re-flooding them
@@ -140,7 +144,7 @@ pub(crate) enum Verdict {
     /// Held already; `fresh` when younger than [`GOSSIP_MAX_AGE`].
     Known { fresh: bool },
     /// Self-consistent (shape, limits, signature) but its parent is unknown.
-    Orphan(Box<Operation>),
+    Orphan(Box<Operation>, Cid),
     /// Cannot be judged now (its clock is ahead of ours).
     Later(OpError),
     /// Invalid, whatever else arrives.
@@ -156,22 +160,22 @@ pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now:
             bytes.len()
         )));
     }
-    let op = match Operation::from_json(bytes) {
-        Ok(op) => op,
+    // A non-canonical encoding of a valid op would get another message id
+    // and circulate as a second message: refuse it.
+    let (op, received) = match Operation::from_canonical_json(bytes) {
+        Ok(parsed) => parsed,
         Err(e) => return Verdict::Invalid(e),
     };
     if let Err(e) = did_core::op::check_clock(&op, now, limits) {
         return Verdict::Later(e);
     }
-    let received = Cid::of(bytes);
-    // A non-canonical encoding of a valid op would get another message id
-    // and circulate as a second message: refuse it.
     let not_canonical = || Verdict::Invalid(OpError::Malformed("not in canonical encoding".into()));
     let Ok(ledger) = ledger.read() else {
         return Verdict::Later(OpError::Invalid("ledger unavailable".into()));
     };
-    // Bytes whose hash is a CID we hold are exactly that op's canonical
-    // bytes: known, no signature check needed.
+    // A CID we hold names a body we hold with a valid signature: known, no
+    // signature check needed (another signature over the same body, if
+    // any, adds nothing).
     if ledger.contains(&received) {
         return Verdict::Known {
             fresh: op.created_at.saturating_add(GOSSIP_MAX_AGE) >= now,
@@ -186,7 +190,7 @@ pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now:
         Err(OpError::UnknownPrev(_)) => {
             drop(ledger);
             match op.cid() {
-                Ok(cid) if cid == received => Verdict::Orphan(Box::new(op)),
+                Ok(cid) if cid == received => Verdict::Orphan(Box::new(op), cid),
                 _ => not_canonical(),
             }
         }
@@ -227,7 +231,7 @@ impl Ingest {
     /// being written right now, waits for it and judges again.
     pub async fn judge_waiting(&self, bytes: Arc<Vec<u8>>) -> Verdict {
         let verdict = self.judge(bytes.clone()).await;
-        let Verdict::Orphan(op) = &verdict else {
+        let Verdict::Orphan(op, _) = &verdict else {
             return verdict;
         };
         let parent = op
@@ -259,10 +263,14 @@ impl Ingest {
         }
     }
 
-    /// Stores an op (orphans allowed) and waits until it is durable.
+    /// Stores a fetched op and waits until it is durable. Orphans are not
+    /// allowed: anti-entropy hands the writer parents before children and
+    /// holds back the rest itself, so an op whose parent is still unknown
+    /// here is refused (`UnknownPrev`) instead of filling the ledger's
+    /// orphan pool outside any peer's budget.
     pub async fn store(&self, op: Operation) -> Result<Submitted, SubmitError> {
         let _writing = op.cid().ok().map(|cid| self.reserve(cid));
-        self.state.writer.submit(op, true).await
+        self.state.writer.submit(op, false).await
     }
 }
 
@@ -319,9 +327,16 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
                     tracing::debug!(peer = %msg.source, reason = %e, "gossiped op left for later");
                     (MessageAcceptance::Ignore, None)
                 }
-                Verdict::Orphan(op) => {
+                Verdict::Orphan(op, cid) => {
                     metrics.gossip_ignored.inc();
-                    (MessageAcceptance::Ignore, Some(Err(op)))
+                    // Parked only within the sender's orphan budget.
+                    match ingest.client.budgets().charge_orphan(msg.source, cid) {
+                        Ok(()) => (MessageAcceptance::Ignore, Some(Err((op, cid)))),
+                        Err(refused) => {
+                            tracing::debug!(peer = %msg.source, ?refused, "orphan not parked");
+                            (MessageAcceptance::Ignore, None)
+                        }
+                    }
                 }
                 Verdict::Invalid(e) => {
                     metrics.rejected.inc();
@@ -340,7 +355,15 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
             // A new op was verified above: the writer does not verify it again.
             let stored = match store {
                 Some(Ok(v)) => Some(ingest.state.writer.submit_validated(*v).await),
-                Some(Err(op)) => Some(ingest.state.writer.submit(*op, true).await),
+                Some(Err((op, cid))) => {
+                    let r = ingest.state.writer.submit(*op, true).await;
+                    // Not parked after all (its parent arrived meanwhile,
+                    // or the writer refused it): nothing to charge.
+                    if !matches!(r, Ok(Submitted::Orphaned)) {
+                        ingest.client.budgets().settle(&cid);
+                    }
+                    Some(r)
+                }
                 None => None,
             };
             if let Some(Err(e)) = stored {
@@ -363,6 +386,9 @@ pub(crate) async fn run_publisher(
         match committed.recv().await {
             Ok(v) => {
                 index.insert(v.cid);
+                // A parked orphan that commits is resolved: its sender's
+                // budget gets the slot back.
+                client.budgets().settle(&v.cid);
                 if v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
                     && client.publish(v.cid, v.bytes.clone()).await.is_err()
                 {
@@ -433,7 +459,7 @@ mod tests {
         ));
         assert!(matches!(
             judge(&bytes(&update), &empty, &limits, now),
-            Verdict::Orphan(_)
+            Verdict::Orphan(..)
         ));
         assert!(matches!(
             judge(&bytes(&update), &held, &limits, now),

@@ -45,11 +45,25 @@ pub struct P2pMetrics {
     pub sync_fetch_bytes: Count,
     /// Peers disconnected and banned for a low score.
     pub banned: Count,
+    /// Orphans refused because their sender had its per-peer budget
+    /// outstanding (see `budget::ORPHANS_PER_PEER`).
+    pub orphans_capped: Count,
+    /// Orphans refused because the node held its maximum of orphans.
+    pub orphans_refused_full: Count,
+    /// Orphans that expired unresolved (charged to their senders).
+    pub orphans_expired: Count,
+    /// Gossiped ops ignored because their sender exceeded its rate.
+    pub gossip_rate_limited: Count,
+    /// Fetch batches delayed by a peer's sync rate.
+    pub sync_rate_waits: Count,
+    /// New peers that connected from the address of a banned one.
+    pub distrusted: Count,
 }
 
 impl P2pMetrics {
-    /// Prometheus text of these counters plus the `peers` gauge.
-    pub fn render(&self, peers: usize) -> String {
+    /// Prometheus text of these counters plus the `peers` and
+    /// `orphans_held` gauges.
+    pub fn render(&self, peers: usize, orphans_held: usize) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = write!(
@@ -112,6 +126,37 @@ impl P2pMetrics {
             "Peers disconnected and banned for a low score.",
             self.banned.get(),
         );
+        counter(
+            "didmesh_p2p_orphans_per_peer_capped_total",
+            "Orphans refused because their sender was at its per-peer orphan budget.",
+            self.orphans_capped.get(),
+        );
+        counter(
+            "didmesh_p2p_orphans_refused_full_total",
+            "Orphans refused because the node held its maximum of orphans.",
+            self.orphans_refused_full.get(),
+        );
+        counter(
+            "didmesh_p2p_orphans_expired_total",
+            "Orphans that expired unresolved, charged to the peers that sent them.",
+            self.orphans_expired.get(),
+        );
+        counter(
+            "didmesh_p2p_gossip_rate_limited_total",
+            "Gossiped ops ignored because their sender exceeded its rate.",
+            self.gossip_rate_limited.get(),
+        );
+        counter(
+            "didmesh_p2p_sync_rate_waits_total",
+            "Op fetches delayed by the serving peer's rate budget.",
+            self.sync_rate_waits.get(),
+        );
+        counter(
+            "didmesh_p2p_distrusted_total",
+            "New peers that connected from the address of a banned peer.",
+            self.distrusted.get(),
+        );
+        let _ = write!(out, "# HELP didmesh_p2p_orphans_held Orphans parked for peers, awaiting their parents.\n# TYPE didmesh_p2p_orphans_held gauge\ndidmesh_p2p_orphans_held {orphans_held}\n");
         let _ = write!(out, "# HELP didmesh_p2p_peers Connected peers.\n# TYPE didmesh_p2p_peers gauge\ndidmesh_p2p_peers {peers}\n");
         out
     }

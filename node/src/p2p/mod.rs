@@ -9,6 +9,8 @@
 //! * [`codec`] — `/didmesh/sync/1` framing, with length limits.
 //! * [`gossip`] — the topic, gossipsub's configuration and peer scoring,
 //!   and the validation of gossiped ops (accept / ignore / reject).
+//! * [`budget`] — per-peer budgets: orphans outstanding, gossip and fetch
+//!   rates, and the addresses of banned peers.
 //! * [`anti_entropy`] — the sync index and the reconciliation sessions
 //!   (did-core's [`did_core::sync`] does the set logic; this drives it).
 //! * [`event_loop`] — the one task that owns the swarm.
@@ -41,6 +43,7 @@
 //! | `/didmesh/sync/1` | pull: reconciliation rounds and op fetches, see [`codec`] |
 
 pub mod anti_entropy;
+pub mod budget;
 pub mod codec;
 pub mod event_loop;
 pub mod gossip;
@@ -48,6 +51,7 @@ pub mod key;
 pub mod metrics;
 
 use crate::NodeState;
+use budget::Budgets;
 use libp2p::{Multiaddr, PeerId};
 use metrics::P2pMetrics;
 use serde::Serialize;
@@ -97,6 +101,13 @@ pub struct PeerInfo {
     pub score: f64,
     /// Ops from it this node refused as invalid.
     pub rejected: u64,
+    /// Its orphans parked here now (at most `budget::ORPHANS_PER_PEER`).
+    pub orphans: usize,
+    /// Its orphans refused because it was at that budget.
+    pub orphans_capped: u64,
+    /// Connected from the address of a banned peer: smaller budgets, a
+    /// negative score, banned at its first invalid op.
+    pub distrusted: bool,
 }
 
 /// A peer refused for a while (its score fell below the graylist threshold).
@@ -118,6 +129,8 @@ pub struct PeerView {
     pub peers: Vec<PeerInfo>,
     /// Peers disconnected for a low score.
     pub banned: Vec<BannedPeer>,
+    /// Addresses (IPs) of banned peers, remembered for the ban's length.
+    pub banned_addrs: usize,
 }
 
 /// A cheap, clonable handle to the p2p layer.
@@ -126,6 +139,7 @@ pub struct Client {
     commands: mpsc::Sender<event_loop::Command>,
     view: watch::Receiver<Arc<PeerView>>,
     metrics: Arc<P2pMetrics>,
+    budgets: Arc<Budgets>,
     peer_id: PeerId,
 }
 
@@ -143,6 +157,11 @@ impl Client {
         &self.metrics
     }
 
+    /// The per-peer budgets.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// `/v1/status` fields of the p2p layer.
     pub fn status_json(&self) -> serde_json::Value {
         let view = self.view();
@@ -151,13 +170,16 @@ impl Client {
             "listen_addrs": view.listen_addrs,
             "peers": view.peers,
             "banned_peers": view.banned,
+            "banned_addrs": view.banned_addrs,
+            "orphans_by_peers": self.budgets.orphans_held(),
             "replication": "gossipsub push + range-based anti-entropy",
         })
     }
 
     /// Prometheus text of the p2p counters.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(self.view.borrow().peers.len())
+        let peers = self.view.borrow().peers.len();
+        self.metrics.render(peers, self.budgets.orphans_held())
     }
 
     async fn send(&self, cmd: event_loop::Command) -> Result<(), P2pError> {
@@ -209,6 +231,7 @@ pub async fn start(
 ) -> Result<Client, P2pError> {
     let keypair = key::load_or_create(data_dir)?;
     let metrics = Arc::new(P2pMetrics::default());
+    let budgets = Arc::new(Budgets::new(metrics.clone()));
     // Subscribe before the index is built from the ledger, so no commit
     // falls between the two.
     let committed = state.writer.subscribe();
@@ -219,6 +242,7 @@ pub async fn start(
         state.limits,
         &config,
         metrics.clone(),
+        budgets.clone(),
     )?;
     let local = client.peer_id;
     tokio::spawn(event_loop.run());
@@ -230,8 +254,31 @@ pub async fn start(
         index.clone(),
         state.ledger.clone(),
     ));
+    tokio::spawn(sweep_orphans(budgets, state.ledger.clone()));
     let sync = anti_entropy::AntiEntropy::new(client.clone(), index, ingest, config.sync_interval);
     tokio::spawn(sync.run(inbound.sync));
     tracing::info!(peer_id = %local, listen = %config.listen, "p2p started");
     Ok(client)
+}
+
+/// How often orphan charges are checked against the ledger and expired.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settles orphan charges whose op is now held (a safety net: the publisher
+/// settles them as they commit, but it can lag), expires old ones, and
+/// prunes the accounts of departed peers. Runs until the process ends.
+async fn sweep_orphans(budgets: Arc<Budgets>, ledger: Arc<std::sync::RwLock<did_core::Ledger>>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // One lock at a time: the charges, then the ledger, then the
+        // charges again.
+        let charged = budgets.charged();
+        let held: Vec<did_core::Cid> = match ledger.read() {
+            Ok(l) => charged.into_iter().filter(|c| l.contains(c)).collect(),
+            Err(_) => vec![],
+        };
+        budgets.sweep(&held);
+    }
 }
