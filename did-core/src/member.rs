@@ -8,7 +8,7 @@
 //!
 //! * A change needs distinct signatures of a **strict majority** of the
 //!   members at its parent ([`NetworkRules::quorum_for`]); a genesis may ask
-//!   for more, never less. The author signs in `signer`/`sig`, co-signers in
+//!   for more (extra signatures above a majority), never less. The author signs in `signer`/`sig`, co-signers in
 //!   `cosigs`; all sign the same body, which is also what the CID names.
 //! * Two strict majorities of one set always share a member, so two
 //!   different changes on one parent mean some member signed both: that is
@@ -68,9 +68,13 @@ pub struct NetworkRules {
 
 impl NetworkRules {
     /// Signatures a change needs when the parent set has `members` members:
-    /// a strict majority, or the genesis quorum if that is higher.
+    /// a strict majority, plus as many extra signatures as the genesis
+    /// quorum asked above the founders' majority (capped at all members).
+    /// So a genesis can ask for more than a majority, never less, and what
+    /// it asked keeps its meaning as the network grows or shrinks.
     pub fn quorum_for(&self, members: usize) -> usize {
-        self.quorum.max(members / 2 + 1)
+        let extra = self.quorum.saturating_sub(self.founders.len() / 2 + 1);
+        (members / 2 + 1 + extra).min(members.max(1))
     }
 
     /// Whether a set of `members` can lose one key and still reach its
