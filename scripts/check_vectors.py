@@ -6,10 +6,16 @@ base58btc/base32 by hand. Exits non-zero on any mismatch.
 
 Protocol v2 (PROTOCOL.md): the signing bytes are the op without `sig` and
 `cosigs`; the CID and the DID are taken from the signing bytes, so no
-unsigned byte can tell two ops apart."""
+unsigned byte can tell two ops apart.
+
+Also a network genesis (PROTOCOL.md §5: network_id = "mesh-" + the first 16
+characters of base32 lower-case of blake3(canonical JSON of {created_at,
+issuer, members, quorum}), members rebuilt from their seeds) and a login
+challenge text (PROTOCOL.md §6), rendered here from its fields."""
 import base64
 import json
 import sys
+from datetime import datetime, timezone
 
 import blake3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -92,16 +98,61 @@ def check(v) -> list:
     return errors
 
 
+def check_network(v) -> list:
+    errors = []
+    members = []
+    for i, seed in enumerate(v["member_seeds_hex"]):
+        priv = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed))
+        key = multibase_ed25519(priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        members.append({"name": f"node{i + 1}", "node_did": "did:key:" + key, "key": key})
+    genesis = v["genesis"]
+    if genesis["members"] != members:
+        errors.append("members differ from their seeds")
+    body = {k: genesis[k] for k in ("created_at", "issuer", "members", "quorum")}
+    preimage = canonical(body)
+    if preimage.hex() != v["id_preimage_hex"]:
+        errors.append("id preimage differs")
+    network_id = "mesh-" + b32(blake3.blake3(preimage).digest())[:16]
+    if network_id != v["network_id"] or network_id != genesis["network_id"]:
+        errors.append(f"network id differs: {network_id}")
+    return errors
+
+
+def rfc3339(unix: int) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_login_message(v) -> list:
+    domain = v["domain"]
+    message = (
+        f"{domain} wants you to sign in with your DID:\n{v['did']}\n\n"
+        "Sign in to didmesh. This request will not trigger any transaction.\n\n"
+        f"URI: didmesh://{domain}\n"
+        "Version: 1\n"
+        f"Network ID: {v['network_id']}\n"
+        f"Audience: {v['audience']}\n"
+        f"Nonce: {v['nonce']}\n"
+        f"Issued At: {rfc3339(v['issued_at'])}\n"
+        f"Expiration Time: {rfc3339(v['expires_at'])}"
+    )
+    return [] if message == v["message"] else ["message text differs"]
+
+
 def main(path: str) -> int:
     with open(path, encoding="utf-8") as f:
-        vectors = json.load(f)["vectors"]
+        doc = json.load(f)
+    checks = (
+        [("vector", v, check) for v in doc["vectors"]]
+        + [("network", v, check_network) for v in doc["networks"]]
+        + [("login message", v, check_login_message) for v in doc["login_messages"]]
+    )
     failed = 0
-    for v in vectors:
-        errors = check(v)
+    for kind, v, fn in checks:
+        errors = fn(v)
         status = "ok" if not errors else "FAIL " + "; ".join(errors)
-        print(f"vector {v['name']}: {status}")
+        print(f"{kind} {v['name']}: {status}")
         failed += bool(errors)
-    print(f"{len(vectors) - failed}/{len(vectors)} vectors reproduced independently")
+    print(f"{len(checks) - failed}/{len(checks)} vectors reproduced independently")
     return 1 if failed else 0
 
 

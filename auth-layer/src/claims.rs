@@ -1,78 +1,80 @@
-//! The verified token payload and the axum extractors that hand it to
+//! The verified token payload and the axum extractor that hands it to
 //! handlers.
 //!
-//! A layer ([`crate::AuthLayer`] or [`crate::TrustedHeaderLayer`]) stores the
-//! claims in the request extensions under a private type, so only a layer of
-//! this crate can vouch for a caller; handlers take `Claims` (401 when absent)
-//! or `Option<Claims>`.
+//! [`Claims`] is `did_core::Claims`, the very type the node mints tokens
+//! from, so the two cannot drift apart. A foreign type cannot implement
+//! axum's extractor traits here (the orphan rule), and it should not: the
+//! extractor must prove that a layer of *this* crate verified the claims.
+//! So a layer ([`crate::AuthLayer`] or [`crate::TrustedHeaderLayer`]) puts a
+//! [`VerifiedClaims`] in the request extensions — a type nothing outside
+//! this crate can construct — and handlers take `VerifiedClaims` (401 when
+//! absent) or `Option<VerifiedClaims>`. It dereferences to [`Claims`], so a
+//! handler reads `claims.sub` as before.
 
 use std::convert::Infallible;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::Extensions;
-use serde::{Deserialize, Serialize};
 
 use crate::AuthError;
 
-/// The claims of a didmesh access token (DESIGN.md "Login and tokens";
-/// registered names from RFC 7519 §4.1, `auth_time` from OpenID Connect Core
-/// §2, `amr` from RFC 8176).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Issuer: the network's issuer string.
-    pub iss: String,
-    /// Subject: the caller's DID.
-    pub sub: String,
-    /// Audience: the relying party this token is for. didmesh issues one
-    /// audience per token, so this is a string; a token with an array `aud`
-    /// is refused as malformed.
-    pub aud: String,
-    /// Issued at, seconds since the epoch.
-    pub iat: u64,
-    /// Not before, seconds since the epoch.
-    pub nbf: u64,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-    /// Unique token id.
-    pub jti: String,
-    /// When the user signed the login challenge, seconds since the epoch.
-    pub auth_time: u64,
-    /// Authentication methods, e.g. `["did-sig"]`.
-    pub amr: Vec<String>,
-}
+pub use did_core::Claims;
 
-/// What a layer puts in the request extensions. Private, so that nothing but
-/// this crate's layers can mark a request as authenticated.
+/// Claims that a layer of this crate verified for this request: the axum
+/// extractor. Only this crate can make one, so finding it in the request
+/// extensions proves the verification happened.
 #[derive(Debug, Clone)]
-pub(crate) struct VerifiedClaims(pub(crate) Arc<Claims>);
+pub struct VerifiedClaims(Arc<Claims>);
 
-impl Claims {
-    /// The claims a layer of this crate verified for this request, for
-    /// plain tower services that do not use axum extractors.
+impl VerifiedClaims {
+    /// Wraps claims a layer of this crate has just verified.
+    pub(crate) fn new(claims: Arc<Claims>) -> Self {
+        Self(claims)
+    }
+
+    /// The verified claims in `extensions`, for plain tower services that
+    /// do not use axum extractors.
     pub fn from_extensions(extensions: &Extensions) -> Option<&Claims> {
         extensions.get::<VerifiedClaims>().map(|v| v.0.as_ref())
     }
+
+    /// The claims themselves (cloned only if the verified-token cache still
+    /// shares them).
+    pub fn into_inner(self) -> Claims {
+        Arc::unwrap_or_clone(self.0)
+    }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Claims {
+impl Deref for VerifiedClaims {
+    type Target = Claims;
+
+    fn deref(&self) -> &Claims {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Claims::from_extensions(&parts.extensions)
+        parts
+            .extensions
+            .get::<VerifiedClaims>()
             .cloned()
             .ok_or(AuthError::MissingToken)
     }
 }
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for Claims {
+impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
     type Rejection = Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(Claims::from_extensions(&parts.extensions).cloned())
+        Ok(parts.extensions.get::<VerifiedClaims>().cloned())
     }
 }

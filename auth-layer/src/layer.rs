@@ -1,6 +1,6 @@
 //! [`AuthLayer`]: verifies the `Authorization: Bearer` token (RFC 6750 §2.1)
 //! and puts the claims in the request extensions for the
-//! [`Claims`](crate::Claims) extractor.
+//! [`VerifiedClaims`] extractor.
 //!
 //! | request | `Optional` | `Required` |
 //! | --- | --- | --- |
@@ -25,7 +25,8 @@ use crate::verifier::TokenVerifier;
 /// Whether a request without credentials may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
-    /// No credentials: pass without claims (handlers take `Option<Claims>`).
+    /// No credentials: pass without claims (handlers take
+    /// `Option<VerifiedClaims>`).
     /// Credentials that fail verification are still refused.
     #[default]
     Optional,
@@ -136,7 +137,7 @@ where
         };
 
         if let Some(claims) = self.verifier.cached(token) {
-            request.extensions_mut().insert(VerifiedClaims(claims));
+            request.extensions_mut().insert(VerifiedClaims::new(claims));
             return Either::Left(self.inner.call(request));
         }
 
@@ -149,7 +150,7 @@ where
         Either::Right(Box::pin(async move {
             match verifier.verify(&token).await {
                 Ok(claims) => {
-                    request.extensions_mut().insert(VerifiedClaims(claims));
+                    request.extensions_mut().insert(VerifiedClaims::new(claims));
                     inner.call(request).await
                 }
                 Err(error) => Ok(error.into_response()),

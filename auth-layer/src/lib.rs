@@ -12,7 +12,7 @@
 //!
 //! | module | what lives there |
 //! | --- | --- |
-//! | [`claims`] | [`Claims`], the verified token payload, and its axum extractors (`Claims`, `Option<Claims>`) |
+//! | [`claims`] | [`Claims`] (the token payload, `did_core::Claims`, the type the node mints from) and [`VerifiedClaims`], the axum extractor (`VerifiedClaims`, `Option<VerifiedClaims>`) |
 //! | [`jwks`] | [`JwksCache`]: fetches the JWKS over HTTP, keeps the Ed25519 keys by `kid`, refetches on an unknown `kid` (rate-limited, single-flight) and when the set goes stale (`Cache-Control: max-age`, bounded; at most 60 s by default) |
 //! | `token_cache` | the bounded, sharded cache of already-verified tokens (blake3 of the token → claims), so a repeated token costs no signature check |
 //! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation (`sub` a DID, bounded `exp`, no future `iat`), the cache, counters; `verify_offline`, the synchronous parsing entry point |
@@ -25,14 +25,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use auth_layer::{AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, VerifierConfig};
+//! use auth_layer::{AuthLayer, AuthMode, JwksCache, JwksConfig, TokenVerifier, VerifiedClaims, VerifierConfig};
 //! use axum::{routing::get, Json, Router};
 //!
-//! async fn whoami(claims: Claims) -> Json<String> {
-//!     Json(claims.sub)
+//! async fn whoami(claims: VerifiedClaims) -> Json<String> {
+//!     Json(claims.sub.clone())
 //! }
 //!
-//! async fn greet(claims: Option<Claims>) -> String {
+//! async fn greet(claims: Option<VerifiedClaims>) -> String {
 //!     match claims {
 //!         Some(c) => format!("hello {}", c.sub),
 //!         None => "hello stranger".to_owned(),
@@ -60,8 +60,9 @@
 //! # }
 //! ```
 //!
-//! Handlers never read headers: `Claims` answers 401 when the request carries
-//! no verified claims, `Option<Claims>` is `None` then.
+//! Handlers never read headers: `VerifiedClaims` answers 401 when the request
+//! carries no verified claims, `Option<VerifiedClaims>` is `None` then. It
+//! dereferences to [`Claims`] (`claims.sub`, `claims.aud`, …).
 //!
 //! ## Security notes
 //!
@@ -92,7 +93,7 @@ mod token_cache;
 pub mod trusted_header;
 pub mod verifier;
 
-pub use claims::Claims;
+pub use claims::{Claims, VerifiedClaims};
 pub use error::{AuthError, JwksError, Reason};
 pub use jwks::{JwksCache, JwksConfig};
 pub use layer::{AuthLayer, AuthMode, AuthService};

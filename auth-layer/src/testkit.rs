@@ -81,20 +81,17 @@ impl TestIssuer {
         jwks(&[self])
     }
 
-    /// Claims valid from now for `lifetime`.
+    /// Claims valid from now for `lifetime`: exactly what a node mints for
+    /// a login (`did_core::Claims::for_login`, the function the node calls).
     pub fn claims(iss: &str, aud: &str, sub: &str, lifetime: Duration) -> Claims {
-        let now = now_secs();
-        Claims {
-            iss: iss.to_owned(),
-            sub: sub.to_owned(),
-            aud: aud.to_owned(),
-            iat: now,
-            nbf: now,
-            exp: now + lifetime.as_secs(),
-            jti: format!("{:032x}", rand::random::<u128>()),
-            auth_time: now,
-            amr: vec!["did-sig".to_owned()],
-        }
+        Claims::for_login(
+            iss,
+            sub,
+            aud,
+            now_secs(),
+            lifetime.as_secs(),
+            rand::random(),
+        )
     }
 
     /// A didmesh token: `alg: EdDSA`, `typ: JWT`, `kid`.
@@ -111,6 +108,12 @@ impl TestIssuer {
     }
 }
 
+/// Unix seconds now: the clock the verifier checks `exp` and `iat`
+/// against, for tests that build claims by hand.
+pub fn now() -> u64 {
+    now_secs()
+}
+
 /// A JWKS document holding the given issuers' keys.
 pub fn jwks(issuers: &[&TestIssuer]) -> serde_json::Value {
     serde_json::json!({ "keys": issuers.iter().map(|i| i.jwk()).collect::<Vec<_>>() })
@@ -120,4 +123,21 @@ pub fn jwks(issuers: &[&TestIssuer]) -> serde_json::Value {
 /// JSON payload, unpadded.
 pub fn forwarded_payload(claims: &Claims) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_claims_are_what_a_node_mints() {
+        let c = TestIssuer::claims("iss", "aud", "did:key:z6Mk", Duration::from_secs(60));
+        assert_eq!(c.amr, vec![did_core::proto::AMR_SOFTWARE_KEY.to_owned()]);
+        assert_eq!(c.amr, vec!["swk".to_owned()]);
+        assert_eq!(
+            (c.iat, c.nbf, c.auth_time, c.exp),
+            (c.iat, c.iat, c.iat, c.iat + 60)
+        );
+        assert!(c.jti.len() == 32 && c.jti.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
 }

@@ -129,7 +129,7 @@ where
             Some(claims) => {
                 request
                     .extensions_mut()
-                    .insert(VerifiedClaims(Arc::new(claims)));
+                    .insert(VerifiedClaims::new(Arc::new(claims)));
             }
             None if self.mode == AuthMode::Required => {
                 return reject(AuthError::MissingToken);
@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::{URL_SAFE as PADDED, URL_SAFE_NO_PAD};
 
-    const JSON: &str = r#"{"iss":"i","sub":"did:mesh:abc","aud":"a","iat":1,"nbf":1,"exp":2,"jti":"j","auth_time":1,"amr":["did-sig"]}"#;
+    const JSON: &str = r#"{"iss":"i","sub":"did:mesh:abc","aud":"a","iat":1,"nbf":1,"exp":2,"jti":"j","auth_time":1,"amr":["swk"]}"#;
 
     #[test]
     fn decodes_with_and_without_padding() {

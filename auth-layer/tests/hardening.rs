@@ -13,11 +13,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use auth_layer::testkit::{jwks, TestIssuer};
+use auth_layer::testkit::{jwks, now, TestIssuer};
 use auth_layer::{
-    AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, VerifierConfig,
+    AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, VerifiedClaims,
+    VerifierConfig,
 };
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
@@ -31,13 +32,6 @@ use tower::ServiceExt as _;
 const ISS: &str = "didmesh:test";
 const AUD: &str = "home-api";
 const SUB: &str = "did:mesh:aaaabbbbccccddddeeeeffffgggghhhh";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A JWKS endpoint with a settable document and `Cache-Control`.
 struct JwksServer {
@@ -104,7 +98,7 @@ fn app(verifier: &TokenVerifier) -> Router {
     Router::new()
         .route(
             "/me",
-            get(|claims: Claims| async move { Json(json!({ "sub": claims.sub })) }),
+            get(|claims: VerifiedClaims| async move { Json(json!({ "sub": claims.sub })) }),
         )
         .layer(AuthLayer::new(verifier.clone(), AuthMode::Required))
 }

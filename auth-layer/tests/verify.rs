@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use auth_layer::testkit::{forwarded_payload, jwks, TestIssuer};
+use auth_layer::testkit::{forwarded_payload, jwks, now, TestIssuer};
 use auth_layer::{
     AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, TrustedHeaderLayer,
-    VerifierConfig,
+    VerifiedClaims, VerifierConfig,
 };
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, Request, StatusCode};
@@ -25,13 +25,6 @@ use tower::ServiceExt as _;
 const ISS: &str = "didmesh:test";
 const AUD: &str = "home-api";
 const SUB: &str = "did:mesh:aaaabbbbccccddddeeeeffffgggghhhh";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A JWKS endpoint whose document the test can change, count and break.
 struct JwksServer {
@@ -104,26 +97,25 @@ async fn verifier(server: &JwksServer) -> TokenVerifier {
     verifier_with(server, |_, _| {}, true).await
 }
 
-/// `/whoami` takes `Option<Claims>`, `/me` takes `Claims`.
+/// `/whoami` takes `Option<VerifiedClaims>`, `/me` takes `VerifiedClaims`.
 fn app_with(layer: impl Into<Layered>) -> Router {
-    let router =
-        Router::new()
-            .route(
-                "/whoami",
-                get(|claims: Option<Claims>| async move {
-                    Json(json!({ "sub": claims.map(|c| c.sub) }))
-                }),
-            )
-            .route(
-                "/me",
-                get(|claims: Claims| async move { Json(json!({ "sub": claims.sub })) }),
-            )
-            .route(
-                "/authorization",
-                get(|headers: HeaderMap| async move {
-                    Json(json!({ "present": headers.contains_key(header::AUTHORIZATION) }))
-                }),
-            );
+    let router = Router::new()
+        .route(
+            "/whoami",
+            get(|claims: Option<VerifiedClaims>| async move {
+                Json(json!({ "sub": claims.map(|c| c.sub.clone()) }))
+            }),
+        )
+        .route(
+            "/me",
+            get(|claims: VerifiedClaims| async move { Json(json!({ "sub": claims.sub })) }),
+        )
+        .route(
+            "/authorization",
+            get(|headers: HeaderMap| async move {
+                Json(json!({ "present": headers.contains_key(header::AUTHORIZATION) }))
+            }),
+        );
     match layer.into() {
         Layered::Jwt(l) => router.layer(l),
         Layered::Trusted(l) => router.layer(l),
@@ -222,7 +214,7 @@ async fn no_token_passes_when_optional_and_is_refused_when_required() {
     let answer = send(&optional, "/whoami", &[]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["sub"], Value::Null);
-    // The `Claims` extractor itself refuses a request without claims.
+    // The `VerifiedClaims` extractor itself refuses a request without claims.
     let answer = send(&optional, "/me", &[]).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.body["error"], "missing_token");

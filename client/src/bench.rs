@@ -15,6 +15,10 @@
 
 use crate::error::ClientError;
 use crate::login::{check_challenge, Authority};
+use did_core::proto::{
+    ChallengeRequest, ChallengeResponse, TokenRequest, TokenResponse, CHALLENGE_PATH, OPS_PATH,
+    TOKEN_PATH,
+};
 use did_core::{DidState, Operation};
 use ed25519_dalek::SigningKey;
 use http_body_util::{BodyExt as _, Full};
@@ -23,8 +27,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -337,7 +340,7 @@ async fn register_dids(
                     serde_json::to_vec(&op).map_err(|e| ClientError::protocol(e.to_string()))?;
                 let req = request(
                     Method::POST,
-                    Uri::from_static("/v1/ops"),
+                    Uri::from_static(OPS_PATH),
                     &target.host,
                     body.into(),
                 );
@@ -347,8 +350,11 @@ async fn register_dids(
                 if !status.is_success() {
                     return Err(crate::node::node_error(status.as_u16(), &body));
                 }
-                let challenge_body = serde_json::to_vec(&serde_json::json!({ "did": did }))
-                    .map_err(|e| ClientError::protocol(e.to_string()))?;
+                let challenge_body = serde_json::to_vec(&ChallengeRequest {
+                    did: did.clone(),
+                    audience: None,
+                })
+                .map_err(|e| ClientError::protocol(e.to_string()))?;
                 made.push(BenchIdentity {
                     did,
                     key,
@@ -367,32 +373,11 @@ async fn register_dids(
     Ok(all)
 }
 
-#[derive(Deserialize)]
-struct ChallengeWire<'a> {
-    #[serde(borrow)]
-    nonce: Cow<'a, str>,
-    #[serde(borrow)]
-    message: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct TokenRequestWire<'a> {
-    did: &'a str,
-    nonce: &'a str,
-    signature: &'a str,
-}
-
-#[derive(Deserialize)]
-struct TokenWire<'a> {
-    #[serde(borrow)]
-    access_token: Cow<'a, str>,
-}
-
 /// One full login; `Err` carries a short reason.
 async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Result<(), String> {
     let req = request(
         Method::POST,
-        Uri::from_static("/v1/auth/challenge"),
+        Uri::from_static(CHALLENGE_PATH),
         &target.host,
         id.challenge_body.clone(),
     );
@@ -403,20 +388,20 @@ async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Resu
             crate::node::node_error(status.as_u16(), &body)
         ));
     }
-    let ch: ChallengeWire<'_> =
+    let ch: ChallengeResponse =
         serde_json::from_slice(&body).map_err(|e| format!("challenge: {e}"))?;
     check_challenge(&ch.message, &target.authority, &id.did, &ch.nonce, None)
         .map_err(|e| e.to_string())?;
     let signature = did_core::keys::sign_b64(&id.key, ch.message.as_bytes());
-    let token_body = serde_json::to_vec(&TokenRequestWire {
-        did: &id.did,
-        nonce: &ch.nonce,
-        signature: &signature,
+    let token_body = serde_json::to_vec(&TokenRequest {
+        did: id.did.clone(),
+        nonce: ch.nonce,
+        signature,
     })
     .map_err(|e| e.to_string())?;
     let req = request(
         Method::POST,
-        Uri::from_static("/v1/auth/token"),
+        Uri::from_static(TOKEN_PATH),
         &target.host,
         token_body.into(),
     );
@@ -427,7 +412,7 @@ async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Resu
             crate::node::node_error(status.as_u16(), &body)
         ));
     }
-    let token: TokenWire<'_> = serde_json::from_slice(&body).map_err(|e| format!("token: {e}"))?;
+    let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| format!("token: {e}"))?;
     if token.access_token.is_empty() {
         return Err("token: empty access_token".into());
     }

@@ -4,16 +4,17 @@
 //! nonce (`did_core::login`, modelled on Sign-In with Ethereum). A wallet
 //! that signs whatever a server sends could be made to sign a challenge that
 //! a phishing site relayed from the real node. So, as EIP-4361 §"Wallet
-//! implementer steps" asks, the wallet refuses unless:
+//! implementer steps" asks, the wallet reads the message with
+//! [`LoginChallenge::parse`] (which accepts only the exact layout a node
+//! writes) and refuses unless:
 //!
-//! 1. the first line's domain is the authority of the node URL the wallet
-//!    itself is talking to,
-//! 2. the second line is the DID the wallet is logging in as,
-//! 3. the `Nonce:` line is the nonce returned next to the message, and
-//! 4. (when the user asked for one) the `Audience:` line is that audience.
+//! 1. the domain is the authority of the node URL the wallet itself is
+//!    talking to,
+//! 2. the DID is the DID the wallet is logging in as,
+//! 3. the nonce is the nonce returned next to the message, and
+//! 4. (when the user asked for one) the audience is that audience.
 
-/// The first line of a challenge ends with this (EIP-4361 layout).
-const DOMAIN_SUFFIX: &str = " wants you to sign in with your DID:";
+use did_core::login::LoginChallenge;
 
 /// Why a challenge was not signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,68 +90,47 @@ impl std::fmt::Display for Authority {
     }
 }
 
-/// Checks a challenge before signing it (module doc, rules 1-4).
+/// Checks a challenge before signing it (module doc, rules 1-4); returns
+/// its fields as checked.
 pub fn check_challenge(
     message: &str,
     node: &Authority,
     did: &str,
     nonce: &str,
     audience: Option<&str>,
-) -> Result<(), ChallengeError> {
-    let mut lines = message.split('\n');
-    let first = lines.next().unwrap_or_default();
-    let domain = first
-        .strip_suffix(DOMAIN_SUFFIX)
-        .ok_or(ChallengeError::Malformed("first line"))?;
-    if Authority::parse(domain, node.port).as_ref() != Some(node) {
+) -> Result<LoginChallenge, ChallengeError> {
+    // Exactly one way to read the text: a message with, say, two `Nonce:`
+    // lines could show the user one and give the server another.
+    let challenge = LoginChallenge::parse(message).map_err(|e| ChallengeError::Malformed(e.0))?;
+    if Authority::parse(&challenge.domain, node.port).as_ref() != Some(node) {
         return Err(ChallengeError::DomainMismatch {
             expected: node.to_string(),
-            found: domain.to_string(),
+            found: challenge.domain,
         });
     }
-    let did_line = lines.next().unwrap_or_default();
-    if did_line != did {
+    if challenge.did != did {
         return Err(ChallengeError::DidMismatch {
             expected: did.to_string(),
-            found: did_line.to_string(),
+            found: challenge.did,
         });
     }
-    // Each field once: a message with two `Nonce:` lines could show the
-    // user one and give the server another.
-    let mut found_nonce = None;
-    let mut found_audience = None;
-    for line in lines {
-        if let Some(n) = line.strip_prefix("Nonce: ") {
-            if found_nonce.replace(n).is_some() {
-                return Err(ChallengeError::Malformed("two Nonce lines"));
-            }
-        } else if let Some(a) = line.strip_prefix("Audience: ") {
-            if found_audience.replace(a).is_some() {
-                return Err(ChallengeError::Malformed("two Audience lines"));
-            }
-        }
-    }
-    match found_nonce {
-        Some(n) if !nonce.is_empty() && n == nonce => {}
-        Some(_) => return Err(ChallengeError::NonceMismatch),
-        None => return Err(ChallengeError::Malformed("no Nonce line")),
+    if nonce.is_empty() || challenge.nonce != nonce {
+        return Err(ChallengeError::NonceMismatch);
     }
     if let Some(expected) = audience {
-        let found = found_audience.unwrap_or_default();
-        if found != expected {
+        if challenge.audience != expected {
             return Err(ChallengeError::AudienceMismatch {
                 expected: expected.to_string(),
-                found: found.to_string(),
+                found: challenge.audience,
             });
         }
     }
-    Ok(())
+    Ok(challenge)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use did_core::login::LoginChallenge;
 
     fn challenge(domain: &str) -> LoginChallenge {
         LoginChallenge {
@@ -269,10 +249,19 @@ mod tests {
         let n = node("http://127.0.0.1:7301");
         assert!(check_challenge("hello", &n, "did:mesh:aaaa", "00ff", None).is_err());
         let twice = format!("{}\nNonce: 1234", challenge("127.0.0.1:7301").message());
-        assert_eq!(
+        assert!(matches!(
             check_challenge(&twice, &n, "did:mesh:aaaa", "00ff", None),
-            Err(ChallengeError::Malformed("two Nonce lines"))
+            Err(ChallengeError::Malformed(_))
+        ));
+        // a relay that rewrites the URI line but keeps the first one
+        let relayed = challenge("127.0.0.1:7301").message().replace(
+            "URI: didmesh://127.0.0.1:7301",
+            "URI: didmesh://evil.example",
         );
+        assert!(matches!(
+            check_challenge(&relayed, &n, "did:mesh:aaaa", "00ff", None),
+            Err(ChallengeError::Malformed(_))
+        ));
         assert!(check_challenge("", &n, "", "", None).is_err());
     }
 }

@@ -1,56 +1,29 @@
 //! A small typed client for the node's HTTP API (DESIGN.md, "HTTP API"),
 //! used by the interactive commands. The load generator has its own
-//! lower-level client in [`crate::bench`].
+//! lower-level client in [`crate::bench`]. Both speak the bodies of
+//! [`did_core::proto`], the types the node itself serializes.
 
 use crate::error::ClientError;
 use crate::login::{check_challenge, Authority};
+use did_core::proto::{
+    ChallengeRequest, ChallengeResponse, ErrorBody, OpSubmitted, TokenRequest, CHALLENGE_PATH,
+    OPS_PATH, TOKEN_PATH, TOKEN_TYPE,
+};
 use did_core::{Cid, DidState, Operation};
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
+
+/// The answer to `POST /v1/auth/token` (RFC 6749 §5.1 names), what
+/// [`NodeClient::login`] returns; its `Debug` never shows the token.
+pub use did_core::proto::TokenResponse as Token;
 
 /// A request that takes longer fails rather than hanging the CLI.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest error body echoed from a node that did not answer JSON.
 const MAX_ECHO: usize = 200;
-
-/// The answer to `POST /v1/ops`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Submitted {
-    pub cid: String,
-    pub did: String,
-    #[serde(default)]
-    pub durable: bool,
-}
-
-/// The answer to `POST /v1/auth/challenge`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Challenge {
-    pub nonce: String,
-    pub message: String,
-    pub expires_at: u64,
-    pub audience: String,
-}
-
-/// The answer to `POST /v1/auth/token` (RFC 6749 §5.1 names).
-#[derive(Deserialize)]
-pub struct Token {
-    pub access_token: String,
-    pub token_type: String,
-    pub expires_in: u64,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a bearer credential: never in a debug print.
-        f.debug_struct("Token")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
 
 /// A DID's current head: what the next `update`/`deactivate` builds on.
 #[derive(Debug, Clone)]
@@ -108,11 +81,11 @@ impl NodeClient {
     }
 
     /// Submits a signed op; returns once the node holds it durably.
-    pub async fn submit(&self, op: &Operation) -> Result<Submitted, ClientError> {
+    pub async fn submit(&self, op: &Operation) -> Result<OpSubmitted, ClientError> {
         let resp = self
-            .send(self.http.post(self.url("/v1/ops")).json(op))
+            .send(self.http.post(self.url(OPS_PATH)).json(op))
             .await?;
-        let submitted: Submitted = json_ok(resp).await?;
+        let submitted: OpSubmitted = json_ok(resp).await?;
         if !submitted.durable {
             return Err(ClientError::protocol(
                 "the node did not confirm the op as durable",
@@ -244,13 +217,13 @@ impl NodeClient {
         &self,
         did: &str,
         audience: Option<&str>,
-    ) -> Result<Challenge, ClientError> {
-        let body = match audience {
-            Some(a) => json!({"did": did, "audience": a}),
-            None => json!({"did": did}),
+    ) -> Result<ChallengeResponse, ClientError> {
+        let body = ChallengeRequest {
+            did: did.to_string(),
+            audience: audience.map(str::to_string),
         };
         json_ok(
-            self.send(self.http.post(self.url("/v1/auth/challenge")).json(&body))
+            self.send(self.http.post(self.url(CHALLENGE_PATH)).json(&body))
                 .await?,
         )
         .await
@@ -262,9 +235,13 @@ impl NodeClient {
         nonce: &str,
         signature: &str,
     ) -> Result<Token, ClientError> {
-        let body = json!({"did": did, "nonce": nonce, "signature": signature});
+        let body = TokenRequest {
+            did: did.to_string(),
+            nonce: nonce.to_string(),
+            signature: signature.to_string(),
+        };
         json_ok(
-            self.send(self.http.post(self.url("/v1/auth/token")).json(&body))
+            self.send(self.http.post(self.url(TOKEN_PATH)).json(&body))
                 .await?,
         )
         .await
@@ -294,7 +271,7 @@ impl NodeClient {
         }
         let signature = did_core::keys::sign_b64(key, challenge.message.as_bytes());
         let token = self.token(did, &challenge.nonce, &signature).await?;
-        if !token.token_type.eq_ignore_ascii_case("bearer") {
+        if !token.token_type.eq_ignore_ascii_case(TOKEN_TYPE) {
             return Err(ClientError::protocol(format!(
                 "unexpected token type {:?}",
                 token.token_type
@@ -365,12 +342,6 @@ pub async fn json_ok<T: serde::de::DeserializeOwned>(
 /// The node's `{"error","reason"}` body as an error (or the raw text when
 /// the answer is not that shape, e.g. from a proxy).
 pub fn node_error(status: u16, body: &[u8]) -> ClientError {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: String,
-        #[serde(default)]
-        reason: String,
-    }
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => ClientError::Node {
             status,

@@ -3,124 +3,26 @@
 //! get → deactivate → login refused, plus the phishing check on a real
 //! challenge, a did:key login and a short bench run.
 //!
-//! Needs the node binary: `$DIDMESH_BIN_DIR/didmesh-node`, or
-//! `target/debug/didmesh-node` (`cargo build -p didmesh-node`). A missing
-//! binary fails the test with that hint; it never passes by skipping.
+//! The node is the real binary, started by the testkit (`didmesh-tests`):
+//! `$DIDMESH_BIN_DIR/didmesh-node`, or `target/debug/didmesh-node`
+//! (`cargo build -p didmesh-node`). A missing binary fails the test with
+//! that hint; it never passes by skipping.
 
-use base64::Engine as _;
+use didmesh_tests::{issuer, start_node, Node};
 use serde_json::Value;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 const PASS: &str = "end-to-end passphrase";
 
-/// The node binary: `$DIDMESH_BIN_DIR`, else next to this workspace's
-/// target folder. Panics with the command to build it when missing.
-fn node_binary() -> PathBuf {
-    let dir = match std::env::var_os("DIDMESH_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| manifest.join("..").join("target"))
-                .join("debug")
-        }
-    };
-    let bin = dir.join("didmesh-node");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p didmesh-node` (or set DIDMESH_BIN_DIR)",
-        bin.display()
-    );
-    bin
-}
-
-/// A node process, killed and its folder removed on drop.
-struct Node {
-    child: Child,
-    url: String,
-    addr: SocketAddr,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(bin: &Path) -> Node {
-        let data = tempfile::Builder::new()
-            .prefix("client-e2e-node-")
-            .tempdir()
-            .unwrap();
-        // A free port: bind 0, read it, release it for the node.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        // Replication is not under test: keep the node off the shared
-        // default p2p port when it has one.
-        let help = Command::new(bin)
-            .arg("--help")
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default();
-        let help = String::from_utf8_lossy(&help);
-        let p2p: &[&str] = if help.contains("--no-p2p") {
-            &["--no-p2p"]
-        } else if help.contains("--p2p-addr") {
-            &["--p2p-addr", "/ip4/127.0.0.1/tcp/0"]
-        } else {
-            &[]
-        };
-        let child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--http-addr", &addr.to_string(), "--auth-rate", "0"])
-            .args(p2p)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let node = Node {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-            _data: data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !node.healthy() {
-            assert!(
-                Instant::now() < deadline,
-                "didmesh-node did not become healthy on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        let mut answer = String::new();
-        s.write_all(req.as_bytes()).is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && answer.starts_with("HTTP/1.1 200")
-    }
+/// A node (no p2p: replication is not under test) on a temporary folder,
+/// removed after the node is killed.
+fn node() -> (Node, tempfile::TempDir) {
+    let data = tempfile::Builder::new()
+        .prefix("client-e2e-node-")
+        .tempdir()
+        .unwrap();
+    (start_node(data.path(), &["--no-p2p"]), data)
 }
 
 fn didmesh(wallet: &Path, args: &[&str]) -> Output {
@@ -155,18 +57,6 @@ fn err(o: Output, what: &str) -> String {
     String::from_utf8(o.stderr).unwrap()
 }
 
-/// The claims of a JWT (not verified here: the node's tests do that).
-fn claims(token: &str) -> Value {
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3, "not a JWT: {token}");
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(parts[1])
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn auth_keys(resolution: &Value) -> Vec<String> {
     resolution["didDocument"]["authentication"]
         .as_array()
@@ -180,7 +70,7 @@ fn auth_keys(resolution: &Value) -> Vec<String> {
 
 #[test]
 fn wallet_lifecycle_against_a_real_node() {
-    let node = Node::start(&node_binary());
+    let (node, _data) = node();
     let dir = tempfile::Builder::new()
         .prefix("client-e2e-")
         .tempdir()
@@ -211,7 +101,7 @@ fn wallet_lifecycle_against_a_real_node() {
         .to_string();
 
     let token = ok(didmesh(&w, &["login", "--audience", "home-api"]), "login");
-    let c = claims(&token);
+    let c = issuer::claims(&token);
     assert_eq!(c["sub"], did.as_str());
     assert_eq!(c["aud"], "home-api");
 
@@ -223,7 +113,7 @@ fn wallet_lifecycle_against_a_real_node() {
             &[
                 "login",
                 "--node",
-                &format!("http://localhost:{}", node.addr.port()),
+                &format!("http://localhost:{}", node.port),
             ],
         ),
         "login via another name",
@@ -288,7 +178,7 @@ fn wallet_lifecycle_against_a_real_node() {
     assert!(show.contains("retired") && show.contains(&key1), "{show}");
 
     let token = ok(didmesh(&w, &["login"]), "login after rotate");
-    assert_eq!(claims(&token)["sub"], did.as_str());
+    assert_eq!(issuer::claims(&token)["sub"], did.as_str());
 
     // get: logs in, then GETs with the bearer token
     let status = ok(didmesh(&w, &["get", &format!("{url}/v1/status")]), "get");
@@ -320,7 +210,7 @@ fn wallet_lifecycle_against_a_real_node() {
     let w2 = dir.path().join("keyonly.json");
     let did_key2 = ok(didmesh(&w2, &["wallet", "init"]), "wallet init");
     let token = ok(didmesh(&w2, &["login", "--node", url]), "did:key login");
-    assert_eq!(claims(&token)["sub"], did_key2.as_str());
+    assert_eq!(issuer::claims(&token)["sub"], did_key2.as_str());
 
     // Errors from the node read `error: <reason> (<code>, HTTP <status>)`.
     let unknown = err(
@@ -363,7 +253,7 @@ fn wallet_lifecycle_against_a_real_node() {
 /// fresh wallet, and the thief can no longer log in.
 #[test]
 fn a_recovery_key_takes_a_stolen_did_back() {
-    let node = Node::start(&node_binary());
+    let (node, _data) = node();
     let url = node.url.as_str();
     let dir = tempfile::Builder::new()
         .prefix("client-recover-")
@@ -403,29 +293,18 @@ fn a_recovery_key_takes_a_stolen_did_back() {
     ok(didmesh(&stolen, &["login"]), "the thief can log in now");
     let refused = err(didmesh(&daily, &["login"]), "owner's login after the theft");
     assert!(!refused.is_empty());
+    let recover = |wallet: &Path, new_key: &str| {
+        let args = ["did", "recover", "--node", url, "--did", &did];
+        didmesh(wallet, &[&args[..], &["--new-key", new_key]].concat())
+    };
     // The owner recovers with the offline recovery wallet.
-    let out = ok(
-        didmesh(
-            &recovery,
-            &[
-                "did",
-                "recover",
-                "--node",
-                url,
-                "--did",
-                &did,
-                "--new-key",
-                &fresh_key,
-            ],
-        ),
-        "did recover",
-    );
+    let out = ok(recover(&recovery, &fresh_key), "did recover");
     assert_eq!(out, did);
     let token = ok(
         didmesh(&fresh, &["login", "--node", url, "--did", &did]),
         "login with the fresh key",
     );
-    assert_eq!(claims(&token)["sub"], did.as_str());
+    assert_eq!(issuer::claims(&token)["sub"], did.as_str());
     err(
         didmesh(&stolen, &["login"]),
         "the thief's login after the recovery",
@@ -438,19 +317,7 @@ fn a_recovery_key_takes_a_stolen_did_back() {
     );
     // A wallet whose key is not the recovery key cannot recover.
     let e = err(
-        didmesh(
-            &fresh,
-            &[
-                "did",
-                "recover",
-                "--node",
-                url,
-                "--did",
-                &did,
-                "--new-key",
-                &recovery_key,
-            ],
-        ),
+        recover(&fresh, &recovery_key),
         "recover without the recovery key",
     );
     assert!(e.contains("priority-0"), "{e}");

@@ -488,8 +488,9 @@ impl Ledger {
     /// Validates `op` against the ledger without changing it.
     pub fn validate(&self, op: &Operation) -> Result<Check, OpError> {
         let form = op.check_form(&self.limits)?;
-        // Same CID = same bytes as an op that already verified: skip the
-        // signature (duplicates are the common case in gossip and sync).
+        // Same CID = the same signed body as an op that already verified
+        // (the CID covers every byte but the signatures): skip the
+        // signature; the held op's valid signature stands for it.
         if self.ops.contains_key(&form.cid) {
             return Ok(Check::Known(form.cid));
         }

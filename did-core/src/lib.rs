@@ -14,13 +14,19 @@
 //!   limits and self-checks; `did:mesh` identifiers.
 //! * [`ledger`] — the state machine: validation against `prev`, the fork
 //!   rule, the orphan pool, resolution, audit logs, set digests.
+//! * [`ingest`] — whether bytes from a peer are an acceptable op (size,
+//!   canonical parse, clock, known / new / orphan / invalid).
 //! * [`member`] — network membership: members, quorum co-signatures.
+//! * [`network`] — the network's genesis and the derivation of its id.
 //! * [`document`] — W3C DID documents and resolution results.
-//! * [`login`] — the EIP-4361-style challenge message and its verification.
-//! * [`claims`] — access-token claims.
+//! * [`login`] — the EIP-4361-style challenge message (render and parse)
+//!   and its verification.
+//! * [`proto`] — the HTTP wire vocabulary: challenge, token and op-submit
+//!   bodies, the error body, access-token [`Claims`].
 //! * [`sync`] — anti-entropy: range-based set reconciliation over op CIDs
 //!   (index, messages and their binary format, sessions) and the gossip
 //!   dedupe set.
+//! * [`sync_frame`] — the `/didmesh/sync/1` request and response bodies.
 //! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
 //!
 //! No tokio, axum, sled or libp2p here (STYLE.md rule 1).
@@ -29,21 +35,24 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod claims;
 pub mod document;
 pub mod encoding;
+pub mod ingest;
 pub mod keys;
 pub mod ledger;
 pub mod login;
 pub mod member;
+pub mod network;
 pub mod op;
+pub mod proto;
 pub mod sync;
+pub mod sync_frame;
 pub mod time;
 
-pub use claims::Claims;
 pub use encoding::Cid;
 pub use keys::PublicKey;
 pub use ledger::{Check, DidView, Ledger, Validated};
 pub use op::{
     DidState, Limits, OpError, OpKind, Operation, Relationship, Service, VerificationMethod,
 };
+pub use proto::Claims;

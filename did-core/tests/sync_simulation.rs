@@ -8,12 +8,21 @@
 //! lost, and for a while the network is cut in two. Once the partition heals
 //! and writes stop, every replica must hold the same ops and resolve every
 //! DID to the same head.
+//!
+//! Every op a replica receives goes through did-core's [`did_core::ingest`]
+//! verdicts, as on a node: `judge` for gossip, `judge_fetched` for fetches.
+//! A hostile network also tampers with some messages (a non-canonical
+//! encoding, a forged signature, truncated or oversized bytes): each must
+//! be refused (or, for a forged signature over a body already held, found
+//! known and not stored again), no honest op may be refused, and in the
+//! end every replica holds exactly the bytes that were written.
 
+use did_core::ingest::{judge, judge_fetched, Fetched, Verdict};
 use did_core::keys::public_of;
 use did_core::ledger::Ledger;
 use did_core::op::{did_from_genesis, DidState, Operation};
 use did_core::sync::{Message, Seen, Session, SyncConfig, SyncIndex};
-use did_core::Cid;
+use did_core::{Cid, Limits};
 use ed25519_dalek::SigningKey;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,6 +41,12 @@ const SYNC_RATE: f64 = 0.3;
 /// A session with no progress for this long is abandoned (lost messages).
 const SESSION_TIMEOUT: u64 = 10;
 const MAX_TICKS: u64 = 2_000;
+/// Unix time of tick 0: ops carry real times, so the clock check of
+/// `did_core::ingest` applies to them as on a node.
+const EPOCH: u64 = 1_800_000_000;
+/// Chance that the network adds a tampered copy of a gossip message, or
+/// swaps one op of a fetch response for a tampered copy.
+const TAMPER_RATE: f64 = 0.05;
 
 #[derive(Debug, Clone)]
 enum Payload {
@@ -41,8 +56,21 @@ enum Payload {
         bytes: Vec<u8>,
     },
     FetchRequest(Vec<Cid>),
-    FetchResponse(Vec<Vec<u8>>),
-    Gossip(Vec<u8>),
+    FetchResponse {
+        /// The requester's own record of what it asked for (a node keeps
+        /// it with the request).
+        asked: Vec<Cid>,
+        ops: Vec<Wire>,
+    },
+    Gossip(Wire),
+}
+
+/// Op bytes on the wire, and whether the network tampered with them
+/// (ground truth for the assertions; replicas never look at it).
+#[derive(Debug, Clone)]
+struct Wire {
+    bytes: Vec<u8>,
+    tampered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +108,10 @@ struct Stats {
     /// Ops that arrived before their parent and waited in the orphan pool.
     parked: u64,
     forks: u64,
+    /// Tampered messages (gossip or fetched ops) that reached a replica's
+    /// checks, and how many of those were refused as invalid.
+    tampered_judged: u64,
+    tampered_refused: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -103,6 +135,9 @@ struct Sim {
     writers: Vec<Writer>,
     next_session: u64,
     stats: Stats,
+    limits: Limits,
+    /// The canonical bytes of every op written, by CID.
+    written: BTreeMap<Cid, Vec<u8>>,
 }
 
 impl Sim {
@@ -137,6 +172,35 @@ impl Sim {
             writers: vec![],
             next_session: 0,
             stats: Stats::default(),
+            limits: Limits::default(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// What a replica's clock says now.
+    fn clock(&self) -> u64 {
+        EPOCH + self.now
+    }
+
+    /// A tampered copy of an op's bytes: each kind breaks one rule that
+    /// `did_core::ingest` or the ledger enforces.
+    fn tamper(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self.rng.gen_range(0..4) {
+            // Another encoding of the same op (another gossip message id).
+            0 => {
+                let v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+                serde_json::to_vec_pretty(&v).expect("json")
+            }
+            // A forged signature over the same body (so the same CID).
+            1 => {
+                let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+                let sig = v["sig"].as_str().expect("sig").to_string();
+                let first = if sig.starts_with('A') { "B" } else { "A" };
+                v["sig"] = serde_json::Value::String(format!("{first}{}", &sig[1..]));
+                did_core::encoding::canonical_value(&v).expect("canonical")
+            }
+            2 => bytes[..bytes.len() / 2].to_vec(),
+            _ => [bytes, &vec![b' '; self.limits.max_op_bytes][..]].concat(),
         }
     }
 
@@ -152,12 +216,14 @@ impl Sim {
         let size = match &payload {
             Payload::Sync { bytes, .. } => bytes.len(),
             Payload::FetchRequest(cids) => 32 * cids.len(),
-            Payload::FetchResponse(ops) => ops.iter().map(Vec::len).sum(),
-            Payload::Gossip(op) => op.len(),
+            Payload::FetchResponse { ops, .. } => ops.iter().map(|w| w.bytes.len()).sum(),
+            Payload::Gossip(op) => op.bytes.len(),
         } as u64;
         match &payload {
             Payload::Sync { .. } => self.stats.sync_bytes += size,
-            Payload::FetchRequest(_) | Payload::FetchResponse(_) => self.stats.fetch_bytes += size,
+            Payload::FetchRequest(_) | Payload::FetchResponse { .. } => {
+                self.stats.fetch_bytes += size
+            }
             Payload::Gossip(_) => self.stats.gossip_bytes += size,
         }
         self.stats.messages += 1;
@@ -204,7 +270,19 @@ impl Sim {
         for _ in 0..FANOUT {
             let to = self.random_peer(from);
             if to != except {
-                self.send(from, to, Payload::Gossip(bytes.to_vec()));
+                let honest = Wire {
+                    bytes: bytes.to_vec(),
+                    tampered: false,
+                };
+                self.send(from, to, Payload::Gossip(honest));
+                if self.rng.gen_bool(TAMPER_RATE) {
+                    let bytes = self.tamper(bytes);
+                    let bad = Wire {
+                        bytes,
+                        tampered: true,
+                    };
+                    self.send(from, to, Payload::Gossip(bad));
+                }
             }
         }
     }
@@ -214,7 +292,7 @@ impl Sim {
     /// sometimes on an older op (a fork).
     fn write(&mut self) {
         let at = self.rng.gen_range(0..REPLICAS);
-        let created_at = 1_000 + self.now;
+        let created_at = self.clock();
         let known: Vec<usize> = (0..self.writers.len())
             .filter(|i| {
                 self.replicas[at]
@@ -269,7 +347,10 @@ impl Sim {
         }
         self.stats.ops_written += 1;
         let bytes = op.canonical_bytes().expect("bytes");
-        self.replicas[at].seen.insert(cid);
+        self.written.insert(cid, bytes.clone());
+        // Gossip message ids are the hash of the message bytes (as on a
+        // node), not the op's CID, which covers the signed body only.
+        self.replicas[at].seen.insert(Cid::of(&bytes));
         let committed = self.ingest(at, op);
         assert_eq!(committed, vec![cid], "the writer holds the parent");
         self.gossip(at, at, &bytes);
@@ -298,16 +379,43 @@ impl Sim {
     fn deliver(&mut self, env: Envelope) {
         let Envelope { from, to, payload } = env;
         match payload {
-            Payload::Gossip(bytes) => {
-                let op = Operation::from_json(&bytes).expect("honest bytes");
-                let cid = op.cid().expect("cid");
-                if !self.replicas[to].seen.insert(cid) {
+            Payload::Gossip(Wire { bytes, tampered }) => {
+                if !self.replicas[to].seen.insert(Cid::of(&bytes)) {
                     return; // duplicate: already handled
                 }
-                // Forward only what validated and committed (an orphan
-                // cannot be validated yet; anti-entropy brings it later).
-                if self.ingest(to, op).contains(&cid) {
-                    self.gossip(to, from, &bytes);
+                let verdict = judge(
+                    &bytes,
+                    &self.replicas[to].ledger,
+                    &self.limits,
+                    self.clock(),
+                );
+                if tampered {
+                    self.stats.tampered_judged += 1;
+                    match verdict {
+                        Verdict::Invalid(_) => self.stats.tampered_refused += 1,
+                        // A forged signature over a body held already: known,
+                        // and the held bytes stay (checked at the end).
+                        Verdict::Known { .. } => {}
+                        other => panic!("a tampered op was not refused: {other:?}"),
+                    }
+                    return;
+                }
+                match verdict {
+                    // Forward only what validated and committed; a node
+                    // also forwards fresh known ones (gossipsub Accept),
+                    // which this traffic model leaves out.
+                    Verdict::New(v) => {
+                        let cid = v.cid;
+                        // Committed first, then the orphans it released.
+                        assert_eq!(self.ingest(to, v.op).first(), Some(&cid));
+                        self.gossip(to, from, &bytes);
+                    }
+                    // Parked in the orphan pool; anti-entropy brings the parent.
+                    Verdict::Orphan(op, _) => {
+                        self.ingest(to, *op);
+                    }
+                    Verdict::Known { .. } => {}
+                    other => panic!("an honest op was refused: {other:?}"),
                 }
             }
             Payload::Sync {
@@ -370,15 +478,54 @@ impl Sim {
                     .filter_map(|c| ledger.get(c))
                     .map(|s| s.bytes.clone())
                     .collect();
-                if !ops.is_empty() {
-                    self.send(to, from, Payload::FetchResponse(ops));
+                let mut wire = Vec::with_capacity(ops.len());
+                for bytes in ops {
+                    if self.rng.gen_bool(TAMPER_RATE) {
+                        let bytes = self.tamper(&bytes);
+                        wire.push(Wire {
+                            bytes,
+                            tampered: true,
+                        });
+                    } else {
+                        wire.push(Wire {
+                            bytes,
+                            tampered: false,
+                        });
+                    }
+                }
+                if !wire.is_empty() {
+                    let asked = cids;
+                    self.send(to, from, Payload::FetchResponse { asked, ops: wire });
                 }
             }
-            Payload::FetchResponse(ops) => {
+            Payload::FetchResponse { asked, ops } => {
                 // Sorted by CID, not by causality: children often come first.
-                for bytes in ops {
-                    let op = Operation::from_json(&bytes).expect("honest bytes");
-                    self.ingest(to, op);
+                for Wire { bytes, tampered } in ops {
+                    let ledger = &self.replicas[to].ledger;
+                    let verdict = judge_fetched(
+                        &bytes,
+                        |c| asked.contains(c),
+                        |c| ledger.contains(c),
+                        &self.limits,
+                        self.clock(),
+                    );
+                    if tampered {
+                        self.stats.tampered_judged += 1;
+                    }
+                    match verdict {
+                        Fetched::Take(r) if tampered => {
+                            // Screened only: the signature is the ledger's
+                            // (on a node, the writer's) to check.
+                            assert!(self.replicas[to].ledger.apply(r.op).is_err());
+                            self.stats.tampered_refused += 1;
+                        }
+                        Fetched::Take(r) => {
+                            self.ingest(to, r.op);
+                        }
+                        Fetched::Invalid(_) if tampered => self.stats.tampered_refused += 1,
+                        Fetched::Known => {}
+                        other => panic!("fetched op (tampered: {tampered}): {other:?}"),
+                    }
                 }
             }
         }
@@ -450,6 +597,10 @@ impl Sim {
         for r in &self.replicas {
             assert_eq!(r.index.len(), r.ledger.len(), "the index tracks the ledger");
             assert!(r.index.iter().eq(first.index.iter()));
+            for (cid, bytes) in &self.written {
+                let held = r.ledger.get(cid).map(|s| &s.bytes);
+                assert_eq!(held, Some(bytes), "a replica holds other bytes for {cid}");
+            }
         }
         Outcome {
             converged_at: self.now,
@@ -490,10 +641,20 @@ fn replicas_converge_despite_loss_and_partition() {
         worst = worst.max(o.converged_at - PARTITION.end);
         total.parked += s.parked;
         total.forks += s.forks;
+        total.tampered_judged += s.tampered_judged;
+        total.tampered_refused += s.tampered_refused;
     }
     println!("slowest convergence: {worst} ticks after healing");
     assert!(total.parked > 0, "orphans were exercised");
     assert!(total.forks > 0, "forks were exercised");
+    println!(
+        "tampered: {} judged, {} refused",
+        total.tampered_judged, total.tampered_refused
+    );
+    assert!(
+        total.tampered_refused > 0,
+        "tampering was exercised and refused"
+    );
 }
 
 #[test]

@@ -1,10 +1,15 @@
 //! Canonical-encoding test vectors. `vectors.json` holds, for fixed seeds,
 //! the op, the hex of its signing and signed bytes, the signature, the CID
-//! and the DID. `scripts/check_vectors.py` recomputes every field with
-//! Python's blake3 and cryptography packages, independently of this code.
+//! and the DID; a genesis with the bytes its network id hashes and the id;
+//! a login challenge and its message text. `scripts/check_vectors.py`
+//! recomputes every field with Python's json, blake3 and cryptography
+//! packages, independently of this code.
 //! Regenerate with `UPDATE_VECTORS=1 cargo test -p did-core --test vectors`.
 
 use did_core::keys::public_of;
+use did_core::login::LoginChallenge;
+use did_core::member::Member;
+use did_core::network::{id_preimage, Genesis};
 use did_core::op::{
     did_from_genesis, DidState, Operation, Relationship, Service, VerificationMethod,
 };
@@ -65,7 +70,68 @@ fn vectors() -> Value {
             entry("update-by-second-rotation-key", &seed_b, &update),
             entry("deactivate", &seed_a, &deactivate),
             entry("member-add-with-cosignature", &seed_a, &member_add),
-        ]
+        ],
+        "networks": [network_vector()],
+        "login_messages": [login_vector()],
+    })
+}
+
+/// A three-member genesis: network_id = "mesh-" + base32_lower(blake3(
+/// canonical JSON of {created_at, issuer, members, quorum}))[..16].
+fn network_vector() -> Value {
+    let seeds: Vec<[u8; 32]> = (1..=3u8).map(|i| [i; 32]).collect();
+    let members: Vec<Member> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Member::from_key(
+                &format!("node{}", i + 1),
+                public_of(&SigningKey::from_bytes(s)),
+            )
+        })
+        .collect();
+    let genesis = Genesis::new("https://didmesh.local", members, 2, 1_790_000_000).unwrap();
+    let preimage = id_preimage(
+        &genesis.issuer,
+        &genesis.members,
+        genesis.quorum,
+        genesis.created_at,
+    )
+    .unwrap();
+    json!({
+        "name": "three-founders-quorum-2",
+        "member_seeds_hex": seeds.iter().map(hex::encode).collect::<Vec<_>>(),
+        "genesis": genesis,
+        "id_preimage_hex": hex::encode(preimage),
+        "network_id": genesis.network_id,
+    })
+}
+
+/// The exact text a wallet signs for a login challenge.
+fn login_vector() -> Value {
+    let challenge = LoginChallenge {
+        domain: "127.0.0.1:7001".into(),
+        did: "did:mesh:fejkf6myyqkxiwhzrjucnlnezrgippxw".into(),
+        network_id: "mesh-abcdefghijklmnop".into(),
+        nonce: "00112233445566778899aabbccddeeff".into(),
+        audience: "home-api".into(),
+        issued_at: 1_790_000_000,
+        expires_at: 1_790_000_120,
+    };
+    assert_eq!(
+        LoginChallenge::parse(&challenge.message()).unwrap(),
+        challenge
+    );
+    json!({
+        "name": "challenge",
+        "domain": challenge.domain,
+        "did": challenge.did,
+        "network_id": challenge.network_id,
+        "nonce": challenge.nonce,
+        "audience": challenge.audience,
+        "issued_at": challenge.issued_at,
+        "expires_at": challenge.expires_at,
+        "message": challenge.message(),
     })
 }
 
@@ -81,6 +147,17 @@ fn vectors_file_matches_the_implementation() {
         stored, fresh,
         "encoding changed: that breaks every stored ledger"
     );
+    // the stored genesis checks, and the stored message parses back
+    for n in stored["networks"].as_array().unwrap() {
+        let genesis: Genesis = serde_json::from_value(n["genesis"].clone()).unwrap();
+        genesis.check().unwrap();
+        assert_eq!(genesis.network_id, n["network_id"]);
+    }
+    for m in stored["login_messages"].as_array().unwrap() {
+        let parsed = LoginChallenge::parse(m["message"].as_str().unwrap()).unwrap();
+        assert_eq!(parsed.nonce, m["nonce"]);
+        assert_eq!(parsed.issued_at, m["issued_at"]);
+    }
     // and every stored op parses back to the same bytes
     for v in stored["vectors"].as_array().unwrap() {
         let op = Operation::from_json(v["op"].to_string().as_bytes()).unwrap();

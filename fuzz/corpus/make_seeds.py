@@ -83,6 +83,16 @@ put(
     + b"".join(c for c in cids if c[0] >= 0x80)[:64],
 )
 
+# -- sync_frame: /didmesh/sync/1 bodies (did-core/src/sync_frame.rs) -------
+# First byte: 0 = request, 1 = response; then the body.
+put("sync_frame", "request-reconcile", b"\x00\x01" + b"\x01")
+put("sync_frame", "request-fetch", b"\x00\x02" + (3).to_bytes(2, "big") + b"".join(cids[:3]))
+op = bytes.fromhex(vectors[0]["op_bytes_hex"])
+put("sync_frame", "response-ops", b"\x01\x02" + (2).to_bytes(2, "big")
+    + b"".join(len(o).to_bytes(4, "big") + o for o in [op, b"{}"]))
+put("sync_frame", "response-busy", b"\x01\x03")
+put("sync_frame", "response-reconcile", b"\x01\x01\x01")
+
 # -- token_parse: EdDSA JWTs for the fuzz fixture (seed [7; 32], kid fuzz-key)
 try:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -100,7 +110,7 @@ try:
 
     claims = {"iss": "https://issuer.fuzz.invalid", "sub": "did:mesh:aaaa", "aud": "fuzz-app",
               "iat": 1700000000, "nbf": 1700000000, "exp": 4102444800, "jti": "j1",
-              "auth_time": 1700000000, "amr": ["did-sig"]}
+              "auth_time": 1700000000, "amr": ["swk"]}
     good = {"typ": "JWT", "alg": "EdDSA", "kid": "fuzz-key"}
     put("token_parse", "valid", jwt(good, claims))
     put("token_parse", "expired", jwt(good, dict(claims, exp=1700000001)))

@@ -140,6 +140,53 @@ pub fn sync_codec(data: &[u8]) {
     let _ = session.handle(sync_index(), data);
 }
 
+/// The `/didmesh/sync/1` frame bodies (`did_core::sync_frame`, what a node
+/// decodes from every sync request and response a peer sends). The first
+/// byte picks the side (even: request, odd: response), the rest is the
+/// body. For a body that decodes:
+/// * it re-encodes to exactly the same bytes (one encoding per value);
+/// * what it holds is within the limits (at most `MAX_FETCH_CIDS` CIDs or
+///   ops, each op at most `MAX_OP_WIRE_BYTES`), and a request never
+///   decodes as `Malformed` (that variant is the receiver's own verdict).
+pub fn sync_frame(data: &[u8]) {
+    use did_core::sync_frame::{SyncRequest, SyncResponse, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES};
+    let Some((side, body)) = data.split_first() else {
+        return;
+    };
+    if side % 2 == 0 {
+        let Ok(req) = SyncRequest::decode(body) else {
+            return;
+        };
+        assert_eq!(
+            req.encode(),
+            body,
+            "a decoded request re-encodes differently"
+        );
+        match &req {
+            SyncRequest::Fetch(cids) => {
+                assert!(!cids.is_empty() && cids.len() <= MAX_FETCH_CIDS)
+            }
+            SyncRequest::Reconcile(_) => {}
+            SyncRequest::Malformed(_) => panic!("decode produced Malformed"),
+        }
+    } else {
+        let Ok(resp) = SyncResponse::decode(body) else {
+            return;
+        };
+        assert_eq!(
+            resp.encode(),
+            body,
+            "a decoded response re-encodes differently"
+        );
+        if let SyncResponse::Ops(ops) = &resp {
+            assert!(ops.len() <= MAX_FETCH_CIDS);
+            assert!(ops
+                .iter()
+                .all(|o| !o.is_empty() && o.len() <= MAX_OP_WIRE_BYTES));
+        }
+    }
+}
+
 struct TokenFixture {
     runtime: tokio::runtime::Runtime,
     verifier: auth_layer::TokenVerifier,

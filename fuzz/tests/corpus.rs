@@ -37,6 +37,11 @@ fn sync_codec_corpus() {
 }
 
 #[test]
+fn sync_frame_corpus() {
+    run_corpus("sync_frame", didmesh_fuzz::sync_frame);
+}
+
+#[test]
 fn token_parse_corpus() {
     run_corpus("token_parse", didmesh_fuzz::token_parse);
 }
@@ -65,6 +70,12 @@ fn seeds_reach_past_the_parsers() {
     did_core::sync::Message::decode(&seed("sync_codec", "items-all")).unwrap();
     did_core::sync::Message::decode(&seed("sync_codec", "reply")).unwrap();
     did_core::sync::Message::decode(&seed("sync_codec", "split")).unwrap();
+    for name in ["request-fetch", "request-reconcile"] {
+        did_core::sync_frame::SyncRequest::decode(&seed("sync_frame", name)[1..]).unwrap();
+    }
+    for name in ["response-ops", "response-busy", "response-reconcile"] {
+        did_core::sync_frame::SyncResponse::decode(&seed("sync_frame", name)[1..]).unwrap();
+    }
     didmesh_client::wallet::parse_file(&seed("wallet_parse", "v2-with-did"), Path::new("s"))
         .unwrap();
     didmesh_client::wallet::parse_file(&seed("wallet_parse", "v1"), Path::new("s")).unwrap();

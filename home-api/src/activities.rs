@@ -1,11 +1,12 @@
 //! The one endpoint of the example: the home activities feed.
 //!
-//! The handler is identical in every auth mode: it takes `Option<Claims>`,
-//! which a layer filled in (or did not), and never looks at a header.
+//! The handler is identical in every auth mode: it takes
+//! `Option<VerifiedClaims>`, which a layer filled in (or did not), and never
+//! looks at a header.
 
 use std::borrow::Cow;
 
-use auth_layer::Claims;
+use auth_layer::{Claims, VerifiedClaims};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,6 @@ pub fn feed_for(claims: Option<&Claims>) -> HomeFeed {
 }
 
 /// `GET /api/activities/home`.
-pub async fn home(claims: Option<Claims>) -> Json<HomeFeed> {
-    Json(feed_for(claims.as_ref()))
+pub async fn home(claims: Option<VerifiedClaims>) -> Json<HomeFeed> {
+    Json(feed_for(claims.as_deref()))
 }

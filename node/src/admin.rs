@@ -1,7 +1,8 @@
 //! Administration commands: `init-network`, `member-add`, `member-remove`.
 
 use crate::config::MemberChange;
-use crate::identity::{self, Genesis, Member};
+use crate::identity::{self, Genesis, GenesisFile as _, Member};
+use did_core::proto::{ErrorBody, OpSubmitted, OPS_PATH};
 use did_core::{OpKind, Operation, PublicKey};
 use std::path::Path;
 
@@ -42,7 +43,7 @@ pub fn init_network(
             did_core::keys::public_of(&key),
         ));
     }
-    let genesis = Genesis::new(issuer, members, quorum, crate::now());
+    let genesis = Genesis::new(issuer, members, quorum, crate::now()).map_err(|e| e.to_string())?;
     genesis.save(&genesis_path).map_err(|e| e.to_string())?;
     for i in 1..=nodes {
         genesis
@@ -109,21 +110,31 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
     )
     .map_err(|e| e.to_string())?;
     let resp = client
-        .post(format!("{base}/v1/ops"))
+        .post(format!("{base}{OPS_PATH}"))
         .json(&op)
         .send()
         .await
         .map_err(|e| format!("{base}: {e}"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{base}{OPS_PATH}: reading the answer: {e}"))?;
     if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!(
-            "{} ({}, HTTP {})",
-            body["reason"].as_str().unwrap_or("refused"),
-            body["error"].as_str().unwrap_or("error"),
-            status.as_u16()
-        ))
+        let submitted: OpSubmitted = serde_json::from_slice(&body)
+            .map_err(|e| format!("{base}{OPS_PATH}: unexpected answer (HTTP {status}): {e}"))?;
+        return serde_json::to_value(submitted).map_err(|e| e.to_string());
     }
+    Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) if !e.reason.is_empty() => {
+            format!("{} ({}, HTTP {})", e.reason, e.error, status.as_u16())
+        }
+        Ok(e) => format!("refused ({}, HTTP {})", e.error, status.as_u16()),
+        // Not a node's error body (a proxy's page, say): show its start.
+        Err(_) => format!(
+            "refused (HTTP {}): {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+        ),
+    })
 }

@@ -20,8 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use did_core::document::{resolution_error, resolution_result};
+use did_core::proto::{
+    ChallengeRequest, ChallengeResponse, ErrorBody, OpSubmitted, TokenRequest, CHALLENGE_PATH,
+    OPS_PATH, TOKEN_PATH,
+};
 use did_core::{OpError, Operation};
-use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,11 +57,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({"error": self.error, "reason": self.reason})),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: self.error.to_string(),
+            reason: self.reason,
+        };
+        let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -134,21 +137,27 @@ impl From<AuthError> for ApiError {
 /// The node's router. `state` carries everything handlers need.
 pub fn router(state: Arc<NodeState>) -> Router {
     let auth_routes = Router::new()
-        .route("/v1/auth/challenge", post(challenge))
-        .route("/v1/auth/token", post(token))
+        .route(CHALLENGE_PATH, post(challenge))
+        .route(TOKEN_PATH, post(token))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth_rate_limit,
         ));
-    let ops_routes = Router::new().route("/v1/ops", post(submit_op)).route_layer(
-        middleware::from_fn_with_state(state.clone(), ops_rate_limit),
-    );
+    let ops_routes =
+        Router::new()
+            .route(OPS_PATH, post(submit_op))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                ops_rate_limit,
+            ));
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/status", get(status))
         .route(
             "/v1/network",
-            get(|State(s): State<Arc<NodeState>>| async move { Json(s.network_json()) }),
+            get(|State(s): State<Arc<NodeState>>| async move {
+                crate::views::network(&s).map(Json).map_err(ApiError::from)
+            }),
         )
         .route("/1.0/identifiers/{did}", get(resolve))
         .route("/v1/dids/{did}/log", get(did_log))
@@ -245,8 +254,10 @@ async fn ops_rate_limit(
     next.run(req).await
 }
 
-async fn status(State(state): State<Arc<NodeState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.status_json()))
+async fn status(
+    State(state): State<Arc<NodeState>>,
+) -> Result<Json<crate::views::Status>, ApiError> {
+    Ok(Json(crate::views::status(&state)?))
 }
 
 async fn submit_op(
@@ -264,24 +275,19 @@ async fn submit_op(
         did_core::OpKind::Create => None,
         _ => op.did.clone(),
     };
+    let answer = |cid: did_core::Cid| OpSubmitted {
+        cid: cid.to_string(),
+        did: did
+            .clone()
+            .unwrap_or_else(|| did_core::op::did_from_genesis(&cid)),
+        durable: true,
+    };
     match state.writer.submit(op, false).await {
         Ok(Submitted::Created(cid)) => {
             state.metrics.ops_accepted.inc();
-            let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({"cid": cid.to_string(), "did": did, "durable": true})),
-            )
-                .into_response())
+            Ok((StatusCode::CREATED, Json(answer(cid))).into_response())
         }
-        Ok(Submitted::Existing(cid)) => {
-            let did = did.unwrap_or_else(|| did_core::op::did_from_genesis(&cid));
-            Ok((
-                StatusCode::OK,
-                Json(json!({"cid": cid.to_string(), "did": did, "durable": true})),
-            )
-                .into_response())
-        }
+        Ok(Submitted::Existing(cid)) => Ok((StatusCode::OK, Json(answer(cid))).into_response()),
         Ok(Submitted::Orphaned) => Err(OpError::UnknownPrev("(parked)".into()).into()),
         Err(e) => {
             state.metrics.ops_rejected.inc();
@@ -379,14 +385,14 @@ async fn did_log(
     Ok(Json(json!({"did": did, "ops": entries})))
 }
 
-async fn jwks(State(state): State<Arc<NodeState>>) -> Response {
-    let mut r = Json(state.jwks_json()).into_response();
+async fn jwks(State(state): State<Arc<NodeState>>) -> Result<Response, ApiError> {
+    let mut r = Json(crate::views::jwks(&state)?).into_response();
     // Short cache (`--jwks-max-age`): a removed member's key must drop out
     // of relying parties' caches quickly.
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", state.jwks_max_age)) {
         r.headers_mut().insert(header::CACHE_CONTROL, v);
     }
-    r
+    Ok(r)
 }
 
 async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
@@ -394,8 +400,8 @@ async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Valu
     Json(json!({
         "issuer": state.genesis.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}/v1/auth/token"),
-        "didmesh_challenge_endpoint": format!("{base}/v1/auth/challenge"),
+        "token_endpoint": format!("{base}{TOKEN_PATH}"),
+        "didmesh_challenge_endpoint": format!("{base}{CHALLENGE_PATH}"),
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
@@ -405,13 +411,13 @@ async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Valu
     }))
 }
 
-async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
-    let mut r = state.metrics_text().into_response();
+async fn metrics(State(state): State<Arc<NodeState>>) -> Result<Response, ApiError> {
+    let mut r = crate::views::metrics_text(&state)?.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
-    r
+    Ok(r)
 }
 
 /// Only a current member (of the ledger's member set now) issues tokens.
@@ -426,17 +432,10 @@ fn require_member(state: &NodeState) -> Result<(), ApiError> {
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChallengeRequest {
-    did: String,
-    audience: Option<String>,
-}
-
 async fn challenge(
     State(state): State<Arc<NodeState>>,
     body: Result<Json<ChallengeRequest>, JsonRejection>,
-) -> Result<Json<crate::auth::ChallengeResponse>, ApiError> {
+) -> Result<Json<ChallengeResponse>, ApiError> {
     let Json(req) = body?;
     require_member(&state)?;
     let resp = state
@@ -450,14 +449,6 @@ async fn challenge(
         .inspect_err(|_| state.metrics.logins_failed.inc())?;
     state.metrics.challenges_issued.inc();
     Ok(Json(resp))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    did: String,
-    nonce: String,
-    signature: String,
 }
 
 async fn token(

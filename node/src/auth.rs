@@ -31,6 +31,7 @@
 
 use crate::didkey;
 use did_core::login::{verify_did_key_login, verify_login, LoginChallenge, LoginError};
+use did_core::proto::{ChallengeResponse, TokenResponse, TOKEN_TYPE};
 use did_core::{Claims, Ledger, PublicKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
@@ -149,24 +150,6 @@ impl Redeemed {
             .map(|m| m.len())
             .sum()
     }
-}
-
-/// A challenge as sent to the wallet.
-#[derive(Debug, serde::Serialize)]
-pub struct ChallengeResponse {
-    pub nonce: String,
-    pub message: String,
-    pub issued_at: u64,
-    pub expires_at: u64,
-    pub audience: String,
-}
-
-/// A token as sent to the wallet (RFC 6749 §5.1 field names).
-#[derive(Debug, serde::Serialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
 }
 
 /// The login service.
@@ -390,17 +373,14 @@ impl Authenticator {
         }
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
-        let claims = Claims {
-            iss: self.settings.issuer.clone(),
-            sub: did.to_string(),
-            aud: challenge.audience,
-            iat: now,
-            nbf: now,
-            exp: now + self.settings.token_ttl,
-            jti: hex(&jti),
-            auth_time: now,
-            amr: vec!["swk".into()],
-        };
+        let claims = Claims::for_login(
+            &self.settings.issuer,
+            did,
+            &challenge.audience,
+            now,
+            self.settings.token_ttl,
+            jti,
+        );
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
@@ -409,7 +389,7 @@ impl Authenticator {
         Ok((
             TokenResponse {
                 access_token,
-                token_type: "Bearer",
+                token_type: TOKEN_TYPE.to_string(),
                 expires_in: self.settings.token_ttl,
             },
             claims,

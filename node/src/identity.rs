@@ -1,15 +1,19 @@
-//! The node's member key (the key that signs tokens) and the network genesis.
+//! The node's member key (the key that signs tokens) and the network
+//! genesis file.
 //!
 //! The member key is kept in the data folder as `member-key.pem`
 //! (PKCS#8, RFC 8410, mode 0600) so any standard tool can read it. Its JWK
 //! `kid` is the RFC 7638 thumbprint, so every verifier computes the same id.
+//!
+//! What a genesis is and how its network id is derived lives in
+//! [`did_core::network`]; this module reads and writes `genesis.json`
+//! ([`GenesisFile`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use did_core::encoding::{base32_lower, canonical_json};
+use did_core::network::NetworkError;
 use did_core::PublicKey;
 use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -33,6 +37,8 @@ pub enum IdentityError {
     BadKey(String),
     #[error("{0}: not a valid genesis file: {1}")]
     BadGenesis(String, String),
+    #[error("invalid genesis: {0}")]
+    Genesis(#[from] NetworkError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -116,77 +122,32 @@ pub fn kid(key: &PublicKey) -> String {
 }
 
 pub use did_core::member::Member;
+pub use did_core::network::Genesis;
 
-/// What fixes a network. `network_id` is derived from the rest, so two
-/// networks with different members never share an id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Genesis {
-    pub network_id: String,
-    pub issuer: String,
-    pub members: Vec<Member>,
-    /// Signatures of current members needed for a membership change.
-    pub quorum: usize,
-    pub created_at: u64,
+/// Reading and writing `genesis.json` (pretty JSON of [`Genesis`]).
+pub trait GenesisFile: Sized {
+    /// Reads a genesis and checks it ([`Genesis::check`]): a file whose
+    /// `network_id` does not match its content is refused.
+    fn load(path: &Path) -> Result<Self, IdentityError>;
+    /// Writes the genesis (not atomically: it is written once, by
+    /// `init-network` or at a development node's first start).
+    fn save(&self, path: &Path) -> Result<(), IdentityError>;
 }
 
-impl Genesis {
-    /// Builds a genesis and derives its id.
-    pub fn new(issuer: &str, members: Vec<Member>, quorum: usize, created_at: u64) -> Genesis {
-        let mut g = Genesis {
-            network_id: String::new(),
-            issuer: issuer.to_string(),
-            members,
-            quorum,
-            created_at,
-        };
-        g.network_id = g.derived_id();
-        g
-    }
-
-    fn derived_id(&self) -> String {
-        let body = serde_json::json!({
-            "issuer": self.issuer,
-            "members": self.members,
-            "quorum": self.quorum,
-            "created_at": self.created_at,
-        });
-        let bytes = canonical_json(&body).unwrap_or_default();
-        format!(
-            "mesh-{}",
-            &base32_lower(blake3::hash(&bytes).as_bytes())[..16]
-        )
-    }
-
-    pub fn load(path: &Path) -> Result<Genesis, IdentityError> {
+impl GenesisFile for Genesis {
+    fn load(path: &Path) -> Result<Genesis, IdentityError> {
+        let bad = |why: String| IdentityError::BadGenesis(path.display().to_string(), why);
         let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let g: Genesis = serde_json::from_str(&text)
-            .map_err(|e| IdentityError::BadGenesis(path.display().to_string(), e.to_string()))?;
-        let bad =
-            |why: &str| IdentityError::BadGenesis(path.display().to_string(), why.to_string());
-        if g.network_id != g.derived_id() {
-            return Err(bad("network_id does not match its content"));
-        }
-        if g.members.is_empty() || g.quorum < g.members.len() / 2 + 1 || g.quorum > g.members.len()
-        {
-            return Err(bad(
-                "needs at least one member and a quorum between a strict majority and all members",
-            ));
-        }
+        let g: Genesis = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        g.check().map_err(|e| bad(e.to_string()))?;
         Ok(g)
     }
 
-    /// The membership rules the ledger enforces.
-    pub fn rules(&self) -> did_core::member::NetworkRules {
-        did_core::member::NetworkRules {
-            network_id: self.network_id.clone(),
-            founders: self.members.clone(),
-            quorum: self.quorum,
-        }
-    }
-
-    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+    fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        // An encoding failure is an error, never an empty file.
+        let text = serde_json::to_string_pretty(self).map_err(|e| {
+            IdentityError::BadGenesis(path.display().to_string(), format!("cannot encode: {e}"))
+        })?;
         std::fs::write(path, text + "\n").map_err(io(path))
     }
 }
@@ -203,6 +164,28 @@ mod tests {
             .unwrap();
         let key = PublicKey::from_bytes(&x.try_into().unwrap()).unwrap();
         assert_eq!(kid(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn genesis_files_round_trip_and_a_tampered_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(GENESIS_FILE);
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let me = Member::from_key("dev", did_core::keys::public_of(&key));
+        let g = Genesis::new("https://didmesh.local", vec![me], 1, 1_790_000_000).unwrap();
+        g.save(&path).unwrap();
+        assert_eq!(Genesis::load(&path).unwrap(), g);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("https://didmesh.local", "https://evil.example"),
+        )
+        .unwrap();
+        let err = Genesis::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("network_id does not match its content"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,14 @@
 //! * [`didkey`] — `did:key` resolution through ssi.
 //! * [`admin`] — `init-network`, `member-add`, `member-remove`.
 //! * [`api`] — the axum router and its one error type.
+//! * [`views`] — the typed JSON views (status, network, JWKS) and the
+//!   gauges of `/metrics`.
+//! * [`metrics`] — counters and the Prometheus text renderer.
 //! * [`p2p`] — libp2p: gossipsub push, anti-entropy pull, discovery.
+//!
+//! This file is the composition root: [`NodeState::open`] wires storage,
+//! the writer, the authenticator and the limiters together; `main` adds
+//! the p2p layer and [`serve`]. Behaviour lives in the modules above.
 //!
 //! ## Run
 //!
@@ -38,18 +45,20 @@ pub mod config;
 pub mod didkey;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod p2p;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod views;
 pub mod writer;
 
 use auth::{AuthSettings, Authenticator};
 use config::Config;
 use did_core::{Ledger, Limits};
-use identity::{Genesis, Member};
+use identity::{Genesis, GenesisFile as _, Member};
 use limits::PrefixLimiter;
-use std::sync::atomic::{AtomicU64, Ordering};
+use metrics::Metrics;
 use std::sync::{Arc, RwLock};
 use storage::Store;
 use writer::Writer;
@@ -70,32 +79,8 @@ pub enum NodeError {
     Storage(#[from] storage::StorageError),
     #[error("{0}")]
     Config(String),
-}
-
-/// A monotonically increasing Prometheus counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub ops_accepted: Counter,
-    pub ops_rejected: Counter,
-    pub challenges_issued: Counter,
-    pub tokens_issued: Counter,
-    pub logins_failed: Counter,
-    pub rate_limited: Counter,
-    pub ops_rate_limited: Counter,
-    pub panics: Counter,
+    #[error("cannot start the ledger writer thread: {0}")]
+    Writer(#[source] std::io::Error),
 }
 
 /// Everything the handlers share.
@@ -140,7 +125,8 @@ impl NodeState {
                     Genesis::load(&path)?
                 } else {
                     let me = Member::from_key("dev", public);
-                    let g = Genesis::new(&config.issuer, vec![me], 1, now());
+                    let g = Genesis::new(&config.issuer, vec![me], 1, now())
+                        .map_err(identity::IdentityError::from)?;
                     g.save(&path)?;
                     tracing::info!(network = %g.network_id, "created a one-member development network");
                     g
@@ -163,7 +149,7 @@ impl NodeState {
             "op log verified"
         );
         let ledger = Arc::new(RwLock::new(ledger));
-        let (writer, store) = Writer::start(store, ledger.clone());
+        let (writer, store) = Writer::start(store, ledger.clone()).map_err(NodeError::Writer)?;
         let public_url = config
             .public_url
             .clone()
@@ -257,168 +243,6 @@ impl NodeState {
     pub fn is_member(&self) -> bool {
         self.is_member_key(&self.me.key)
     }
-
-    /// The JWKS: every current member's token key.
-    pub fn jwks_json(&self) -> serde_json::Value {
-        let keys: Vec<_> = self
-            .ledger
-            .read()
-            .map(|l| l.members().iter().map(|m| identity::jwk(&m.key)).collect())
-            .unwrap_or_default();
-        serde_json::json!({ "keys": keys })
-    }
-
-    /// `/v1/network`: the genesis rules and the current member set.
-    pub fn network_json(&self) -> serde_json::Value {
-        let (members, head) = self
-            .ledger
-            .read()
-            .map(|l| {
-                (
-                    l.members().to_vec(),
-                    l.membership_head().map(|c| c.to_string()),
-                )
-            })
-            .unwrap_or_default();
-        serde_json::json!({
-            "network_id": self.genesis.network_id,
-            "issuer": self.genesis.issuer,
-            "quorum": self.genesis.quorum,
-            "founders": self.genesis.members,
-            "members": members,
-            "membership_head": head,
-        })
-    }
-
-    pub fn status_json(&self) -> serde_json::Value {
-        let (ops, dids, orphans, op_digest, state_digest) = match self.ledger.read() {
-            Ok(l) => (
-                l.len(),
-                l.did_count(),
-                l.orphan_count(),
-                hex(&l.op_set_digest()),
-                hex(&l.state_digest()),
-            ),
-            Err(_) => (0, 0, 0, String::new(), String::new()),
-        };
-        let (log_entries, log_head) = match self.store.read() {
-            Ok(s) => (s.count(), s.head_hex()),
-            Err(_) => (0, String::new()),
-        };
-        let p2p = match self.p2p.get() {
-            Some(c) => c.status_json(),
-            None => {
-                serde_json::json!({"peer_id": null, "listen_addrs": [], "peers": [], "banned_peers": [],
-                "replication": "no peers: this node runs alone"})
-            }
-        };
-        let mut status = serde_json::json!({
-            "node_did": self.me.node_did,
-            "member": self.is_member(),
-            "network_id": self.genesis.network_id,
-            "issuer": self.genesis.issuer,
-            "op_count": ops,
-            "did_count": dids,
-            "orphans": orphans,
-            "log_entries": log_entries,
-            "log_head": log_head,
-            "ledger_digest": op_digest,
-            "state_digest": state_digest,
-        });
-        if let (Some(status), serde_json::Value::Object(p2p)) = (status.as_object_mut(), p2p) {
-            status.extend(p2p);
-        }
-        status
-    }
-
-    pub fn metrics_text(&self) -> String {
-        let m = &self.metrics;
-        let (ops, dids) = self
-            .ledger
-            .read()
-            .map(|l| (l.len(), l.did_count()))
-            .unwrap_or((0, 0));
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        };
-        counter(
-            "didmesh_ops_accepted_total",
-            "Ops accepted through the API.",
-            m.ops_accepted.get(),
-        );
-        counter(
-            "didmesh_ops_rejected_total",
-            "Ops refused through the API.",
-            m.ops_rejected.get(),
-        );
-        counter(
-            "didmesh_challenges_issued_total",
-            "Login challenges issued.",
-            m.challenges_issued.get(),
-        );
-        counter(
-            "didmesh_tokens_issued_total",
-            "Access tokens issued.",
-            m.tokens_issued.get(),
-        );
-        counter(
-            "didmesh_logins_failed_total",
-            "Login steps refused.",
-            m.logins_failed.get(),
-        );
-        counter(
-            "didmesh_rate_limited_total",
-            "Auth requests refused by the rate limit.",
-            m.rate_limited.get(),
-        );
-        counter(
-            "didmesh_ops_rate_limited_total",
-            "Op submissions refused by the rate limit.",
-            m.ops_rate_limited.get(),
-        );
-        counter(
-            "didmesh_handler_panics_total",
-            "Requests answered 500 because a handler panicked.",
-            m.panics.get(),
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-            ));
-        };
-        gauge("didmesh_ledger_ops", "Ops held in the ledger.", ops as u64);
-        gauge(
-            "didmesh_ledger_dids",
-            "DIDs held in the ledger.",
-            dids as u64,
-        );
-        gauge(
-            "didmesh_nonces_redeemed",
-            "Redeemed login nonces remembered until they expire.",
-            self.auth.redeemed_nonces() as u64,
-        );
-        let limiter_keys = [&self.auth_limiter, &self.ops_limiter]
-            .into_iter()
-            .flatten()
-            .map(|l| l.len() as u64)
-            .sum();
-        gauge(
-            "didmesh_rate_limiter_keys",
-            "Client networks tracked by the rate limiters.",
-            limiter_keys,
-        );
-        if let Some(p2p) = self.p2p.get() {
-            out.push_str(&p2p.metrics_text());
-        }
-        out
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Serves the API on `listener` until `shutdown` completes, with the

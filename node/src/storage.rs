@@ -9,6 +9,14 @@
 //! re-hashed and the chain re-walked, so an altered, dropped or reordered
 //! entry makes the node refuse to start.
 //!
+//! sled can also lose data without an error: a `db` file cut short with no
+//! snapshot is recovered as an empty (or shorter) log. So after every group
+//! commit the store records what it has acknowledged — the count and chain
+//! hash — in a small file next to sled's own (`ledger.sled/didmesh-acked`,
+//! written by rename after sled's fsync, so it is never ahead of sled). On
+//! start a log shorter than that record, or whose chain differs at that
+//! point, is refused as damaged instead of silently serving less.
+//!
 //! A damaged sled folder (a truncated or garbled file) is refused with the
 //! same message: sled's own corruption errors are reported as damage, and
 //! a panic inside sled while it opens or reads the folder is caught and
@@ -19,6 +27,8 @@ use did_core::{Cid, Ledger, Operation};
 use std::path::Path;
 
 const HEAD_KEY: &[u8] = b"H";
+/// What the node has acknowledged (count ‖ chain hash), inside the sled folder.
+const ACKED_FILE: &str = "didmesh-acked";
 
 thread_local! {
     /// Set while [`Store::open`] runs on this thread.
@@ -78,6 +88,27 @@ pub struct Store {
     count: u64,
     /// Chain hash after the last entry.
     head: [u8; 32],
+    /// `ledger.sled/didmesh-acked` (module doc).
+    acked_path: std::path::PathBuf,
+}
+
+/// Reads the acknowledged-watermark file: `None` when absent.
+fn read_acked(path: &Path) -> Result<Option<(u64, [u8; 32])>, StorageError> {
+    match std::fs::read(path) {
+        Ok(v) if v.len() == 40 => {
+            let mut count = [0u8; 8];
+            count.copy_from_slice(&v[..8]);
+            let mut head = [0u8; 32];
+            head.copy_from_slice(&v[8..]);
+            Ok(Some((u64::from_be_bytes(count), head)))
+        }
+        Ok(_) => Err(StorageError::Damaged(format!(
+            "{} has the wrong size",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::Damaged(format!("{}: {e}", path.display()))),
+    }
 }
 
 fn log_key(n: u64) -> [u8; 9] {
@@ -128,6 +159,8 @@ impl Store {
             .open()
             .map_err(read_error)?;
         let log = db.open_tree("oplog").map_err(read_error)?;
+        let acked_path = dir.join("ledger.sled").join(ACKED_FILE);
+        let acked = read_acked(&acked_path)?;
         let tampered = |entry: u64, why: &str| StorageError::Tampered {
             entry,
             why: why.to_string(),
@@ -173,6 +206,20 @@ impl Store {
             }
             running = chain(&running, &cid);
             n += 1;
+            if let Some((count, head)) = acked {
+                if n == count && running != head {
+                    return Err(StorageError::Damaged(format!(
+                        "the op log differs from what this node acknowledged at entry {count}"
+                    )));
+                }
+            }
+        }
+        if let Some((count, _)) = acked {
+            if n < count {
+                return Err(StorageError::Damaged(format!(
+                    "the op log has {n} entries but this node acknowledged {count}: sled lost data"
+                )));
+            }
         }
         if n != want_count || running != want_head {
             return Err(tampered(
@@ -185,6 +232,7 @@ impl Store {
             log,
             count: n,
             head: running,
+            acked_path,
         })
     }
 
@@ -214,7 +262,20 @@ impl Store {
         self.db.flush().map_err(StorageError::Write)?;
         self.count = n;
         self.head = running;
-        Ok(())
+        self.record_acked()
+    }
+
+    /// Writes the acknowledged watermark (module doc). No fsync: the file
+    /// may lag sled after a power cut, which only weakens the check, never
+    /// refuses a good log.
+    fn record_acked(&self) -> Result<(), StorageError> {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v.extend_from_slice(&self.head);
+        let tmp = self.acked_path.with_extension("tmp");
+        std::fs::write(&tmp, &v)
+            .and_then(|()| std::fs::rename(&tmp, &self.acked_path))
+            .map_err(|e| StorageError::Write(sled::Error::Io(e)))
     }
 
     pub fn count(&self) -> u64 {

@@ -2,8 +2,15 @@
 //! them to the log in group commits (one fsync per batch), then makes them
 //! visible in the in-memory ledger and acknowledges them. An op is never
 //! visible or acknowledged before it is durable.
+//!
+//! A writer thread that cannot start is a start-up error
+//! ([`Writer::start`] fails, the node exits). A poisoned lock (some thread
+//! panicked while holding the ledger or the store) stops the writer: the
+//! requests in hand are answered with a storage error, later ones with
+//! `Unavailable` (503), and the log says to restart, which re-verifies the
+//! log and rebuilds the ledger from it.
 
-use crate::storage::{StorageError, Store};
+use crate::storage::Store;
 use did_core::{Check, Cid, Ledger, OpError, Operation, Validated};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -59,8 +66,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `store` and `ledger`.
-    pub fn start(store: Store, ledger: Arc<RwLock<Ledger>>) -> (Writer, Arc<RwLock<Store>>) {
+    /// Starts the writer thread over `store` and `ledger`; fails when the
+    /// thread cannot be spawned.
+    pub fn start(
+        store: Store,
+        ledger: Arc<RwLock<Ledger>>,
+    ) -> std::io::Result<(Writer, Arc<RwLock<Store>>)> {
         let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
         let (committed, _) = broadcast::channel(COMMITTED_CHANNEL);
         let store = Arc::new(RwLock::new(store));
@@ -72,10 +83,8 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || worker.run())
-            .map_err(|e| tracing::error!(error = %e, "cannot start the writer thread"))
-            .ok();
-        (Writer { tx, committed }, store)
+            .spawn(move || worker.run())?;
+        Ok((Writer { tx, committed }, store))
     }
 
     /// Submits an op and waits until it is durable (or refused).
@@ -141,13 +150,23 @@ impl WriterLoop {
                     Err(_) => break,
                 }
             }
-            pending = self.round(std::mem::take(&mut pending));
+            match self.round(std::mem::take(&mut pending)) {
+                Ok(retry) => pending = retry,
+                Err(Poisoned(what)) => {
+                    tracing::error!(
+                        "the {what} lock is poisoned; the ledger writer stops and the node \
+                         refuses writes: restart it (the op log is verified on start)"
+                    );
+                    return;
+                }
+            }
         }
     }
 
     /// One group commit. Returns requests to retry in the next round
-    /// (children whose parent is in this batch, and released orphans).
-    fn round(&mut self, requests: Vec<Request>) -> Vec<Request> {
+    /// (children whose parent is in this batch, and released orphans), or
+    /// [`Poisoned`] after answering every request in hand with an error.
+    fn round(&mut self, requests: Vec<Request>) -> Result<Vec<Request>, Poisoned> {
         let mut batch: Vec<(Validated, Reply)> = vec![];
         let mut in_batch: HashSet<Cid> = HashSet::new();
         let mut later = vec![];
@@ -155,7 +174,8 @@ impl WriterLoop {
         let mut dup_waiters = vec![];
         {
             let Ok(ledger) = self.ledger.read() else {
-                return vec![];
+                fail(requests.into_iter().map(|r| r.reply), LEDGER_POISONED);
+                return Err(Poisoned("ledger"));
             };
             for mut req in requests {
                 let check = match req.pre.take() {
@@ -177,8 +197,7 @@ impl WriterLoop {
                         if parent_in_batch {
                             later.push(req);
                         } else if req.allow_orphan {
-                            orphans.push(req.op);
-                            reply(req.reply, Ok(Submitted::Orphaned));
+                            orphans.push((req.op, req.reply));
                         } else {
                             reply(req.reply, Err(OpError::UnknownPrev(p).into()));
                         }
@@ -189,37 +208,55 @@ impl WriterLoop {
         }
         // Orphans wait in the ledger's bounded pool for their parent.
         if !orphans.is_empty() {
-            if let Ok(mut ledger) = self.ledger.write() {
-                for op in orphans {
-                    ledger.park_orphan(op);
-                }
+            let Ok(mut ledger) = self.ledger.write() else {
+                let replies = orphans.into_iter().map(|(_, r)| r);
+                let rest = later.into_iter().map(|r| r.reply);
+                let batch = batch.into_iter().map(|(_, r)| r);
+                fail(replies.chain(rest).chain(batch), LEDGER_POISONED);
+                return Err(Poisoned("ledger"));
+            };
+            for (op, r) in orphans {
+                ledger.park_orphan(op);
+                reply(r, Ok(Submitted::Orphaned));
             }
         }
         if batch.is_empty() {
-            return later;
+            return Ok(later);
         }
         let written = {
             let entries: Vec<(Cid, &[u8])> = batch
                 .iter()
                 .map(|(v, _)| (v.cid, v.bytes.as_slice()))
                 .collect();
-            match self.store.write() {
-                Ok(mut store) => store.append_durable(&entries),
-                Err(_) => Err(StorageError::Tampered {
-                    entry: 0,
-                    why: "store lock poisoned".into(),
-                }),
-            }
+            let Ok(mut store) = self.store.write() else {
+                let rest = later.into_iter().map(|r| r.reply);
+                fail(
+                    batch.into_iter().map(|(_, r)| r).chain(rest),
+                    "op log lock poisoned",
+                );
+                return Err(Poisoned("op log"));
+            };
+            store.append_durable(&entries)
         };
         if let Err(e) = written {
             tracing::error!(error = %e, "op log write failed; ops not acknowledged");
             for (_, r) in batch {
                 reply(r, Err(SubmitError::Storage(e.to_string())));
             }
-            return later;
+            return Ok(later);
         }
         let mut retry = later;
-        if let Ok(mut ledger) = self.ledger.write() {
+        {
+            let Ok(mut ledger) = self.ledger.write() else {
+                // Durable in the log, so a restart makes them visible;
+                // until then they are not acknowledged.
+                let rest = retry.into_iter().map(|r| r.reply);
+                fail(
+                    batch.into_iter().map(|(_, r)| r).chain(rest),
+                    "written to the op log but not applied: ledger lock poisoned",
+                );
+                return Err(Poisoned("ledger"));
+            };
             for (v, r) in batch {
                 let cid = v.cid;
                 let shared = Arc::new(v.clone());
@@ -239,12 +276,68 @@ impl WriterLoop {
         for (cid, r) in dup_waiters {
             reply(r, Ok(Submitted::Existing(cid)));
         }
-        retry
+        Ok(retry)
+    }
+}
+
+/// A lock the writer needs is poisoned; names it.
+struct Poisoned(&'static str);
+
+const LEDGER_POISONED: &str = "ledger lock poisoned";
+
+/// Answers every `replies` with a storage error.
+fn fail(replies: impl Iterator<Item = Reply>, why: &str) {
+    for r in replies {
+        reply(r, Err(SubmitError::Storage(why.into())));
     }
 }
 
 fn reply(to: Reply, r: Result<Submitted, SubmitError>) {
     if let Some(tx) = to {
         let _ = tx.send(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use did_core::keys::public_of;
+    use did_core::DidState;
+    use ed25519_dalek::SigningKey;
+
+    fn op(seed: u8) -> Operation {
+        let k = SigningKey::from_bytes(&[seed; 32]);
+        Operation::create(DidState::single_key(public_of(&k)), 1_800_000_000, &k).unwrap()
+    }
+
+    /// A poisoned ledger lock is an error the submitter sees, naming the
+    /// lock, and the writer stops (later submissions: unavailable), rather
+    /// than a dropped request and a writer carrying on with a ledger in an
+    /// unknown state.
+    #[tokio::test]
+    async fn a_poisoned_ledger_stops_the_writer_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::default();
+        let store = Store::open(dir.path(), &mut ledger).unwrap();
+        let ledger = Arc::new(RwLock::new(ledger));
+        let (writer, _store) = Writer::start(store, ledger.clone()).unwrap();
+        assert!(matches!(
+            writer.submit(op(1), false).await,
+            Ok(Submitted::Created(_))
+        ));
+        let poison = ledger.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poison.write().unwrap();
+            panic!("poison the ledger lock");
+        })
+        .join();
+        match writer.submit(op(2), false).await {
+            Err(SubmitError::Storage(why)) => assert!(why.contains("ledger lock"), "{why}"),
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+        assert!(matches!(
+            writer.submit(op(3), false).await,
+            Err(SubmitError::Unavailable)
+        ));
     }
 }

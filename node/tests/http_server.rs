@@ -2,30 +2,17 @@
 //! slowly is cut off after `--header-read-timeout`, and at
 //! `--max-connections` further clients wait until a slot frees.
 
-use clap::Parser as _;
-use didmesh_node::config::Config;
-use didmesh_node::NodeState;
+use didmesh_tests::router::RouterNode;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-/// Starts a node on a free loopback port; returns its address and the
-/// data folder (kept alive by the caller).
-async fn start(extra: &[&str]) -> (SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "didmesh-node",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--no-p2p",
-    ];
-    args.extend(extra);
-    let state = NodeState::open(&Config::parse_from(args)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(didmesh_node::serve(state, listener, std::future::pending()));
-    (addr, dir)
+/// A node served by its own accept loop on a free loopback port (the
+/// testkit's [`RouterNode`]); its address, and the node to keep alive.
+async fn start(extra: &[&str]) -> (SocketAddr, RouterNode) {
+    let node = RouterNode::start_with(extra).await;
+    (node.addr, node)
 }
 
 /// Reads until the peer closes (or the deadline); returns what came and
@@ -54,7 +41,7 @@ async fn get_healthz(addr: SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_slow_header_connection_is_closed_within_the_timeout() {
-    let (addr, _dir) = start(&["--header-read-timeout", "2"]).await;
+    let (addr, _node) = start(&["--header-read-timeout", "2"]).await;
     assert!(get_healthz(addr).await.starts_with("HTTP/1.1 200"));
 
     // Slowloris: a request line, then one header byte every 200 ms.
@@ -90,7 +77,7 @@ async fn a_slow_header_connection_is_closed_within_the_timeout() {
 
 #[tokio::test]
 async fn at_the_connection_cap_clients_wait_for_a_free_slot() {
-    let (addr, _dir) = start(&["--header-read-timeout", "2", "--max-connections", "2"]).await;
+    let (addr, _node) = start(&["--header-read-timeout", "2", "--max-connections", "2"]).await;
     // Two silent connections take both slots…
     let _a = TcpStream::connect(addr).await.unwrap();
     let _b = TcpStream::connect(addr).await.unwrap();

@@ -82,7 +82,7 @@ def serve():
 def mint(key: Ed25519PrivateKey, **overrides) -> str:
     now = int(time.time())
     claims = {"iss": ISSUER, "sub": SUB, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600,
-              "jti": str(uuid.uuid4()), "auth_time": now, "amr": ["did-sig"]}
+              "jti": str(uuid.uuid4()), "auth_time": now, "amr": ["swk"]}
     for name, value in overrides.items():
         if value is None:
             claims.pop(name, None)

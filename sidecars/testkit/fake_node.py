@@ -16,7 +16,6 @@ import os
 import ssl
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -86,7 +85,9 @@ class FakeNode:
             return {"keys": [jose.public_jwk(k) for k in self.published]}
 
     def mint(self, sub: str | None = None, *, key: Ed25519PrivateKey | None = None, ttl: int = 300, **claims) -> str:
-        """A token as the node issues it (claims can be overridden)."""
+        """A token as the node issues it (claims can be overridden): the claim
+        set of `did_core::Claims::for_login` — `jti` 16 random bytes in hex,
+        `amr` ["swk"] (RFC 8176, software-held key)."""
         key = key or self.member_key
         now = int(time.time())
         body = {
@@ -96,9 +97,9 @@ class FakeNode:
             "iat": now,
             "nbf": now,
             "exp": now + ttl,
-            "jti": str(uuid.uuid4()),
+            "jti": os.urandom(16).hex(),
             "auth_time": now,
-            "amr": ["did-sig"],
+            "amr": ["swk"],
         }
         body.update(claims)
         return jose.sign_eddsa({"alg": "EdDSA", "typ": "JWT", "kid": jose.jwk_thumbprint(key)}, body, key)

@@ -1,61 +1,37 @@
 //! Clusters of real nodes on loopback: a network genesis for N founders
 //! (`didmesh-node init-network`), nodes wired to each other with
-//! `--bootstrap`, op generation, concurrent submission, and polling for
+//! `--bootstrap`, concurrent op submission, and polling for peers and
 //! convergence.
 
-use crate::reqwest::{blocking_client, BlockingClient};
-use crate::{bin, start_node, Node};
-use did_core::keys::public_of;
-use did_core::{Cid, DidState, Operation};
-use ed25519_dalek::SigningKey;
+use crate::http::{blocking_client, BlockingClient};
+use crate::ops::{cid, create_op, key, update_op};
+use crate::spawn::{node_admin, Node, NodeCommand};
+use crate::{poll, start_node};
+use did_core::{Cid, Operation};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Runs `didmesh-node init-network --nodes n --out out`; returns the data
 /// folders `out/node1..n`.
 pub fn init_network(out: &Path, n: usize) -> Vec<PathBuf> {
-    let status = Command::new(bin("didmesh-node"))
-        .arg("init-network")
-        .arg("--nodes")
-        .arg(n.to_string())
-        .arg("--out")
-        .arg(out)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("init-network: {e}"));
-    assert!(status.success(), "init-network failed");
+    let nodes = n.to_string();
+    let args = [
+        "init-network".as_ref(),
+        "--nodes".as_ref(),
+        nodes.as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    let (ok, text) = node_admin(&args);
+    assert!(ok, "init-network failed: {text}");
     (1..=n).map(|i| out.join(format!("node{i}"))).collect()
 }
 
 /// `GET /v1/status` (Null if the node does not answer).
 pub fn status(c: &BlockingClient, url: &str) -> Value {
-    c.get_json(&format!("{url}/v1/status"))
-        .map(|a| a.body)
-        .unwrap_or(Value::Null)
-}
-
-/// Polls `f` every `every` until it returns `Some`, for at most `within`.
-pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
+    c.status(url)
 }
 
 /// The node's first p2p listen address with its peer id (what another node
@@ -63,7 +39,7 @@ pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<
 pub fn p2p_addr(node: &Node) -> String {
     let c = blocking_client();
     poll(Duration::from_secs(10), Duration::from_millis(50), || {
-        status(&c, &node.url)["listen_addrs"][0]
+        c.status(&node.url)["listen_addrs"][0]
             .as_str()
             .map(str::to_string)
     })
@@ -72,33 +48,12 @@ pub fn p2p_addr(node: &Node) -> String {
 
 /// Starts a node in `dir` that bootstraps from `peers`.
 pub fn start_peer(dir: &Path, peers: &[String], extra: &[&str]) -> Node {
-    let mut args: Vec<&str> = vec![];
-    for p in peers {
-        args.push("--bootstrap");
-        args.push(p);
-    }
-    args.extend_from_slice(extra);
-    start_node(dir, &args)
-}
-
-/// Starts the founders in `dirs`: the first alone, the others
-/// bootstrapping from it.
-pub fn start_cluster(dirs: &[PathBuf], extra: &[&str]) -> Vec<Node> {
-    let mut nodes = vec![];
-    let Some(first) = dirs.first() else {
-        return nodes;
-    };
-    nodes.push(start_node(first, extra));
-    let seed = p2p_addr(&nodes[0]);
-    for d in &dirs[1..] {
-        nodes.push(start_peer(d, std::slice::from_ref(&seed), extra));
-    }
-    nodes
+    NodeCommand::new(dir).bootstrap(peers).args(extra).start()
 }
 
 /// `(ledger_digest, state_digest, op_count)` of a node.
 pub fn digests(c: &BlockingClient, url: &str) -> Option<(String, String, u64)> {
-    let s = status(c, url);
+    let s = c.status(url);
     Some((
         s["ledger_digest"].as_str()?.to_string(),
         s["state_digest"].as_str()?.to_string(),
@@ -130,7 +85,7 @@ pub fn wait_peers(urls: &[&str], n: usize, within: Duration) -> bool {
     poll(within, Duration::from_millis(100), || {
         urls.iter()
             .all(|u| {
-                status(&c, u)["peers"]
+                c.status(u)["peers"]
                     .as_array()
                     .is_some_and(|p| p.len() >= n)
             })
@@ -139,48 +94,61 @@ pub fn wait_peers(urls: &[&str], n: usize, within: Duration) -> bool {
     .is_some()
 }
 
-/// A deterministic key for DID number `i` of stream `seed`.
-pub fn key(seed: u8, i: u32) -> SigningKey {
-    let mut s = [seed; 32];
-    s[..4].copy_from_slice(&i.to_le_bytes());
-    SigningKey::from_bytes(&s)
+/// The founders of a fresh `init-network`, running: node 1 alone, the
+/// others bootstrapping from it. Killed on drop.
+pub struct Cluster {
+    /// The founders' data folders, `out/node1..n`.
+    pub dirs: Vec<PathBuf>,
+    pub nodes: Vec<Node>,
 }
 
-/// A signed `create` for `key`, with its DID.
-pub fn create_op(key: &SigningKey) -> (Operation, String) {
-    let op = Operation::create(DidState::single_key(public_of(key)), now(), key)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let did = did_core::op::did_from_genesis(&cid(&op));
-    (op, did)
-}
-
-/// A signed `update` of `did` on `prev`, adding an alias.
-pub fn update_op(key: &SigningKey, did: &str, prev: Cid, alias: &str) -> Operation {
-    let mut state = DidState::single_key(public_of(key));
-    state.also_known_as.push(alias.to_string());
-    Operation::update(did, prev, state, now(), key).unwrap_or_else(|e| panic!("{e}"))
-}
-
-pub fn cid(op: &Operation) -> Cid {
-    op.cid().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `count` creates then one update each (2 * count ops) for stream `seed`.
-pub fn create_and_update_ops(seed: u8, count: u32) -> (Vec<Operation>, Vec<Operation>) {
-    let mut creates = vec![];
-    let mut updates = vec![];
-    for i in 0..count {
-        let k = key(seed, i);
-        let (c, did) = create_op(&k);
-        updates.push(update_op(
-            &k,
-            &did,
-            cid(&c),
-            &format!("at://s{seed}-u{i}.example"),
-        ));
-        creates.push(c);
+impl Cluster {
+    /// `init-network --nodes n --out out`, every founder started with
+    /// `extra`, and each connected to all the others (Kademlia introduces
+    /// the later ones to each other) within 20 s, or a panic.
+    pub fn start(out: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let dirs = init_network(out, n);
+        let nodes = start_cluster(&dirs, extra);
+        let cluster = Cluster { dirs, nodes };
+        assert!(
+            wait_peers(&cluster.urls(), n - 1, Duration::from_secs(20)),
+            "the {n} founders did not all connect to each other within 20 s"
+        );
+        cluster
     }
-    (creates, updates)
+
+    pub fn urls(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.url.as_str()).collect()
+    }
+
+    /// Node `i`'s URL (0-based).
+    pub fn url(&self, i: usize) -> &str {
+        &self.nodes[i].url
+    }
+
+    /// Node 1's p2p address, to bootstrap another node from.
+    pub fn seed(&self) -> String {
+        p2p_addr(&self.nodes[0])
+    }
+
+    /// [`wait_converged`] over every node.
+    pub fn wait_converged(&self, within: Duration) -> Result<(Duration, u64), String> {
+        wait_converged(&self.urls(), within)
+    }
+}
+
+/// Starts the nodes in `dirs`: the first alone, the others bootstrapping
+/// from it.
+pub fn start_cluster(dirs: &[PathBuf], extra: &[&str]) -> Vec<Node> {
+    let Some((first, rest)) = dirs.split_first() else {
+        return vec![];
+    };
+    let mut nodes = vec![start_node(first, extra)];
+    let seed = p2p_addr(&nodes[0]);
+    for d in rest {
+        nodes.push(start_peer(d, std::slice::from_ref(&seed), extra));
+    }
+    nodes
 }
 
 /// POSTs ops to `/v1/ops`, `concurrency` at a time, spreading them over
@@ -230,6 +198,34 @@ pub fn post_ops(urls: &[&str], ops: &[Operation], concurrency: usize) -> usize {
             .count()
             .await
     })
+}
+
+/// Creates DIDs of stream `seed` at `url` and updates each once, one op at
+/// a time, until `stop` is set or the node stops acknowledging (it was
+/// killed); each acknowledged op is passed to `acked` with its DID.
+pub fn write_stream(url: &str, seed: u8, stop: &AtomicBool, mut acked: impl FnMut(&str, Cid)) {
+    let c = blocking_client();
+    let acknowledged = |op: &Operation| {
+        c.try_submit(url, op)
+            .is_ok_and(|a| a.status == 201)
+            .then(|| cid(op))
+    };
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let k = key(seed, i);
+        let (create, did) = create_op(&k);
+        let Some(genesis) = acknowledged(&create) else {
+            return;
+        };
+        acked(&did, genesis);
+        let update = update_op(&k, &did, genesis, &format!("at://s{seed}-u{i}.example"));
+        let Some(head) = acknowledged(&update) else {
+            return;
+        };
+        acked(&did, head);
+    }
 }
 
 /// Reads a counter from `/metrics`.

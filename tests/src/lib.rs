@@ -1,29 +1,70 @@
-//! # didmesh-tests
+//! # didmesh-tests: the testkit
 //!
-//! Multi-process tests: they start the real `didmesh-node`, `home-api` and
-//! `didmesh` binaries on loopback, talk to them over HTTP and kill them with
-//! SIGKILL where a test needs a crash. This crate is the harness; the tests
-//! are in `tests/`.
+//! The one harness every Rust test of didmesh starts nodes with, and the
+//! home of the multi-process tests (`tests/`) that need several real
+//! processes. What it offers:
 //!
-//! Binaries are taken from `$DIDMESH_BIN_DIR`, else from the workspace's
-//! `target/debug` (which `cargo test --workspace` builds first).
+//! | need | here |
+//! | --- | --- |
+//! | a node in process: the node's own axum router driven with `oneshot`, also served on a loopback port | [`router::RouterNode`] |
+//! | the real `didmesh-node` binary, on a free port, killed on drop | [`spawn::NodeCommand`], [`start_node`] |
+//! | the real `home-api` binary | [`spawn::HomeApi`] |
+//! | `didmesh-node init-network` and its admin commands | [`cluster::init_network`], [`spawn::node_admin`] |
+//! | a cluster of founders bootstrapping from node 1, convergence and peer polling | [`cluster::Cluster`] |
+//! | login through the real client library (`NodeClient::login`, phishing checks included) | [`login`] |
+//! | a token issuer that mints with the node's own code | [`issuer::TokenIssuer`] |
+//! | signed ops: deterministic keys, creates, updates, rotation keys | [`ops`] |
+//! | a blocking HTTP client for plain `#[test]` functions | [`http`] |
+//!
+//! Users: `node/tests/*.rs` (in-process), `client/tests/end_to_end.rs` and
+//! `tests/tests/*.rs` (spawned binaries). The kit depends on the node and
+//! client libraries; those crates dev-depend on the kit, a cycle cargo
+//! accepts because it runs only through dev-dependencies.
+//!
+//! Binaries are taken from `$DIDMESH_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`,
+//! else the workspace's `target/debug` (`cargo build --workspace --bins`
+//! builds them; `cargo test` alone does not build other crates' binaries).
+//! A missing binary fails the test with that hint: no test passes by
+//! skipping.
 
 pub mod cluster;
+pub mod http;
+pub mod issuer;
+pub mod login;
+pub mod ops;
+pub mod router;
+pub mod spawn;
+
+pub use spawn::{node_admin, start_node, HomeApi, Node, NodeCommand, Proc};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the workspace's binaries are.
+/// Unix seconds now: the node's own clock helper, so ops made by tests and
+/// by the node agree on what "now" means.
+pub use didmesh_node::now;
+
+/// The node's configuration with no flags: its defaults (issuer,
+/// audience, token lifetime, …), read from the node's own `Config`.
+pub fn node_defaults() -> didmesh_node::config::Config {
+    use clap::Parser as _;
+    didmesh_node::config::Config::parse_from(["didmesh-node"])
+}
+
+/// Where the workspace's binaries are (module doc).
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("DIDMESH_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug")
 }
 
-/// Path of a workspace binary; panics with a hint if it was not built.
+/// Path of a workspace binary; panics with the command to build it when it
+/// is missing.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -42,191 +83,30 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// A running process, killed (SIGKILL) when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub name: String,
-}
-
-impl Proc {
-    /// SIGKILL, as a crash would.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A node started on a free port with its data in `dir`.
-pub struct Node {
-    pub proc: Proc,
-    pub url: String,
-    pub port: u16,
-    pub dir: PathBuf,
-}
-
-/// Starts `didmesh-node` and waits for `/healthz`. Unless `extra` says
-/// otherwise, the p2p layer listens on a free loopback port, and the
-/// per-network rate limits are off (`--auth-rate 0 --ops-rate 0`: the tests
-/// submit from one address; a flag in `extra` overrides them). With
-/// `DIDMESH_TEST_LOG=<filter>` set, each node's log goes to `<dir>.log`, or
-/// to `$DIDMESH_TEST_LOG_DIR/<http-port>.log` when that is set too.
-pub fn start_node(dir: &Path, extra: &[&str]) -> Node {
-    let port = free_port();
-    let mut cmd = Command::new(bin("didmesh-node"));
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--auth-rate")
-        .arg("0")
-        .arg("--ops-rate")
-        .arg("0");
-    if !extra.contains(&"--p2p-addr") && !extra.contains(&"--no-p2p") {
-        cmd.arg("--p2p-addr").arg("/ip4/127.0.0.1/tcp/0");
-    }
-    cmd.args(extra);
-    match std::env::var("DIDMESH_TEST_LOG") {
-        Ok(filter) => {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(match std::env::var_os("DIDMESH_TEST_LOG_DIR") {
-                    Some(d) => PathBuf::from(d).join(format!("{port}.log")),
-                    None => dir.with_extension("log"),
-                })
-                .unwrap_or_else(|e| panic!("log file: {e}"));
-            let out = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-            cmd.env("RUST_LOG", filter).stdout(out).stderr(log);
-        }
-        Err(_) => {
-            cmd.env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        }
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start didmesh-node: {e}"));
-    let url = format!("http://127.0.0.1:{port}");
-    let node = Node {
-        proc: Proc {
-            child,
-            name: "didmesh-node".into(),
-        },
-        url,
-        port,
-        dir: dir.to_path_buf(),
-    };
-    wait_healthy(&node.url, Duration::from_secs(20));
-    node
-}
-
-/// Polls `GET {url}/healthz` until it answers 200.
-pub fn wait_healthy(url: &str, within: Duration) {
+/// Polls `f` every `every` until it returns `Some`, for at most `within`.
+pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + within;
-    let client = reqwest::blocking_client();
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{url}/healthz")).send() {
-            if r.status().is_success() {
-                return;
-            }
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
     }
-    panic!("{url} did not become healthy within {within:?}");
 }
 
-/// A tiny blocking HTTP helper on top of reqwest's async client, so tests
-/// stay plain `#[test]` functions.
-pub mod reqwest {
-    pub use ::reqwest::Response;
-
-    pub struct BlockingClient {
-        rt: tokio::runtime::Runtime,
-        client: ::reqwest::Client,
-    }
-
-    pub struct Answer {
-        pub status: u16,
-        pub body: serde_json::Value,
-    }
-
-    impl Answer {
-        pub fn is_success(&self) -> bool {
-            (200..300).contains(&self.status)
-        }
-    }
-
-    pub struct Pending<'a> {
-        c: &'a BlockingClient,
-        req: ::reqwest::RequestBuilder,
-    }
-
-    impl Pending<'_> {
-        pub fn send(self) -> Result<Response, ::reqwest::Error> {
-            let req = self.req;
-            self.c.rt.block_on(async move { req.send().await })
-        }
-    }
-
-    impl BlockingClient {
-        pub fn get(&self, url: String) -> Pending<'_> {
-            Pending {
-                c: self,
-                req: self.client.get(url),
-            }
-        }
-
-        pub fn get_json(&self, url: &str) -> Result<Answer, ::reqwest::Error> {
-            self.rt.block_on(async {
-                let r = self.client.get(url).send().await?;
-                let status = r.status().as_u16();
-                let body = r.json().await.unwrap_or(serde_json::Value::Null);
-                Ok(Answer { status, body })
-            })
-        }
-
-        /// `GET url` with `Authorization: Bearer token`.
-        pub fn get_bearer(&self, url: &str, token: &str) -> Result<Answer, ::reqwest::Error> {
-            self.rt.block_on(async {
-                let r = self.client.get(url).bearer_auth(token).send().await?;
-                let status = r.status().as_u16();
-                let body = r.json().await.unwrap_or(serde_json::Value::Null);
-                Ok(Answer { status, body })
-            })
-        }
-
-        pub fn post_json(
-            &self,
-            url: &str,
-            body: &serde_json::Value,
-        ) -> Result<Answer, ::reqwest::Error> {
-            self.rt.block_on(async {
-                let r = self.client.post(url).json(body).send().await?;
-                let status = r.status().as_u16();
-                let body = r.json().await.unwrap_or(serde_json::Value::Null);
-                Ok(Answer { status, body })
-            })
-        }
-    }
-
-    pub fn blocking_client() -> BlockingClient {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
-        let _entered = rt.enter();
-        let client = ::reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|e| panic!("http client: {e}"));
-        drop(_entered);
-        BlockingClient { rt, client }
-    }
+/// Polls `GET {url}/healthz` until it answers 200; panics after `within`.
+pub fn wait_healthy(url: &str, within: Duration) {
+    let c = http::blocking_client();
+    let healthy = poll(within, Duration::from_millis(50), || {
+        c.get_json(&format!("{url}/healthz"))
+            .ok()
+            .filter(|a| a.status == 200)
+    });
+    assert!(
+        healthy.is_some(),
+        "{url} did not become healthy within {within:?}"
+    );
 }

@@ -11,13 +11,14 @@
 //! Each source address is a reqwest client bound to it (`local_address`):
 //! Linux routes all of 127.0.0.0/8 to the loopback interface.
 
-use did_core::keys::{public_of, sign_b64};
-use didmesh_tests::cluster::{create_op, key, metric};
-use didmesh_tests::{bin, free_port, start_node, wait_healthy, Proc};
+use did_core::keys::public_of;
+use didmesh_tests::cluster::metric;
+use didmesh_tests::login::login;
+use didmesh_tests::ops::{create_op, key};
+use didmesh_tests::{start_node, NodeCommand};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,29 +34,6 @@ const FLOOD_NETS: u8 = 5;
 const PER_NET: u8 = 240;
 /// Flood requests in flight at once.
 const FLOOD_WORKERS: usize = 64;
-
-/// Starts a lone node with the given extra flags (not through
-/// `start_node`, so the flood runs against the node's own defaults).
-fn lone_node(dir: &std::path::Path, extra: &[&str]) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new(bin("didmesh-node"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--http-addr", &format!("127.0.0.1:{port}"), "--no-p2p"])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let proc = Proc {
-        child,
-        name: "didmesh-node".into(),
-    };
-    wait_healthy(&url, Duration::from_secs(20));
-    (proc, url)
-}
 
 #[derive(Default)]
 struct Tally {
@@ -92,43 +70,15 @@ impl Tally {
     }
 }
 
-/// One full login (challenge, sign, token) from `client`; the status of
-/// the step that failed, or 200.
-async fn login(client: &reqwest::Client, url: &str, key: &SigningKey) -> Result<(), String> {
-    let did = public_of(key).did_key();
-    let r = client
-        .post(format!("{url}/v1/auth/challenge"))
-        .json(&json!({ "did": did }))
-        .send()
-        .await
-        .map_err(|e| format!("challenge: {e}"))?;
-    let status = r.status().as_u16();
-    let ch: Value = r.json().await.unwrap_or(Value::Null);
-    if status != 200 {
-        return Err(format!("challenge {status}: {ch}"));
-    }
-    let (Some(nonce), Some(message)) = (ch["nonce"].as_str(), ch["message"].as_str()) else {
-        return Err(format!("challenge without nonce: {ch}"));
-    };
-    let r = client
-        .post(format!("{url}/v1/auth/token"))
-        .json(&json!({"did": did, "nonce": nonce, "signature": sign_b64(key, message.as_bytes())}))
-        .send()
-        .await
-        .map_err(|e| format!("token: {e}"))?;
-    let status = r.status().as_u16();
-    let tok: Value = r.json().await.unwrap_or(Value::Null);
-    if status != 200 || !tok["access_token"].is_string() {
-        return Err(format!("token {status}: {tok}"));
-    }
-    Ok(())
-}
-
 #[test]
 fn a_login_flood_from_1200_addresses_does_not_lock_honest_users_out() {
     let dir = tempfile::tempdir().unwrap();
-    // The node's defaults (--auth-rate 50, bursts of 100), said out loud.
-    let (_node, url) = lone_node(dir.path(), &["--auth-rate", "50"]);
+    // The node's own rate limits (--auth-rate 50, bursts of 100), said out loud.
+    let node = NodeCommand::new(dir.path())
+        .node_rate_limits()
+        .args(["--auth-rate", "50", "--no-p2p"])
+        .start();
+    let url = node.url.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -173,19 +123,17 @@ fn a_login_flood_from_1200_addresses_does_not_lock_honest_users_out() {
                 }
             }));
         }
-        // The honest user, from 127.0.0.1, logs in every 100 ms meanwhile.
-        let honest = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        // The honest user, from 127.0.0.1, logs in every 100 ms meanwhile,
+        // through the client library as `didmesh login` does.
         let me = SigningKey::from_bytes(&[42; 32]);
+        let my_did = public_of(&me).did_key();
         let (mut ok, mut errors, mut worst) = (0u32, vec![], Duration::ZERO);
         tokio::time::sleep(Duration::from_millis(500)).await;
         while started.elapsed() < FLOOD && tally.total() < FLOOD_REQUESTS {
             let t = Instant::now();
-            match login(&honest, &url, &me).await {
-                Ok(()) => ok += 1,
-                Err(e) => errors.push(e),
+            match login(&url, &my_did, &me, None).await {
+                Ok(_) => ok += 1,
+                Err(e) => errors.push(e.to_string()),
             }
             worst = worst.max(t.elapsed());
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -196,9 +144,9 @@ fn a_login_flood_from_1200_addresses_does_not_lock_honest_users_out() {
         let flood_time = started.elapsed();
         // And right after the flood.
         for _ in 0..5 {
-            match login(&honest, &url, &me).await {
-                Ok(()) => ok += 1,
-                Err(e) => errors.push(e),
+            match login(&url, &my_did, &me, None).await {
+                Ok(_) => ok += 1,
+                Err(e) => errors.push(e.to_string()),
             }
         }
         (ok, errors, worst, flood_time)
@@ -283,9 +231,9 @@ fn an_op_burst_beyond_the_limit_gets_429_and_accepted_ops_are_durable() {
     );
     assert!((10..=12).contains(&accepted.len()), "{}", accepted.len());
 
-    node.proc.kill9();
+    node.kill9();
     let node = start_node(dir.path(), &["--no-p2p"]);
-    let c = didmesh_tests::reqwest::blocking_client();
+    let c = didmesh_tests::http::blocking_client();
     for (did, cid) in &accepted {
         let log = c
             .get_json(&format!("{}/v1/dids/{did}/log", node.url))
@@ -305,15 +253,9 @@ fn a_truncated_sled_file_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     {
         let node = start_node(dir.path(), &["--no-p2p"]);
-        let c = didmesh_tests::reqwest::blocking_client();
+        let c = didmesh_tests::http::blocking_client();
         for i in 0..5 {
-            let (op, _) = create_op(&key(202, i));
-            let a = c
-                .post_json(
-                    &format!("{}/v1/ops", node.url),
-                    &serde_json::to_value(&op).unwrap(),
-                )
-                .unwrap();
+            let a = c.submit(&node.url, &create_op(&key(202, i)).0);
             assert_eq!(a.status, 201, "{}", a.body);
         }
     } // SIGKILL
@@ -346,32 +288,16 @@ fn a_truncated_sled_file_is_refused_with_a_clear_message() {
             .set_len(len)
             .unwrap();
         let log = copy.path().join("stderr.log");
-        let mut child = Command::new(bin("didmesh-node"))
-            .arg("--data-dir")
-            .arg(copy.path())
-            .args([
-                "--http-addr",
-                &format!("127.0.0.1:{}", free_port()),
-                "--no-p2p",
-            ])
-            .env("RUST_LOG", "warn")
+        let mut node = NodeCommand::new(copy.path())
+            .arg("--no-p2p")
             .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+            .stderr_to(&log)
+            .spawn();
+        let status =
+            didmesh_tests::poll(Duration::from_secs(15), Duration::from_millis(50), || {
+                node.proc.child.try_wait().unwrap()
+            });
+        drop(node); // SIGKILL, if it did start
         let stderr = std::fs::read_to_string(&log).unwrap();
         println!("{name} truncated to {len} bytes: {status:?}\n{stderr}");
         let status = status.unwrap_or_else(|| panic!("{name}: the node started: {stderr}"));

@@ -10,11 +10,10 @@
 
 use did_core::keys::public_of;
 use did_core::{Cid, DidState, Operation};
-use didmesh_tests::cluster::{
-    cid, create_op, digests, init_network, key, metric, now, p2p_addr, poll, post_ops,
-    start_cluster, status, update_op, wait_converged, wait_peers,
-};
-use didmesh_tests::reqwest::blocking_client;
+use didmesh_tests::cluster::{digests, metric, p2p_addr, post_ops, status, Cluster};
+use didmesh_tests::http::{blocking_client, BlockingClient};
+use didmesh_tests::ops::{cid, create_op, key, update_op};
+use didmesh_tests::{now, poll};
 use ed25519_dalek::SigningKey;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, ValidationMode};
@@ -127,6 +126,60 @@ async fn drive(
     .is_ok()
 }
 
+/// Where a hostile peer attacks node `i` of a cluster: the ops topic of
+/// the network, the node's p2p address and peer id (from its status).
+struct Target {
+    topic: IdentTopic,
+    addr: Multiaddr,
+    id: PeerId,
+}
+
+fn target_of(c: &BlockingClient, cluster: &Cluster, i: usize) -> Target {
+    let s = status(c, cluster.url(i));
+    let network_id = s["network_id"].as_str().unwrap();
+    Target {
+        topic: IdentTopic::new(format!("/didmesh/{network_id}/ops/1")),
+        addr: p2p_addr(&cluster.nodes[i]).parse().unwrap(),
+        id: s["peer_id"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+/// A fresh hostile peer, subscribed to the topic and connected to `t`,
+/// once `t` has told it it is subscribed too (so publishing reaches it).
+/// Runs on `rt`, which must be entered.
+fn join(rt: &tokio::runtime::Runtime, t: &Target) -> Swarm<Hostile> {
+    let mut swarm = hostile_swarm();
+    swarm.behaviour_mut().gossipsub.subscribe(&t.topic).unwrap();
+    swarm.dial(t.addr.clone()).unwrap();
+    let subscribed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
+        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == t.id)
+    }));
+    assert!(
+        subscribed,
+        "the node never subscribed to the topic towards the hostile peer"
+    );
+    swarm
+}
+
+/// A two-node cluster that holds `honest` (posted to node 1), converged;
+/// the digests both nodes report.
+fn honest_cluster(tmp: &std::path::Path, honest: &[Operation]) -> (Cluster, (String, String, u64)) {
+    let cluster = Cluster::start(tmp, 2, &[]);
+    assert_eq!(post_ops(&cluster.urls()[..1], honest, 8), honest.len());
+    cluster.wait_converged(Duration::from_secs(20)).unwrap();
+    let before = digests(&blocking_client(), cluster.url(0)).unwrap();
+    (cluster, before)
+}
+
+/// A runtime for the hostile swarms; enter it before building one (a swarm
+/// spawns its connection tasks on the current runtime).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Forgeries around `good`, an honest create signed by `honest` that the
 /// cluster holds.
 fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
@@ -174,47 +227,17 @@ fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
 #[test]
 fn hostile_peer_is_refused_scored_down_and_banned() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = init_network(tmp.path(), 2);
-    let nodes = start_cluster(&dirs, &[]);
-    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
-    assert!(wait_peers(&urls, 1, Duration::from_secs(20)));
     // Some honest history, including the DID the hostile peer tries to hijack.
     let honest: Vec<Operation> = (0..20).map(|i| create_op(&key(90, i)).0).collect();
     let forged = forged_ops(&honest[0], &key(90, 0));
-    assert_eq!(post_ops(&urls[..1], &honest, 8), 20);
-    wait_converged(&urls, Duration::from_secs(20)).unwrap();
-    let c = blocking_client();
-    let before = digests(&c, urls[0]).unwrap();
-    let network_id = status(&c, urls[0])["network_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let topic = IdentTopic::new(format!("/didmesh/{network_id}/ops/1"));
-    let target: Multiaddr = p2p_addr(&nodes[0]).parse().unwrap();
-    let target_id: PeerId = status(&c, urls[0])["peer_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // The swarm spawns its connection tasks on the current runtime.
+    let (cluster, before) = honest_cluster(tmp.path(), &honest);
+    let (urls, c) = (cluster.urls(), blocking_client());
+    let t = target_of(&c, &cluster, 0);
+    let (topic, target, target_id) = (t.topic.clone(), t.addr.clone(), t.id);
+    let rt = runtime();
     let _runtime = rt.enter();
-    let mut swarm = hostile_swarm();
+    let mut swarm = join(&rt, &t);
     let hostile_id = *swarm.local_peer_id();
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(target.clone()).unwrap();
-    // Wait until node 1 has told us it is subscribed, so publishing reaches it.
-    let subscribed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
-        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
-    }));
-    assert!(
-        subscribed,
-        "node 1 never subscribed to the topic towards the hostile peer"
-    );
 
     let rejected_before = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0);
     for bytes in forged {
@@ -257,14 +280,8 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     // Nor does a fresh peer id from the same address: it starts distrusted
     // and its first invalid op gets it banned at once (three were needed
     // above; one alone would cost a trusted peer -10 of the -80 allowed).
-    let mut swarm3 = hostile_swarm();
+    let mut swarm3 = join(&rt, &t);
     let hostile3 = *swarm3.local_peer_id();
-    swarm3.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm3.dial(target.clone()).unwrap();
-    let subscribed = rt.block_on(drive(&mut swarm3, Duration::from_secs(15), |e| {
-        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
-    }));
-    assert!(subscribed, "node 1 refused the new identity outright");
     let s = status(&c, urls[0]);
     let entry = s["peers"]
         .as_array()
@@ -311,12 +328,11 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     // A second hostile peer sends garbage on the anti-entropy protocol.
     let mut swarm2 = hostile_swarm();
     let hostile2 = *swarm2.local_peer_id();
-    let target2: Multiaddr = p2p_addr(&nodes[1]).parse().unwrap();
-    let target2_id: PeerId = status(&c, urls[1])["peer_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let Target {
+        addr: target2,
+        id: target2_id,
+        ..
+    } = target_of(&c, &cluster, 1);
     swarm2.dial(target2).unwrap();
     let connected = rt.block_on(drive(&mut swarm2, Duration::from_secs(10), |e| {
         matches!(e, SwarmEvent::ConnectionEstablished { peer_id, .. } if *peer_id == target2_id)
@@ -362,7 +378,7 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     // And still replicate.
     let after: Vec<Operation> = (0..5).map(|i| create_op(&key(93, i)).0).collect();
     assert_eq!(post_ops(&urls[1..], &after, 4), 5);
-    let (_, n) = wait_converged(&urls, Duration::from_secs(15)).unwrap();
+    let (_, n) = cluster.wait_converged(Duration::from_secs(15)).unwrap();
     assert_eq!(n, 25);
 }
 
@@ -388,44 +404,16 @@ fn orphan_flood_is_capped_per_peer() {
     const FLOOD: u32 = 3000;
     const PER_PEER_CAP: u64 = 192;
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = init_network(tmp.path(), 2);
-    let nodes = start_cluster(&dirs, &[]);
-    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
-    assert!(wait_peers(&urls, 1, Duration::from_secs(20)));
     let honest: Vec<Operation> = (0..10).map(|i| create_op(&key(96, i)).0).collect();
-    assert_eq!(post_ops(&urls[..1], &honest, 8), 10);
-    wait_converged(&urls, Duration::from_secs(20)).unwrap();
-    let c = blocking_client();
-    let before = digests(&c, urls[0]).unwrap();
-    let network_id = status(&c, urls[0])["network_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let topic = IdentTopic::new(format!("/didmesh/{network_id}/ops/1"));
-    let target: Multiaddr = p2p_addr(&nodes[0]).parse().unwrap();
-    let target_id: PeerId = status(&c, urls[0])["peer_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (cluster, before) = honest_cluster(tmp.path(), &honest);
+    let (urls, c) = (cluster.urls(), blocking_client());
+    let t = target_of(&c, &cluster, 0);
+    let (topic, target_id) = (t.topic.clone(), t.id);
     let orphans = valid_orphans(FLOOD);
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _runtime = rt.enter();
-    let mut swarm = hostile_swarm();
+    let mut swarm = join(&rt, &t);
     let hostile_id = *swarm.local_peer_id();
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(target).unwrap();
-    let subscribed = rt.block_on(drive(&mut swarm, Duration::from_secs(15), |e| {
-        matches!(e, SwarmEvent::Behaviour(HostileEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })) if *peer_id == target_id)
-    }));
-    assert!(
-        subscribed,
-        "node 1 never subscribed towards the hostile peer"
-    );
     let received_before = metric(urls[0], "didmesh_p2p_gossip_received_total").unwrap_or(0.0);
 
     let sent = std::time::Instant::now();
@@ -533,6 +521,6 @@ fn orphan_flood_is_capped_per_peer() {
     assert_eq!(status(&c, urls[1])["orphans"], 0);
     let after: Vec<Operation> = (0..5).map(|i| create_op(&key(97, i)).0).collect();
     assert_eq!(post_ops(&urls[1..], &after, 4), 5);
-    let (_, n) = wait_converged(&urls, Duration::from_secs(15)).unwrap();
+    let (_, n) = cluster.wait_converged(Duration::from_secs(15)).unwrap();
     assert_eq!(n, 15);
 }

@@ -9,15 +9,18 @@
 //! state (ledger and state digests) and the fork must resolve by the rule
 //! (the higher-priority key's update wins), within a bound the test prints.
 //!
-//! Needs root and iproute2; skipped with the reason otherwise.
+//! Needs root and iproute2, so it is `#[ignore]`d for a plain `cargo test`
+//! and `scripts/test.sh` runs it explicitly (`--ignored`); run without
+//! root, it fails with the reason instead of passing.
 
-use did_core::keys::{public_of, sign_b64};
-use did_core::{DidState, Operation};
-use didmesh_tests::bin;
-use didmesh_tests::reqwest::{blocking_client, BlockingClient};
+use did_core::Operation;
+use didmesh_tests::cluster::init_network;
+use didmesh_tests::http::{blocking_client, BlockingClient};
+use didmesh_tests::ops::{create, state};
+use didmesh_tests::{now, Node, NodeCommand};
 use ed25519_dalek::SigningKey;
-use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use serde_json::Value;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Netns {
@@ -64,43 +67,57 @@ impl Netns {
         ip(&["link", "add", &net.bridge(), "type", "bridge"])?;
         ip(&["link", "set", &net.bridge(), "up"])?;
         for i in 1..=n {
-            let ns = net.ns(i);
-            ip(&["netns", "add", &ns])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&["netns", "add", &net.ns(i)])?;
+            ip(&["-n", &net.ns(i), "link", "set", "lo", "up"])?;
             // mesh link: host side on the bridge
-            let (m, mp) = (net.mesh_if(i), format!("{}mp{i}", net.tag));
-            ip(&["link", "add", &m, "type", "veth", "peer", "name", &mp])?;
-            ip(&["link", "set", &mp, "netns", &ns])?;
-            ip(&["link", "set", &m, "master", &net.bridge()])?;
-            ip(&["link", "set", &m, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", Self::mesh_ip(i)),
-                "dev",
-                &mp,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &mp, "up"])?;
+            let m = net.mesh_if(i);
+            net.veth(
+                i,
+                &m,
+                &format!("{}mp{i}", net.tag),
+                &Self::mesh_ip(i),
+                &["link", "set", &m, "master", &net.bridge()],
+            )?;
             // management link: a point-to-point veth to the host
-            let (g, gp) = (format!("{}g{i}", net.tag), format!("{}gp{i}", net.tag));
-            ip(&["link", "add", &g, "type", "veth", "peer", "name", &gp])?;
-            ip(&["link", "set", &gp, "netns", &ns])?;
-            ip(&["addr", "add", &format!("10.78.{i}.254/24"), "dev", &g])?;
-            ip(&["link", "set", &g, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", Self::mgmt_ip(i)),
-                "dev",
-                &gp,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &gp, "up"])?;
+            let g = format!("{}g{i}", net.tag);
+            let host_addr = format!("10.78.{i}.254/24");
+            net.veth(
+                i,
+                &g,
+                &format!("{}gp{i}", net.tag),
+                &Self::mgmt_ip(i),
+                &["addr", "add", &host_addr, "dev", &g],
+            )?;
         }
         Ok(net)
+    }
+
+    /// A veth pair `host`–`inner`: `inner` moved into namespace `i` with
+    /// address `inner_ip`/24 and up; `host_setup` (an `ip` command) run on
+    /// the host side, which then goes up.
+    fn veth(
+        &self,
+        i: usize,
+        host: &str,
+        inner: &str,
+        inner_ip: &str,
+        host_setup: &[&str],
+    ) -> Result<(), String> {
+        let ns = self.ns(i);
+        ip(&["link", "add", host, "type", "veth", "peer", "name", inner])?;
+        ip(&["link", "set", inner, "netns", &ns])?;
+        ip(host_setup)?;
+        ip(&["link", "set", host, "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{inner_ip}/24"),
+            "dev",
+            inner,
+        ])?;
+        ip(&["-n", &ns, "link", "set", inner, "up"])
     }
 
     fn set_mesh(&self, i: usize, up: bool) {
@@ -125,82 +142,33 @@ impl Drop for Netns {
     }
 }
 
-struct NsNode {
-    child: Child,
-    url: String,
-}
-
-impl Drop for NsNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_in_ns(net: &Netns, i: usize, dir: &std::path::Path, bootstrap: Option<&str>) -> NsNode {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &net.ns(i)])
-        .arg(bin("didmesh-node"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--http-addr", &format!("{}:7001", Netns::mgmt_ip(i))])
+/// Node `i` inside its namespace: HTTP on the management link, libp2p on
+/// the mesh link.
+fn start_in_ns(net: &Netns, i: usize, dir: &std::path::Path, bootstrap: &[String]) -> Node {
+    NodeCommand::new(dir)
+        .wrapped_in(&["ip", "netns", "exec", &net.ns(i)])
+        .http_addr(&format!("{}:7001", Netns::mgmt_ip(i)))
         .args([
             "--p2p-addr",
             &format!("/ip4/{}/tcp/7101", Netns::mesh_ip(i)),
         ])
-        .args(["--auth-rate", "0", "--sync-interval-ms", "500"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(b) = bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let child = cmd.spawn().unwrap();
-    let url = format!("http://{}:7001", Netns::mgmt_ip(i));
-    didmesh_tests::wait_healthy(&url, Duration::from_secs(20));
-    NsNode { child, url }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn status(c: &BlockingClient, url: &str) -> Value {
-    c.get_json(&format!("{url}/v1/status"))
-        .map(|a| a.body)
-        .unwrap_or(Value::Null)
+        .args(["--sync-interval-ms", "500"])
+        .bootstrap(bootstrap)
+        .start()
 }
 
 fn submit(c: &BlockingClient, url: &str, op: &Operation) {
-    let a = c
-        .post_json(&format!("{url}/v1/ops"), &serde_json::to_value(op).unwrap())
-        .unwrap();
+    let a = c.submit(url, op);
     assert!(a.is_success(), "{url}: {}", a.body);
 }
 
+/// A login through the client library: 200, or the status of the node's
+/// refusal.
 fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> u16 {
-    let ch = c
-        .post_json(&format!("{url}/v1/auth/challenge"), &json!({"did": did}))
-        .unwrap();
-    if !ch.is_success() {
-        return ch.status;
+    match c.login(url, did, key) {
+        Ok(_) => 200,
+        Err(e) => e.status().unwrap_or_else(|| panic!("login at {url}: {e}")),
     }
-    let msg = ch.body["message"].as_str().unwrap();
-    let body =
-        json!({"did": did, "nonce": ch.body["nonce"], "signature": sign_b64(key, msg.as_bytes())});
-    c.post_json(&format!("{url}/v1/auth/token"), &body)
-        .unwrap()
-        .status
-}
-
-fn head(c: &BlockingClient, url: &str, did: &str) -> Option<String> {
-    let a = c.get_json(&format!("{url}/1.0/identifiers/{did}")).ok()?;
-    a.body["didDocumentMetadata"]["versionId"]
-        .as_str()
-        .map(str::to_string)
 }
 
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -215,51 +183,40 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Durati
     start.elapsed()
 }
 
+/// A DID whose authentication key is made from `seed` and whose rotation
+/// keys are `rotation`, created by the first of them.
 fn create_did(seed: u8, rotation: &[&SigningKey]) -> (Operation, String) {
-    let auth = SigningKey::from_bytes(&[seed; 32]);
-    let mut state = DidState::single_key(public_of(&auth));
-    state.rotation_keys = rotation.iter().map(|k| public_of(k)).collect();
-    let op = Operation::create(state, now(), rotation[0]).unwrap();
-    let did = did_core::op::did_from_genesis(&op.cid().unwrap());
-    (op, did)
+    create(
+        state(rotation, &SigningKey::from_bytes(&[seed; 32])),
+        rotation[0],
+    )
 }
 
 #[test]
+#[ignore = "needs root and iproute2 (network namespaces); scripts/test.sh runs it with --ignored"]
 fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     let is_root = Command::new("id")
         .arg("-u")
         .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if !is_root || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIPPED partition test: needs root and iproute2 to create network namespaces");
-        return;
-    }
-    let net = match Netns::create(3) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIPPED partition test: cannot create network namespaces here: {e}");
-            return;
-        }
-    };
+        .is_ok_and(|o| o.stdout == b"0\n");
+    assert!(
+        is_root && Command::new("ip").arg("-V").output().is_ok(),
+        "the partition test needs root and iproute2 to create network namespaces"
+    );
+    let net =
+        Netns::create(3).unwrap_or_else(|e| panic!("cannot create network namespaces here: {e}"));
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("didmesh-node"))
-        .args(["init-network", "--nodes", "3", "--out"])
-        .arg(tmp.path().join("net"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let dir = |i: usize| tmp.path().join("net").join(format!("node{i}"));
+    let dirs = init_network(&tmp.path().join("net"), 3);
     let c = blocking_client();
-    let n1 = start_in_ns(&net, 1, &dir(1), None);
-    let peer1 = status(&c, &n1.url)["peer_id"].as_str().unwrap().to_string();
+    let n1 = start_in_ns(&net, 1, &dirs[0], &[]);
+    let peer1 = c.status(&n1.url)["peer_id"].as_str().unwrap().to_string();
     let boot = format!("/ip4/{}/tcp/7101/p2p/{peer1}", Netns::mesh_ip(1));
-    let n2 = start_in_ns(&net, 2, &dir(2), Some(&boot));
-    let n3 = start_in_ns(&net, 3, &dir(3), Some(&boot));
+    let n2 = start_in_ns(&net, 2, &dirs[1], std::slice::from_ref(&boot));
+    let n3 = start_in_ns(&net, 3, &dirs[2], std::slice::from_ref(&boot));
     let nodes = [&n1, &n2, &n3];
     wait_for("the nodes to connect", Duration::from_secs(30), || {
         nodes.iter().all(|n| {
-            status(&c, &n.url)["peers"]
+            c.status(&n.url)["peers"]
                 .as_array()
                 .is_some_and(|p| p.len() >= 2)
         })
@@ -274,7 +231,7 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     submit(&c, &n1.url, &shared_op);
     let genesis = shared_op.cid().unwrap();
     wait_for("the shared DID on node 3", Duration::from_secs(10), || {
-        head(&c, &n3.url, &shared).is_some()
+        c.head(&n3.url, &shared).is_some()
     });
 
     // --- cut node 3 off ---
@@ -285,11 +242,9 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     submit(&c, &n2.url, &a_op);
     submit(&c, &n3.url, &b_op);
     // conflicting updates of the shared DID on the two sides
-    let mut by_low = DidState::single_key(public_of(&SigningKey::from_bytes(&[230; 32])));
-    by_low.rotation_keys = vec![public_of(&high), public_of(&low)];
+    let by_low = state(&[&high, &low], &SigningKey::from_bytes(&[230; 32]));
     let low_op = Operation::update(&shared, genesis, by_low, now(), &low).unwrap();
-    let mut by_high = DidState::single_key(public_of(&SigningKey::from_bytes(&[231; 32])));
-    by_high.rotation_keys = vec![public_of(&high), public_of(&low)];
+    let by_high = state(&[&high, &low], &SigningKey::from_bytes(&[231; 32]));
     let high_op = Operation::update(&shared, genesis, by_high, now(), &high).unwrap();
     submit(&c, &n1.url, &low_op);
     submit(&c, &n3.url, &high_op);
@@ -299,7 +254,7 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     wait_for(
         "node 1 to learn the DID made on node 2",
         Duration::from_secs(10),
-        || head(&c, &n1.url, &a_did).is_some(),
+        || c.head(&n1.url, &a_did).is_some(),
     );
     assert_eq!(
         login(&c, &n1.url, &a_did, &a_key),
@@ -318,16 +273,16 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_ne!(
-        status(&c, &n1.url)["ledger_digest"],
-        status(&c, &n3.url)["ledger_digest"],
+        c.status(&n1.url)["ledger_digest"],
+        c.status(&n3.url)["ledger_digest"],
         "the cut holds"
     );
     assert_eq!(
-        head(&c, &n1.url, &shared),
+        c.head(&n1.url, &shared),
         Some(low_op.cid().unwrap().to_string())
     );
     assert_eq!(
-        head(&c, &n3.url, &shared),
+        c.head(&n3.url, &shared),
         Some(high_op.cid().unwrap().to_string())
     );
     println!("partition lasted {:?}", cut.elapsed());
@@ -335,7 +290,7 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     // --- heal ---
     net.set_mesh(3, true);
     let took = wait_for("convergence after healing", Duration::from_secs(60), || {
-        let s: Vec<Value> = nodes.iter().map(|n| status(&c, &n.url)).collect();
+        let s: Vec<Value> = nodes.iter().map(|n| c.status(&n.url)).collect();
         s.iter().all(|x| {
             x["ledger_digest"] == s[0]["ledger_digest"] && x["state_digest"] == s[0]["state_digest"]
         }) && s[0]["op_count"].as_u64() == Some(5)
@@ -344,12 +299,12 @@ fn partition_heals_to_one_state_and_the_fork_rule_decides() {
     let winner = high_op.cid().unwrap().to_string();
     for n in nodes {
         assert_eq!(
-            head(&c, &n.url, &shared).as_deref(),
+            c.head(&n.url, &shared).as_deref(),
             Some(winner.as_str()),
             "fork rule on {}",
             n.url
         );
-        assert!(head(&c, &n.url, &a_did).is_some() && head(&c, &n.url, &b_did).is_some());
+        assert!(c.head(&n.url, &a_did).is_some() && c.head(&n.url, &b_did).is_some());
         let log = c
             .get_json(&format!("{}/v1/dids/{shared}/log", n.url))
             .unwrap()

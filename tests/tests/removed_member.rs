@@ -4,16 +4,15 @@
 //! tokens that node signed before its removal within 60 s. Before protocol
 //! v2's fixes home-api kept accepting them for its 300 s refresh interval.
 
-use base64::Engine as _;
+use did_core::keys::sign_b64;
 use didmesh_tests::cluster::{init_network, p2p_addr, start_peer, wait_converged};
-use didmesh_tests::reqwest::{blocking_client, BlockingClient};
-use didmesh_tests::{bin, free_port, start_node, wait_healthy, Proc};
-use ed25519_dalek::{Signer as _, SigningKey};
-use serde_json::json;
-use std::process::{Command, Stdio};
+use didmesh_tests::http::{blocking_client, BlockingClient};
+use didmesh_tests::{node_admin, start_node, HomeApi};
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn challenge(c: &BlockingClient, url: &str, did: &str) -> serde_json::Value {
+fn challenge(c: &BlockingClient, url: &str, did: &str) -> Value {
     let a = c
         .post_json(
             &format!("{url}/v1/auth/challenge"),
@@ -24,17 +23,9 @@ fn challenge(c: &BlockingClient, url: &str, did: &str) -> serde_json::Value {
     a.body
 }
 
-fn redeem(
-    c: &BlockingClient,
-    url: &str,
-    did: &str,
-    ch: &serde_json::Value,
-    key: &SigningKey,
-) -> (u16, serde_json::Value) {
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        key.sign(ch["message"].as_str().unwrap().as_bytes())
-            .to_bytes(),
-    );
+/// `POST /v1/auth/token` for a challenge taken earlier.
+fn redeem(c: &BlockingClient, url: &str, did: &str, ch: &Value, key: &SigningKey) -> (u16, Value) {
+    let sig = sign_b64(key, ch["message"].as_str().unwrap().as_bytes());
     let a = c
         .post_json(
             &format!("{url}/v1/auth/token"),
@@ -52,62 +43,44 @@ fn a_removed_members_tokens_are_refused_within_a_minute() {
     let n1 = start_node(&dirs[0], &[]);
     let n4 = start_peer(&dirs[3], &[p2p_addr(&n1)], &[]);
     let c = blocking_client();
-    let port = free_port();
-    let genesis: serde_json::Value =
+    let genesis: Value =
         serde_json::from_str(&std::fs::read_to_string(net.join("genesis.json")).unwrap()).unwrap();
-    let child = Command::new(bin("home-api"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--jwks-url", &format!("{}/.well-known/jwks.json", n1.url)])
-        .args([
-            "--issuer",
-            genesis["issuer"].as_str().unwrap(),
-            "--audience",
-            "home-api",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _app = Proc {
-        child,
-        name: "home-api".into(),
-    };
-    let app = format!("http://127.0.0.1:{port}");
-    wait_healthy(&app, Duration::from_secs(20));
+    let app = HomeApi::start_with(&[
+        "--jwks-url",
+        &format!("{}/.well-known/jwks.json", n1.url),
+        "--issuer",
+        genesis["issuer"].as_str().unwrap(),
+        "--audience",
+        "home-api",
+    ]);
 
-    // A did:key user logs in at node 4: one token now, one challenge kept.
+    // A did:key user logs in at node 4 through the client library: one
+    // token now, and one challenge kept for later.
     let user = SigningKey::from_bytes(&[77; 32]);
     let did = did_core::keys::public_of(&user).did_key();
-    let (status, body) = redeem(&c, &n4.url, &did, &challenge(&c, &n4.url, &did), &user);
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_string();
+    let token = c.login(&n4.url, &did, &user).unwrap();
     let earlier = challenge(&c, &n4.url, &did);
-    let home = |t: &str| {
-        c.get_bearer(&format!("{app}/api/activities/home"), t)
-            .unwrap()
-            .status
-    };
+    let home = |t: &str| app.home(Some(t)).0;
     assert_eq!(home(&token), 200);
 
     // Members 1-3 remove node 4.
-    let out = Command::new(bin("didmesh-node"))
-        .args(["member-remove", "--node", &n1.url, "--member"])
-        .arg(&dirs[3])
-        .args(["--name", "node4"])
-        .args(["--sign-with"])
-        .arg(&dirs[0])
-        .args(["--sign-with"])
-        .arg(&dirs[1])
-        .args(["--sign-with"])
-        .arg(&dirs[2])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = |i: usize| dirs[i].to_str().unwrap();
+    let (ok, text) = node_admin(&[
+        "member-remove",
+        "--node",
+        &n1.url,
+        "--member",
+        dir(3),
+        "--name",
+        "node4",
+        "--sign-with",
+        dir(0),
+        "--sign-with",
+        dir(1),
+        "--sign-with",
+        dir(2),
+    ]);
+    assert!(ok, "{text}");
     let removed_at = Instant::now();
     wait_converged(&[&n1.url, &n4.url], Duration::from_secs(20)).unwrap();
 

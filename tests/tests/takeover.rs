@@ -8,58 +8,41 @@
 //!   "twin" with another CID that undoes later membership changes;
 //! * removed members sign a change on top of the op that added them.
 
-use base64::Engine as _;
 use did_core::keys::public_of;
 use did_core::member::Member;
-use did_core::op::{DidState, OpKind, Operation};
-use didmesh_tests::cluster::{init_network, now, p2p_addr, poll, start_peer, wait_converged};
-use didmesh_tests::reqwest::{blocking_client, BlockingClient};
-use didmesh_tests::{bin, start_node};
-use ed25519_dalek::{Signer as _, SigningKey};
-use serde_json::{json, Value};
-use std::process::Command;
+use did_core::op::{OpKind, Operation};
+use didmesh_tests::cluster::{init_network, Cluster};
+use didmesh_tests::http::{blocking_client, Answer, BlockingClient};
+use didmesh_tests::login::LoginError;
+use didmesh_tests::ops::state;
+use didmesh_tests::{node_admin, now, poll, start_node};
+use ed25519_dalek::SigningKey;
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::Duration;
 
-fn state(rot: &[&SigningKey], auth: &SigningKey) -> DidState {
-    let mut s = DidState::single_key(public_of(auth));
-    s.rotation_keys = rot.iter().map(|k| public_of(k)).collect();
-    s
-}
-
 fn submit(c: &BlockingClient, url: &str, op: &Operation) -> (u16, Value) {
-    let a = c
-        .post_json(&format!("{url}/v1/ops"), &serde_json::to_value(op).unwrap())
-        .unwrap();
-    (a.status, a.body)
+    let Answer { status, body } = c.submit(url, op);
+    (status, body)
 }
 
-/// A login through the node's HTTP API: challenge, sign, token.
-fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> (u16, Value) {
-    let ch = c
-        .post_json(&format!("{url}/v1/auth/challenge"), &json!({ "did": did }))
-        .unwrap();
-    if ch.status != 200 {
-        return (ch.status, ch.body);
+/// A login through the client library: the status, and the node's error
+/// code when it refused.
+fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> (u16, Option<String>) {
+    match c.login(url, did, key) {
+        Ok(_) => (200, None),
+        Err(LoginError::Refused { status, error, .. }) => (status, Some(error)),
+        Err(e) => panic!("login at {url}: {e}"),
     }
-    let message = ch.body["message"].as_str().unwrap();
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(key.sign(message.as_bytes()).to_bytes());
-    let t = c
-        .post_json(
-            &format!("{url}/v1/auth/token"),
-            &json!({ "did": did, "nonce": ch.body["nonce"], "signature": sig }),
-        )
-        .unwrap();
-    (t.status, t.body)
 }
 
 #[test]
 fn a_thief_with_a_rotated_out_key_cannot_take_the_did_on_any_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = init_network(&tmp.path().join("net"), 2);
-    let n1 = start_node(&dirs[0], &[]);
-    let n2 = start_peer(&dirs[1], &[p2p_addr(&n1)], &[]);
-    let urls = [n1.url.as_str(), n2.url.as_str()];
+    let cluster = Cluster::start(&tmp.path().join("net"), 2, &[]);
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let urls = cluster.urls();
     let c = blocking_client();
 
     // Recovery key R (priority 0, offline) and daily key K (priority 1).
@@ -77,7 +60,7 @@ fn a_thief_with_a_rotated_out_key_cannot_take_the_did_on_any_node() {
     // The owner rotates K -> N with K, as `didmesh did rotate` does.
     let rotate = Operation::update(&did, g, state(&[&r, &n], &n), t0 + 1, &k).unwrap();
     assert_eq!(submit(&c, &n1.url, &rotate).0, 201);
-    wait_converged(&urls, Duration::from_secs(20)).unwrap();
+    cluster.wait_converged(Duration::from_secs(20)).unwrap();
     assert_eq!(login(&c, &n2.url, &did, &n).0, 200, "owner logs in with N");
 
     // The thief, holding the old K, grinds updates on the same parent at
@@ -87,12 +70,12 @@ fn a_thief_with_a_rotated_out_key_cannot_take_the_did_on_any_node() {
         let (status, body) = submit(&c, &n2.url, &attack);
         assert!(status == 201 || status == 200, "{status} {body}");
     }
-    wait_converged(&urls, Duration::from_secs(20)).unwrap();
-    for url in urls {
-        let (status, body) = login(&c, url, &did, &thief);
-        assert_eq!(status, 403, "thief at {url}: {body}");
-        assert_eq!(body["error"], "did_disputed", "{body}");
-        let res = c.get_json(&format!("{url}/1.0/identifiers/{did}")).unwrap();
+    cluster.wait_converged(Duration::from_secs(20)).unwrap();
+    for &url in &urls {
+        let (status, error) = login(&c, url, &did, &thief);
+        assert_eq!(status, 403, "thief at {url}: {error:?}");
+        assert_eq!(error.as_deref(), Some("did_disputed"));
+        let res = c.resolve(url, &did);
         assert_eq!(res.status, 409, "{}", res.body);
         assert!(
             res.body["didDocumentMetadata"]["disputed"]["conflictingOps"]
@@ -112,37 +95,16 @@ fn a_thief_with_a_rotated_out_key_cannot_take_the_did_on_any_node() {
     // and the thief keeps trying afterwards
     let late = Operation::update(&did, g, state(&[&thief], &thief), t0 + 31, &k).unwrap();
     submit(&c, &n2.url, &late);
-    wait_converged(&urls, Duration::from_secs(20)).unwrap();
-    for url in urls {
+    cluster.wait_converged(Duration::from_secs(20)).unwrap();
+    for &url in &urls {
         assert_eq!(login(&c, url, &did, &fresh).0, 200, "owner at {url}");
         assert_eq!(login(&c, url, &did, &thief).0, 401, "thief at {url}");
         assert_eq!(login(&c, url, &did, &n).0, 401, "N was rotated away by R");
     }
 }
 
-fn node_cmd(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("didmesh-node"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn member_key(dir: &std::path::Path) -> SigningKey {
+fn member_key(dir: &Path) -> SigningKey {
     didmesh_node::identity::load_or_create_member_key(dir).unwrap()
-}
-
-fn jwks_keys(c: &BlockingClient, url: &str) -> usize {
-    c.get_json(&format!("{url}/.well-known/jwks.json"))
-        .unwrap()
-        .body["keys"]
-        .as_array()
-        .map_or(0, Vec::len)
 }
 
 #[test]
@@ -159,25 +121,15 @@ fn removed_members_and_cosignature_twins_cannot_undo_membership() {
             out.join("node1")
         })
         .collect();
-    let d = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let change =
-        |kind: &str, member: &std::path::Path, name: &str, signers: &[&std::path::Path]| {
-            let mut args = vec![
-                kind.to_string(),
-                "--node".into(),
-                node.url.clone(),
-                "--member".into(),
-                d(member),
-                "--name".into(),
-                name.into(),
-            ];
-            for s in signers {
-                args.push("--sign-with".into());
-                args.push(d(s));
-            }
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            node_cmd(&refs)
-        };
+    let change = |kind: &str, member: &Path, name: &str, signers: &[&Path]| {
+        let os = OsStr::new;
+        let mut args = vec![os(kind), os("--node"), os(&node.url)];
+        args.extend([os("--member"), member.as_os_str(), os("--name"), os(name)]);
+        for s in signers {
+            args.extend([os("--sign-with"), s.as_os_str()]);
+        }
+        node_admin(&args)
+    };
     let (n1, n2, n3) = (&dirs[0], &dirs[1], &dirs[2]);
     assert!(change("member-add", &extra[0], "node4", &[n1, n2]).0);
     // four members now: two signatures are not a majority
@@ -193,8 +145,8 @@ fn removed_members_and_cosignature_twins_cannot_undo_membership() {
         did_core::Cid::parse(network["membership_head"].as_str().unwrap()).unwrap();
     assert!(change("member-remove", &extra[0], "node4", &[n1, n2, n3]).0);
     assert!(change("member-remove", &extra[1], "node5", &[n1, n2, n3]).0);
-    assert_eq!(jwks_keys(&c, &node.url), 3);
-    let before = c.get_json(&format!("{}/v1/status", node.url)).unwrap().body;
+    assert_eq!(c.jwks_len(&node.url), 3);
+    let before = c.status(&node.url);
 
     // Removed node4 and node5 sign "remove node1" on the op that added
     // node5, grinding created_at: never a majority of the 5 members there.
@@ -264,7 +216,7 @@ fn removed_members_and_cosignature_twins_cannot_undo_membership() {
         "the same op, already held"
     );
     let after = poll(Duration::from_secs(5), Duration::from_millis(100), || {
-        let s = c.get_json(&format!("{}/v1/status", node.url)).ok()?.body;
+        let s = c.status(&node.url);
         (s["op_count"] != before["op_count"]).then_some(s)
     })
     .unwrap();
@@ -273,7 +225,7 @@ fn removed_members_and_cosignature_twins_cannot_undo_membership() {
         before["op_count"].as_u64().map(|n| n + 1)
     );
     assert_eq!(
-        jwks_keys(&c, &node.url),
+        c.jwks_len(&node.url),
         4,
         "node1..3 and node6, never node4/node5"
     );

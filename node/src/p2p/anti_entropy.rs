@@ -21,16 +21,19 @@
 //!
 //! The [`SharedIndex`] (the sorted CID set with range fingerprints) is built
 //! from the ledger at start and extended as ops commit (see
-//! [`super::gossip::run_publisher`]).
+//! [`super::publish::run_publisher`]).
+//!
+//! Fetched ops are judged by [`super::ingest`] (did-core's
+//! [`did_core::ingest::judge_fetched`]), the same checks gossip applies.
 //!
 //! A peer that answers with malformed messages or ops it was not asked for,
 //! or serves invalid ops, is punished (gossipsub application score).
 
 use super::codec::{SyncRequest, SyncResponse, MAX_FETCH_CIDS};
-use super::event_loop::{Command, SyncEvent};
-use super::gossip::Ingest;
-use super::{Client, P2pError};
+use super::event_loop::{Client, P2pError, SyncEvent};
+use super::ingest::Ingest;
 use crate::writer::{SubmitError, Submitted};
+use did_core::ingest::{self as verdicts, Received};
 use did_core::sync::{Message, Reconciler, Session, SyncConfig, SyncIndex};
 use did_core::{Cid, Ledger, OpError, Operation};
 use libp2p::request_response::ResponseChannel;
@@ -251,12 +254,8 @@ impl AntiEntropy {
             self.serving.clone().try_acquire_owned().ok()
         };
         let Some(permit) = permit else {
-            let busy = Command::Respond {
-                channel,
-                response: SyncResponse::Busy,
-            };
             let client = self.client.clone();
-            tokio::spawn(async move { client.send(busy).await });
+            tokio::spawn(async move { client.respond(channel, SyncResponse::Busy).await });
             return;
         };
         let this = self.clone();
@@ -296,10 +295,7 @@ impl AntiEntropy {
                 }
             };
             drop(permit);
-            let _ = this
-                .client
-                .send(Command::Respond { channel, response })
-                .await;
+            let _ = this.client.respond(channel, response).await;
         });
     }
 
@@ -385,35 +381,28 @@ impl AntiEntropy {
         }
     }
 
-    /// Checks fetched ops (asked for, canonical, not from the future) and
-    /// stores them with the held-back ops they release. The writer does the
-    /// full validation; an op it refuses as invalid costs the peer score.
+    /// Judges fetched ops ([`Ingest::judge_fetched`]: asked for, within
+    /// the size limit, canonical, not held, not from the future) and
+    /// stores them with the held-back ops they release. The writer does
+    /// the full validation; an op it refuses as invalid costs the peer
+    /// score, and so does one refused here.
     async fn store_fetched(&self, peer: PeerId, asked: HashSet<Cid>, raw: Vec<Vec<u8>>) {
-        let limits = self.ingest.state.limits;
         let now = crate::now();
         let mut ops: Vec<(Cid, Operation)> = Vec::with_capacity(raw.len());
         let mut bad_here = 0u64;
         for bytes in raw {
-            let Ok((op, cid)) = Operation::from_canonical_json(&bytes) else {
-                bad_here += 1;
-                continue;
-            };
-            if !asked.contains(&cid) {
-                bad_here += 1;
-                continue;
-            }
-            // Gossip may have brought it while the batch was on the wire.
-            if self
-                .ingest
-                .state
-                .ledger
-                .read()
-                .is_ok_and(|l| l.contains(&cid))
-            {
-                continue;
-            }
-            if did_core::op::check_clock(&op, now, &limits).is_ok() {
-                ops.push((cid, op));
+            match self.ingest.judge_fetched(&bytes, &asked, now) {
+                verdicts::Fetched::Take(r) => {
+                    let Received { op, cid } = *r;
+                    ops.push((cid, op));
+                }
+                verdicts::Fetched::Invalid(e) => {
+                    tracing::debug!(%peer, reason = %e, "peer served an unacceptable op");
+                    bad_here += 1;
+                }
+                // Gossip brought it while the batch was on the wire, or it
+                // is ahead of our clock: a later session fetches it again.
+                verdicts::Fetched::Known | verdicts::Fetched::Later(_) => {}
             }
         }
         // What arrived releases the ops held back for it, and so do

@@ -39,7 +39,7 @@
 //! an account) only while they still hold orphans or a penalty, and never
 //! more than [`MAX_RETAINED`] of them.
 
-use super::metrics::P2pMetrics;
+use crate::metrics::P2pMetrics;
 use did_core::Cid;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};

@@ -1,13 +1,17 @@
-//! The one task that owns the libp2p swarm. It turns swarm events into
-//! messages for the validator and anti-entropy, and [`Command`]s from the
-//! [`Client`] into swarm calls. It never awaits anything else, so a slow
+//! The one task that owns the libp2p swarm, and the [`Client`] the rest of
+//! the node uses to talk to it (the shape of rust-libp2p's file-sharing
+//! example). The event loop turns swarm events into messages for the
+//! validator ([`super::ingest`]) and anti-entropy, and the client's calls
+//! into swarm calls. Those calls travel as a `Command`, private to this
+//! module: the client's typed methods are the only way to send one. The
+//! loop never awaits anything but its channels and the swarm, so a slow
 //! disk or a burst of signature checks cannot stall the network.
 
 use super::budget::{ban_key, BannedAddrs, Budgets};
 use super::codec::{SyncCodec, SyncRequest, SyncResponse, PROTOCOL};
-use super::gossip;
-use super::metrics::P2pMetrics;
-use super::{BannedPeer, Client, P2pConfig, P2pError, PeerInfo, PeerView, COMMAND_CHANNEL};
+use super::gossip::{self, BAN_DURATION};
+use super::peers::{BannedPeer, PeerInfo, PeerView};
+use crate::metrics::P2pMetrics;
 use did_core::sync::Seen;
 use did_core::{Cid, Limits};
 use futures::StreamExt;
@@ -31,9 +35,6 @@ pub const GOSSIP_CHANNEL: usize = 1024;
 pub const SYNC_EVENT_CHANNEL: usize = 256;
 /// Most peers kept connected; inbound connections beyond are closed.
 pub const MAX_PEERS: usize = 50;
-/// How long a peer whose score fell below the graylist threshold stays
-/// disconnected (and its address distrusted, see [`super::budget`]).
-pub const BAN_DURATION: Duration = Duration::from_secs(600);
 /// Banned peer ids remembered; when full, the ban that ends soonest is
 /// dropped (its address stays distrusted, so a comeback is banned at its
 /// first invalid op anyway).
@@ -74,8 +75,136 @@ pub(crate) struct Behaviour {
     sync: request_response::Behaviour<SyncCodec>,
 }
 
+/// Commands queued for the event loop. Sized for a burst of commits being
+/// published (each is one command) without blocking the publisher for long;
+/// when full, senders wait (back-pressure), nothing is dropped.
+pub const COMMAND_CHANNEL: usize = 1024;
+
+/// What the node needs to join the network.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Where to listen for peers.
+    pub listen: Multiaddr,
+    /// Peers dialled at start and whenever no peer is connected.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Time between anti-entropy rounds with a random peer.
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error(transparent)]
+    Key(#[from] crate::identity::IdentityError),
+    #[error("cannot set up the p2p transport: {0}")]
+    Transport(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(Multiaddr, String),
+    #[error("the p2p event loop has stopped")]
+    Stopped,
+    #[error("request to {peer} failed: {why}")]
+    Request { peer: PeerId, why: String },
+}
+
+/// A cheap, clonable handle to the p2p layer.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<PeerView>>,
+    metrics: Arc<P2pMetrics>,
+    budgets: Arc<Budgets>,
+    peer_id: PeerId,
+}
+
+impl Client {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The latest snapshot of peers and addresses.
+    pub fn view(&self) -> Arc<PeerView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn metrics(&self) -> &P2pMetrics {
+        &self.metrics
+    }
+
+    /// Orphans parked for peers now, charged to their budgets.
+    pub fn orphans_held(&self) -> usize {
+        self.budgets.orphans_held()
+    }
+
+    /// The per-peer budgets.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), P2pError> {
+        self.commands.send(cmd).await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Publishes an op's canonical bytes on the topic (`cid` is its CID).
+    pub(crate) async fn publish(&self, cid: Cid, bytes: Vec<u8>) -> Result<(), P2pError> {
+        self.send(Command::Publish { cid, bytes }).await
+    }
+
+    /// Tells gossipsub what validation made of message `id` from `source`
+    /// (forward it, drop it, or drop it and score `source` down).
+    pub(crate) async fn report_validation(
+        &self,
+        id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    ) -> Result<(), P2pError> {
+        self.send(Command::Report {
+            id,
+            source,
+            acceptance,
+        })
+        .await
+    }
+
+    /// Sends a sync request and waits for the answer.
+    pub(crate) async fn request(
+        &self,
+        peer: PeerId,
+        request: SyncRequest,
+    ) -> Result<SyncResponse, P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    /// Answers an inbound sync request.
+    pub(crate) async fn respond(
+        &self,
+        channel: ResponseChannel<SyncResponse>,
+        response: SyncResponse,
+    ) -> Result<(), P2pError> {
+        self.send(Command::Respond { channel, response }).await
+    }
+
+    /// Currently connected peers.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ConnectedPeers { reply }).await?;
+        rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Reports that `peer` misbehaved on the sync path (a malformed
+    /// message, an invalid or unrequested op): its score goes down.
+    pub(crate) async fn punish(&self, peer: PeerId) -> Result<(), P2pError> {
+        self.send(Command::Punish { peer }).await
+    }
+}
+
 /// What the [`Client`] asks of the event loop.
-pub(crate) enum Command {
+enum Command {
     Publish {
         cid: Cid,
         bytes: Vec<u8>,
@@ -435,6 +564,8 @@ impl EventLoop {
         if let Some(ip) = self.peers.get(&peer).and_then(|p| ban_key(&p.addr)) {
             self.banned_addrs.insert(ip, until);
         }
+        // Readers see the ban before the peer sees its connection close.
+        self.publish_view();
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 

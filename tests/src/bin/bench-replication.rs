@@ -19,11 +19,12 @@
 
 use did_core::Operation;
 use didmesh_tests::cluster::{
-    create_and_update_ops, create_op, digests, init_network, key, metric, p2p_addr, poll, post_ops,
-    start_cluster, start_peer, wait_converged, wait_peers,
+    digests, init_network, metric, p2p_addr, post_ops, start_cluster, start_peer, wait_converged,
+    wait_peers,
 };
-use didmesh_tests::reqwest::blocking_client;
-use didmesh_tests::{start_node, Node};
+use didmesh_tests::http::blocking_client;
+use didmesh_tests::ops::{create_and_update_ops, create_op, key};
+use didmesh_tests::{poll, start_node, Node};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

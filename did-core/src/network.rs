@@ -1,0 +1,180 @@
+//! The network's founding document, its **genesis**, and the network id
+//! derived from it (PROTOCOL.md §5).
+//!
+//! ```text
+//! network_id = "mesh-" ‖ base32_lower(blake3(canonical JSON of
+//!              {created_at, issuer, members, quorum}))[..16]
+//! ```
+//!
+//! The id covers every other field, so two networks with different members,
+//! issuers or quorums never share an id, and a genesis file whose id does
+//! not match its content is refused. Reading and writing the file is the
+//! node's business (`node/src/identity.rs`); this module only decides.
+
+use crate::encoding::{base32_lower, canonical_json, EncodingError};
+use crate::member::{Member, NetworkRules};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every network id.
+pub const NETWORK_ID_PREFIX: &str = "mesh-";
+/// Base32 characters of the digest kept in the id (80 bits).
+const ID_CHARS: usize = 16;
+
+/// Why a genesis is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network_id does not match its content")]
+    IdMismatch,
+    #[error("needs at least one member and a quorum between a strict majority and all members")]
+    Quorum,
+    #[error("genesis cannot be encoded: {0}")]
+    Encoding(#[from] EncodingError),
+}
+
+/// What fixes a network: its issuer, founding members and quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Derived from the other fields ([`network_id`]).
+    pub network_id: String,
+    /// The `iss` of every token of the network.
+    pub issuer: String,
+    /// The founding members.
+    pub members: Vec<Member>,
+    /// Signatures of current members needed for a membership change (at
+    /// least a strict majority of `members`; [`NetworkRules::quorum_for`]).
+    pub quorum: usize,
+    pub created_at: u64,
+}
+
+/// The bytes the network id hashes: canonical JSON of the genesis without
+/// its id.
+pub fn id_preimage(
+    issuer: &str,
+    members: &[Member],
+    quorum: usize,
+    created_at: u64,
+) -> Result<Vec<u8>, EncodingError> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        created_at: u64,
+        issuer: &'a str,
+        members: &'a [Member],
+        quorum: usize,
+    }
+    canonical_json(&Body {
+        created_at,
+        issuer,
+        members,
+        quorum,
+    })
+}
+
+/// The id of the network these fields define (module doc).
+pub fn network_id(
+    issuer: &str,
+    members: &[Member],
+    quorum: usize,
+    created_at: u64,
+) -> Result<String, EncodingError> {
+    let bytes = id_preimage(issuer, members, quorum, created_at)?;
+    let digest = base32_lower(blake3::hash(&bytes).as_bytes());
+    Ok(format!("{NETWORK_ID_PREFIX}{}", &digest[..ID_CHARS]))
+}
+
+impl Genesis {
+    /// Builds a genesis, derives its id and checks it ([`Genesis::check`]).
+    pub fn new(
+        issuer: &str,
+        members: Vec<Member>,
+        quorum: usize,
+        created_at: u64,
+    ) -> Result<Genesis, NetworkError> {
+        let genesis = Genesis {
+            network_id: network_id(issuer, &members, quorum, created_at)?,
+            issuer: issuer.to_string(),
+            members,
+            quorum,
+            created_at,
+        };
+        genesis.check()?;
+        Ok(genesis)
+    }
+
+    /// A genesis read from elsewhere is acceptable iff its id is derived
+    /// from its content and its quorum is between a strict majority of its
+    /// members and all of them (a smaller quorum would let two disjoint
+    /// groups each change membership with no equivocation to show for it).
+    pub fn check(&self) -> Result<(), NetworkError> {
+        let derived = network_id(&self.issuer, &self.members, self.quorum, self.created_at)?;
+        if self.network_id != derived {
+            return Err(NetworkError::IdMismatch);
+        }
+        let n = self.members.len();
+        if n == 0 || self.quorum < n / 2 + 1 || self.quorum > n {
+            return Err(NetworkError::Quorum);
+        }
+        Ok(())
+    }
+
+    /// The membership rules the ledger enforces.
+    pub fn rules(&self) -> NetworkRules {
+        NetworkRules {
+            network_id: self.network_id.clone(),
+            founders: self.members.clone(),
+            quorum: self.quorum,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::public_of;
+    use ed25519_dalek::SigningKey;
+
+    fn members(n: u8) -> Vec<Member> {
+        (1..=n)
+            .map(|i| {
+                Member::from_key(
+                    &format!("node{i}"),
+                    public_of(&SigningKey::from_bytes(&[i; 32])),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_id_covers_every_field() {
+        let g = Genesis::new("https://didmesh.local", members(3), 2, 1_790_000_000).unwrap();
+        assert!(g.network_id.starts_with("mesh-") && g.network_id.len() == 21);
+        assert_eq!(g.check(), Ok(()));
+        let others = [
+            Genesis::new("https://other.example", members(3), 2, 1_790_000_000),
+            Genesis::new("https://didmesh.local", members(3), 3, 1_790_000_000),
+            Genesis::new("https://didmesh.local", members(3), 2, 1_790_000_001),
+            Genesis::new("https://didmesh.local", members(4), 3, 1_790_000_000),
+        ];
+        for other in others {
+            assert_ne!(other.unwrap().network_id, g.network_id);
+        }
+        let mut tampered = g.clone();
+        tampered.quorum = 3;
+        assert_eq!(tampered.check(), Err(NetworkError::IdMismatch));
+    }
+
+    #[test]
+    fn quorum_between_a_strict_majority_and_all() {
+        assert_eq!(
+            Genesis::new("i", members(4), 2, 0),
+            Err(NetworkError::Quorum)
+        );
+        assert_eq!(
+            Genesis::new("i", members(3), 4, 0),
+            Err(NetworkError::Quorum)
+        );
+        assert_eq!(Genesis::new("i", vec![], 0, 0), Err(NetworkError::Quorum));
+        assert!(Genesis::new("i", members(4), 3, 0).is_ok());
+        assert!(Genesis::new("i", members(1), 1, 0).is_ok());
+    }
+}

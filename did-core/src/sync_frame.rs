@@ -1,0 +1,286 @@
+//! The bodies of `/didmesh/sync/1` frames: reconciliation messages (the
+//! [`crate::sync`] wire format, carried opaquely) and op fetches. Pure
+//! encode and decode; the node's libp2p codec reads the length-prefixed
+//! frames off a stream and hands the bodies here.
+//!
+//! ```text
+//! frame     = len:u32be body                      one per stream direction
+//! request   = 0x01 sync-message                   a reconciliation round
+//!           | 0x02 n:u16be cid-digest[32]{n}      fetch these ops (n <= 256)
+//! response  = 0x01 sync-message                   the answer ("done" = [0x01])
+//!           | 0x02 n:u16be (len:u32be op-bytes){n}  canonical op bytes, in
+//!                                                 request order, unknown CIDs left out
+//!           | 0x03                                busy: try again later
+//! ```
+//!
+//! Every count and length is checked against its limit before anything is
+//! read; trailing bytes, unknown tags and counts above the limits are
+//! errors. A body that decodes re-encodes to the same bytes (one encoding
+//! per value), which the `sync_frame` fuzz target checks.
+
+use crate::encoding::Cid;
+
+/// Most CIDs in one fetch request. 256 ops of at most 8 KiB keep a response
+/// under [`MAX_RESPONSE_BYTES`] and the writer's batches full.
+pub const MAX_FETCH_CIDS: usize = 256;
+/// Largest op accepted on the wire (the ledger's own limit is 8 KiB; this is
+/// only the framing bound, the ledger still refuses anything above its limit).
+pub const MAX_OP_WIRE_BYTES: usize = 16 * 1024;
+/// Largest request frame: a reconciliation message at the sync limit, or a
+/// full fetch list, plus the tag.
+pub const MAX_REQUEST_BYTES: usize = crate::sync::MAX_MESSAGE_BYTES + 1;
+/// Largest response frame.
+pub const MAX_RESPONSE_BYTES: usize = 3 + MAX_FETCH_CIDS * (4 + MAX_OP_WIRE_BYTES);
+
+const TAG_RECONCILE: u8 = 0x01;
+const TAG_FETCH: u8 = 0x02;
+const TAG_OPS: u8 = 0x02;
+const TAG_BUSY: u8 = 0x03;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncRequest {
+    /// One reconciliation message ([`crate::sync`] wire format).
+    Reconcile(Vec<u8>),
+    /// Ops wanted, by CID.
+    Fetch(Vec<Cid>),
+    /// Inbound only: a request that broke the framing rules, and which rule
+    /// (never sent; the receiver punishes the sender).
+    Malformed(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncResponse {
+    Reconcile(Vec<u8>),
+    /// Canonical bytes of the ops asked for that the responder holds.
+    Ops(Vec<Vec<u8>>),
+    /// The responder is at its limit of concurrent sessions.
+    Busy,
+}
+
+/// Why a frame body does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("sync frame ends early")]
+    EndsEarly,
+    #[error("trailing bytes in sync frame")]
+    Trailing,
+    #[error("fetch count out of bounds")]
+    FetchCount,
+    #[error("unknown sync request tag")]
+    RequestTag,
+    #[error("op count out of bounds")]
+    OpCount,
+    #[error("op length out of bounds")]
+    OpLength,
+    #[error("unknown sync response tag")]
+    ResponseTag,
+}
+
+impl FrameError {
+    /// The rule broken, as a static string ([`SyncRequest::Malformed`]).
+    pub fn reason(self) -> &'static str {
+        match self {
+            FrameError::EndsEarly => "sync frame ends early",
+            FrameError::Trailing => "trailing bytes in sync frame",
+            FrameError::FetchCount => "fetch count out of bounds",
+            FrameError::RequestTag => "unknown sync request tag",
+            FrameError::OpCount => "op count out of bounds",
+            FrameError::OpLength => "op length out of bounds",
+            FrameError::ResponseTag => "unknown sync response tag",
+        }
+    }
+}
+
+/// A cursor over a frame body that never reads past the end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::EndsEarly);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, FrameError> {
+        let b = self.take(2)?;
+        Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+    fn u32(&mut self) -> Result<usize, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+    fn end(&self) -> Result<(), FrameError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Trailing)
+        }
+    }
+}
+
+impl SyncRequest {
+    /// The frame body (empty for [`SyncRequest::Malformed`], which is never
+    /// sent). A fetch of more than `u16::MAX` CIDs is cut there; callers
+    /// send at most [`MAX_FETCH_CIDS`].
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            SyncRequest::Reconcile(m) => [&[TAG_RECONCILE][..], m].concat(),
+            SyncRequest::Malformed(_) => vec![],
+            SyncRequest::Fetch(cids) => {
+                let cids = &cids[..cids.len().min(usize::from(u16::MAX))];
+                let mut out = Vec::with_capacity(3 + 32 * cids.len());
+                out.push(TAG_FETCH);
+                out.extend_from_slice(&(cids.len() as u16).to_be_bytes());
+                for c in cids {
+                    out.extend_from_slice(c.digest());
+                }
+                out
+            }
+        }
+    }
+
+    pub fn decode(body: &[u8]) -> Result<SyncRequest, FrameError> {
+        let mut r = Reader(body);
+        match r.u8()? {
+            TAG_RECONCILE => Ok(SyncRequest::Reconcile(r.0.to_vec())),
+            TAG_FETCH => {
+                let n = r.u16()?;
+                if n == 0 || n > MAX_FETCH_CIDS {
+                    return Err(FrameError::FetchCount);
+                }
+                let mut cids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(r.take(32)?);
+                    cids.push(Cid(d));
+                }
+                r.end()?;
+                Ok(SyncRequest::Fetch(cids))
+            }
+            _ => Err(FrameError::RequestTag),
+        }
+    }
+}
+
+impl SyncResponse {
+    /// The frame body. More than [`MAX_FETCH_CIDS`] ops are cut there.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            SyncResponse::Reconcile(m) => [&[TAG_RECONCILE][..], m].concat(),
+            SyncResponse::Ops(ops) => {
+                let ops = &ops[..ops.len().min(MAX_FETCH_CIDS)];
+                let mut out =
+                    Vec::with_capacity(3 + ops.iter().map(|o| 4 + o.len()).sum::<usize>());
+                out.push(TAG_OPS);
+                out.extend_from_slice(&(ops.len() as u16).to_be_bytes());
+                for op in ops {
+                    out.extend_from_slice(&(op.len() as u32).to_be_bytes());
+                    out.extend_from_slice(op);
+                }
+                out
+            }
+            SyncResponse::Busy => vec![TAG_BUSY],
+        }
+    }
+
+    pub fn decode(body: &[u8]) -> Result<SyncResponse, FrameError> {
+        let mut r = Reader(body);
+        match r.u8()? {
+            TAG_RECONCILE => Ok(SyncResponse::Reconcile(r.0.to_vec())),
+            TAG_OPS => {
+                let n = r.u16()?;
+                if n > MAX_FETCH_CIDS {
+                    return Err(FrameError::OpCount);
+                }
+                let mut ops = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = r.u32()?;
+                    if len == 0 || len > MAX_OP_WIRE_BYTES {
+                        return Err(FrameError::OpLength);
+                    }
+                    ops.push(r.take(len)?.to_vec());
+                }
+                r.end()?;
+                Ok(SyncResponse::Ops(ops))
+            }
+            TAG_BUSY => {
+                r.end()?;
+                Ok(SyncResponse::Busy)
+            }
+            _ => Err(FrameError::ResponseTag),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let reqs = [
+            SyncRequest::Reconcile(vec![1, 2, 3]),
+            SyncRequest::Fetch(vec![Cid::of(b"a"), Cid::of(b"b")]),
+        ];
+        for r in reqs {
+            assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
+        }
+        let resps = [
+            SyncResponse::Reconcile(vec![1]),
+            SyncResponse::Ops(vec![b"{}".to_vec(), vec![7; 300]]),
+            SyncResponse::Ops(vec![]),
+            SyncResponse::Busy,
+        ];
+        for r in resps {
+            assert_eq!(SyncResponse::decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused() {
+        let fetch = |n: u16, digests: usize| {
+            let mut b = vec![TAG_FETCH];
+            b.extend_from_slice(&n.to_be_bytes());
+            b.extend_from_slice(&vec![0u8; 32 * digests]);
+            b
+        };
+        assert_eq!(SyncRequest::decode(&[]), Err(FrameError::EndsEarly));
+        assert_eq!(
+            SyncRequest::decode(&fetch(1000, 0)),
+            Err(FrameError::FetchCount)
+        );
+        assert_eq!(
+            SyncRequest::decode(&fetch(0, 0)),
+            Err(FrameError::FetchCount)
+        );
+        assert_eq!(
+            SyncRequest::decode(&fetch(2, 1)),
+            Err(FrameError::EndsEarly)
+        );
+        let mut trailing = fetch(1, 1);
+        trailing.push(0);
+        assert_eq!(SyncRequest::decode(&trailing), Err(FrameError::Trailing));
+        assert_eq!(SyncRequest::decode(&[9]), Err(FrameError::RequestTag));
+        let mut big = vec![TAG_OPS, 0, 1];
+        big.extend_from_slice(&((MAX_OP_WIRE_BYTES + 1) as u32).to_be_bytes());
+        assert_eq!(SyncResponse::decode(&big), Err(FrameError::OpLength));
+        let mut short = vec![TAG_OPS, 0, 1];
+        short.extend_from_slice(&10u32.to_be_bytes());
+        short.extend_from_slice(b"abc");
+        assert_eq!(SyncResponse::decode(&short), Err(FrameError::EndsEarly));
+        assert_eq!(
+            SyncResponse::decode(&[TAG_OPS, 0x01, 0x01]),
+            Err(FrameError::OpCount)
+        );
+        assert_eq!(
+            SyncResponse::decode(&[TAG_BUSY, 0]),
+            Err(FrameError::Trailing)
+        );
+        assert_eq!(SyncResponse::decode(&[7]), Err(FrameError::ResponseTag));
+    }
+}
