@@ -15,7 +15,8 @@
 #    the canonical-encoding vectors recomputed independently in Python;
 # 4. the end-to-end walk-through with PyJWT as an outside verifier;
 # 5. the sidecar suites (Envoy, aws-jwt-verify, Flask) and the interop
-#    matrix against a real node; the compose file checked against --help.
+#    matrix against a real node; the compose file checked against --help;
+# 6. a short cargo-fuzz pass over every target (scripts/fuzz.sh 10).
 # Every server a step needs is started by that step and stopped by it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,5 +71,18 @@ bash scripts/interop.sh
 
 step "docker-compose.yml against --help and cluster.sh (scripts/compose-check.sh)"
 bash scripts/compose-check.sh
+
+# Needs the nightly toolchain (for cargo-fuzz's sanitizers) and cargo-fuzz,
+# which fuzz.sh installs when missing. The first build of the targets takes
+# about 6 minutes on two cores; each pass below then runs 10 s per target.
+# FUZZ_SECONDS=0 skips it (for quick local runs; CI runs the default).
+if [[ ${FUZZ_SECONDS:-10} != 0 ]]; then
+  step "fuzzing, a short pass (scripts/fuzz.sh ${FUZZ_SECONDS:-10})"
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "test.sh: the nightly toolchain is missing: rustup toolchain install nightly" >&2
+    exit 1
+  fi
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+fi
 
 step "all tests passed"

@@ -1,4 +1,5 @@
-//! A small typed client for the node's HTTP API (DESIGN.md, "HTTP API"),
+//! A small typed client for the node's HTTP API (README.md, "HTTP API of a
+//! node"; PROTOCOL.md §6),
 //! used by the interactive commands. The load generator has its own
 //! lower-level client in [`crate::bench`]. Both speak the bodies of
 //! [`did_core::proto`], the types the node itself serializes.

@@ -29,7 +29,9 @@
 //! * [`sync_frame`] — the `/didmesh/sync/1` request and response bodies.
 //! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
 //!
-//! No tokio, axum, sled or libp2p here (STYLE.md rule 1).
+//! No tokio, axum, sled or libp2p here (ARCHITECTURE.md, "Crates"): every
+//! rule of PROTOCOL.md that can be pure lives here, so the simulation tests
+//! exercise it without IO.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

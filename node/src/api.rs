@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md, "HTTP API"). Handlers are thin: parse, call the
+//! The HTTP API (README.md, "HTTP API of a node"; PROTOCOL.md §6). Handlers are thin: parse, call the
 //! domain, map the error. Every error is JSON `{"error","reason"}`.
 //!
 //! Around every route ([`guard`]): a body limit, a request timeout, a trace

@@ -1,8 +1,9 @@
 //! # didmesh-node
 //!
 //! An identity node: it keeps the DID ledger in sled, answers the HTTP API
-//! of DESIGN.md, checks logins on its own and signs EdDSA access tokens with
-//! its member key.
+//! (README.md, "HTTP API of a node"; PROTOCOL.md), checks logins on its own
+//! and signs EdDSA access tokens with its member key. ARCHITECTURE.md shows
+//! how the pieces below fit together.
 //!
 //! ## Layout
 //!
