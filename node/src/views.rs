@@ -81,8 +81,23 @@ pub struct Network {
     pub quorum: usize,
     pub founders: Vec<Member>,
     pub members: Vec<Member>,
-    /// CID of the last membership op, `null` while the founders rule.
+    /// CID of the last membership op, `null` while the founders rule (on
+    /// a fork: the lowest-CID branch head).
     pub membership_head: Option<String>,
+    /// Whether membership has forked (then only members every branch
+    /// agrees on count, minus equivocators; SECURITY.md).
+    pub membership_forked: bool,
+    /// Members that signed two different changes on one parent.
+    pub equivocations: Vec<EquivocationView>,
+}
+
+/// One piece of evidence against a member (did_core::member::Equivocation).
+#[derive(Debug, Clone, Serialize)]
+pub struct EquivocationView {
+    pub member: String,
+    /// The parent both changes build on (`null` = the genesis).
+    pub parent: Option<String>,
+    pub ops: [String; 2],
 }
 
 /// `GET /.well-known/jwks.json`: every current member's token key
@@ -152,11 +167,20 @@ pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
 }
 
 pub fn network(state: &NodeState) -> Result<Network, Unavailable> {
-    let (members, membership_head) = {
+    let (members, membership_head, membership_forked, equivocations) = {
         let l = state.ledger.read().map_err(|_| Unavailable("ledger"))?;
         (
             l.members().to_vec(),
             l.membership_head().map(|c| c.to_string()),
+            l.membership_forked(),
+            l.membership_evidence()
+                .iter()
+                .map(|e| EquivocationView {
+                    member: e.member.to_string(),
+                    parent: e.parent.map(|c| c.to_string()),
+                    ops: [e.ops[0].to_string(), e.ops[1].to_string()],
+                })
+                .collect(),
         )
     };
     Ok(Network {
@@ -166,6 +190,8 @@ pub fn network(state: &NodeState) -> Result<Network, Unavailable> {
         founders: state.genesis.members.clone(),
         members,
         membership_head,
+        membership_forked,
+        equivocations,
     })
 }
 

@@ -229,4 +229,47 @@ fn removed_members_and_cosignature_twins_cannot_undo_membership() {
         4,
         "node1..3 and node6, never node4/node5"
     );
+
+    // Now they also hold node3's key (stolen): with it they are a majority
+    // of the five members at X, and their change on X is valid — a fork.
+    // It cannot bring node4/node5 back, and node3 signed both sides.
+    let k3 = member_key(n3);
+    let attack = Operation::membership(
+        OpKind::MemberRemove,
+        network["network_id"].as_str().unwrap(),
+        Some(x),
+        node1,
+        now(),
+        &[&k4, &k5, &k3],
+    )
+    .unwrap();
+    assert_eq!(submit(&c, &node.url, &attack).0, 201);
+    let forked = c
+        .get_json(&format!("{}/v1/network", node.url))
+        .unwrap()
+        .body;
+    assert_eq!(forked["membership_forked"], true, "{forked}");
+    let member_keys: Vec<&str> = forked["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    for (who, key) in [("node4", &k4), ("node5", &k5), ("node3", &k3)] {
+        let key = public_of(key).to_string();
+        assert!(
+            !member_keys.contains(&key.as_str()),
+            "{who} is no member: {forked}"
+        );
+    }
+    let node3_key = public_of(&k3).to_string();
+    assert!(
+        forked["equivocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["member"] == node3_key.as_str()),
+        "evidence against node3: {forked}"
+    );
+    assert_eq!(c.jwks_len(&node.url), member_keys.len());
 }
