@@ -213,7 +213,7 @@ pub enum BenchCmd {
     /// Registers --dids DIDs with fresh in-memory keys, then --concurrency
     /// workers, each on its own keep-alive connection, log in back to back
     /// for --duration seconds. Prints a table and, last, one JSON line.
-    /// Start the node with `--auth-rate 0`, or its rate limit is measured.
+    /// Start the node with `--auth-rate 0 --ops-rate 0`, or its rate limits are measured.
     Login {
         /// Node base URL, e.g. http://127.0.0.1:7001.
         #[arg(long, env = "DIDMESH_NODE", value_name = "URL")]

@@ -33,12 +33,13 @@
 //! TOKEN=$(didmesh login --audience home-api)
 //! didmesh get http://127.0.0.1:8080/api/activities/home
 //! didmesh did deactivate --yes
-//! didmesh bench login --concurrency 32 --duration 10   # node with --auth-rate 0
+//! didmesh bench login --concurrency 32 --duration 10   # node with --auth-rate 0 --ops-rate 0
 //! ```
 //!
 //! The passphrase comes from `DIDMESH_PASSPHRASE` or a terminal prompt. Key
 //! derivation takes ~100-300 ms by design; `DIDMESH_KDF_FAST=1` makes new
-//! wallets cheap to open, for tests only.
+//! wallets cheap to open, for tests only: every use warns on stderr, and the
+//! wallet is marked weak (`wallet show` says so).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
