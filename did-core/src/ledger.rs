@@ -406,7 +406,11 @@ impl Ledger {
         for (parent, children) in &self.member_children {
             for (i, a) in children.iter().enumerate() {
                 for b in &children[i + 1..] {
-                    let (sa, sb) = (&self.member_signers[a], &self.member_signers[b]);
+                    let (Some(sa), Some(sb)) =
+                        (self.member_signers.get(a), self.member_signers.get(b))
+                    else {
+                        continue;
+                    };
                     for key in sa.iter().filter(|k| sb.contains(k)) {
                         evidence.push(Equivocation {
                             member: *key,
