@@ -96,7 +96,20 @@ fn decode_payload(value: &[u8]) -> Result<Claims, Reason> {
     let json = PAYLOAD_ENCODING
         .decode(value)
         .map_err(|_| Reason::BadTrustedHeader)?;
-    serde_json::from_slice(&json).map_err(|_| Reason::BadTrustedHeader)
+    let claims: Claims = serde_json::from_slice(&json).map_err(|_| Reason::BadTrustedHeader)?;
+    // The sidecar checked signature, issuer, audience and expiry; the
+    // claim checks jsonwebtoken does not make (a DID subject, no `iat` in
+    // the future, a bounded lifetime) are made here too, with the
+    // verifier's defaults, so a sidecar without them (Envoy, aws-jwt-verify)
+    // cannot let an absurd token through.
+    let defaults = crate::VerifierConfig::new("", "");
+    crate::verifier::check_claims(
+        &claims,
+        crate::now_secs(),
+        defaults.leeway.as_secs(),
+        defaults.max_token_lifetime.as_secs(),
+    )?;
+    Ok(claims)
 }
 
 impl<S, B> Service<Request<B>> for TrustedHeaderService<S>
@@ -157,6 +170,30 @@ mod tests {
             assert_eq!(
                 decode_payload(encoded.as_bytes()).unwrap().sub,
                 "did:mesh:abc"
+            );
+        }
+    }
+
+    /// What Envoy or aws-jwt-verify would forward for a token they do not
+    /// check: an empty or non-DID subject, an endless lifetime.
+    #[test]
+    fn refuses_claims_the_verifier_would_refuse() {
+        let far = u64::MAX;
+        for (json, want) in [
+            (JSON.replace("did:mesh:abc", ""), Reason::InvalidSubject),
+            (
+                JSON.replace("did:mesh:abc", "alice"),
+                Reason::InvalidSubject,
+            ),
+            (
+                JSON.replace("\"exp\":2", &format!("\"exp\":{far}")),
+                Reason::LifetimeTooLong,
+            ),
+        ] {
+            assert_eq!(
+                decode_payload(URL_SAFE_NO_PAD.encode(&json).as_bytes()),
+                Err(want),
+                "{json}"
             );
         }
     }

@@ -237,7 +237,12 @@ impl TokenVerifier {
 
 /// The checks `jsonwebtoken` does not make (see the module doc). `exp`,
 /// `nbf`, `iss` and `aud` were checked by it already.
-fn check_claims(claims: &Claims, now: u64, leeway: u64, max_lifetime: u64) -> Result<(), Reason> {
+pub(crate) fn check_claims(
+    claims: &Claims,
+    now: u64,
+    leeway: u64,
+    max_lifetime: u64,
+) -> Result<(), Reason> {
     if !is_did(&claims.sub) {
         return Err(Reason::InvalidSubject);
     }
