@@ -11,73 +11,22 @@
 //! The JWKS server is an axum app on 127.0.0.1:0 whose document and
 //! `Cache-Control` header the test changes while it runs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth_layer::testkit::{jwks, now, TestIssuer};
 use auth_layer::{
-    AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, VerifiedClaims,
-    VerifierConfig,
+    AuthLayer, AuthMode, JwksCache, JwksConfig, TokenVerifier, VerifiedClaims, VerifierConfig,
 };
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-const ISS: &str = "didmesh:test";
-const AUD: &str = "home-api";
-const SUB: &str = "did:mesh:aaaabbbbccccddddeeeeffffgggghhhh";
-
-/// A JWKS endpoint with a settable document and `Cache-Control`.
-struct JwksServer {
-    url: String,
-    doc: Arc<Mutex<Value>>,
-    hits: Arc<AtomicUsize>,
-}
-
-impl JwksServer {
-    async fn start(doc: Value, cache_control: Option<&'static str>) -> Self {
-        let doc = Arc::new(Mutex::new(doc));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (d, h) = (doc.clone(), hits.clone());
-        let app = Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let (d, h) = (d.clone(), h.clone());
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let mut response = Json(d.lock().unwrap().clone()).into_response();
-                    if let Some(value) = cache_control {
-                        response
-                            .headers_mut()
-                            .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
-                    }
-                    response
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/.well-known/jwks.json",
-            listener.local_addr().unwrap()
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, doc, hits }
-    }
-
-    fn set(&self, doc: Value) {
-        *self.doc.lock().unwrap() = doc;
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
+mod support;
+use support::{claims, JwksServer, AUD, ISS};
 
 /// A verifier on `server` with its keys loaded and the periodic refresh
 /// running, as home-api sets it up.
@@ -126,10 +75,6 @@ fn assert_invalid(answer: &Answer, reason: &str) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{:?}", answer.body);
     assert_eq!(answer.body["error"], "invalid_token", "{:?}", answer.body);
     assert_eq!(answer.body["reason"], reason, "{:?}", answer.body);
-}
-
-fn claims() -> Claims {
-    TestIssuer::claims(ISS, AUD, SUB, Duration::from_secs(600))
 }
 
 /// Polls until a token of the removed key `a` (the cached one and a fresh

@@ -2,14 +2,12 @@
 //! JWKS server on 127.0.0.1:0, so that fetching, refetching on an unknown
 //! `kid` and key removal are exercised for real.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_layer::testkit::{forwarded_payload, jwks, now, TestIssuer};
 use auth_layer::{
-    AuthLayer, AuthMode, Claims, JwksCache, JwksConfig, TokenVerifier, TrustedHeaderLayer,
-    VerifiedClaims, VerifierConfig,
+    AuthLayer, AuthMode, JwksCache, JwksConfig, TokenVerifier, TrustedHeaderLayer, VerifiedClaims,
+    VerifierConfig,
 };
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, Request, StatusCode};
@@ -22,60 +20,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-const ISS: &str = "didmesh:test";
-const AUD: &str = "home-api";
-const SUB: &str = "did:mesh:aaaabbbbccccddddeeeeffffgggghhhh";
-
-/// A JWKS endpoint whose document the test can change, count and break.
-struct JwksServer {
-    url: String,
-    doc: Arc<Mutex<Value>>,
-    hits: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
-}
-
-impl JwksServer {
-    async fn start(doc: Value) -> Self {
-        let doc = Arc::new(Mutex::new(doc));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let failing = Arc::new(AtomicBool::new(false));
-        let (d, h, f) = (doc.clone(), hits.clone(), failing.clone());
-        let app = Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let (d, h, f) = (d.clone(), h.clone(), f.clone());
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    if f.load(Ordering::SeqCst) {
-                        Err(StatusCode::INTERNAL_SERVER_ERROR)
-                    } else {
-                        Ok(Json(d.lock().unwrap().clone()))
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/.well-known/jwks.json",
-            listener.local_addr().unwrap()
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            url,
-            doc,
-            hits,
-            failing,
-        }
-    }
-
-    fn set(&self, doc: Value) {
-        *self.doc.lock().unwrap() = doc;
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
+mod support;
+use support::{claims, JwksServer, AUD, ISS, SUB};
 
 /// A verifier on `server`, keys loaded, with the given tweaks.
 async fn verifier_with(
@@ -172,10 +118,6 @@ async fn with_token(app: &Router, path: &str, token: &str) -> Answer {
     send(app, path, &[("authorization", &format!("Bearer {token}"))]).await
 }
 
-fn claims() -> Claims {
-    TestIssuer::claims(ISS, AUD, SUB, Duration::from_secs(600))
-}
-
 /// Asserts a 401 `invalid_token` with this reason and an RFC 6750 challenge.
 fn assert_invalid(answer: &Answer, reason: &str) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{:?}", answer.body);
@@ -191,7 +133,7 @@ fn assert_invalid(answer: &Answer, reason: &str) {
 #[tokio::test]
 async fn valid_token_yields_claims_in_both_modes() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier(&server).await;
     let token = issuer.mint(&claims());
     for mode in [AuthMode::Optional, AuthMode::Required] {
@@ -207,7 +149,7 @@ async fn valid_token_yields_claims_in_both_modes() {
 #[tokio::test]
 async fn no_token_passes_when_optional_and_is_refused_when_required() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier(&server).await;
 
     let optional = app_with(AuthLayer::new(v.clone(), AuthMode::Optional));
@@ -239,7 +181,7 @@ async fn claims_extractor_without_any_layer_is_401() {
 #[tokio::test]
 async fn expired_token_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let mut c = claims();
     c.iat = now() - 3600;
@@ -252,7 +194,7 @@ async fn expired_token_is_refused() {
 #[tokio::test]
 async fn token_within_leeway_is_accepted() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let mut c = claims();
     c.nbf = now() + 10; // clock skew under the 30 s leeway
@@ -263,7 +205,7 @@ async fn token_within_leeway_is_accepted() {
 #[tokio::test]
 async fn token_not_yet_valid_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let mut c = claims();
     c.nbf = now() + 3600;
@@ -275,7 +217,7 @@ async fn token_not_yet_valid_is_refused() {
 #[tokio::test]
 async fn tampered_token_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let token = issuer.mint(&claims());
     let (signed, signature) = token.rsplit_once('.').unwrap();
@@ -301,7 +243,7 @@ async fn tampered_token_is_refused() {
 #[tokio::test]
 async fn wrong_audience_and_wrong_issuer_are_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let mut c = claims();
     c.aud = "another-app".into();
@@ -320,7 +262,7 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
 #[tokio::test]
 async fn alg_none_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
@@ -341,7 +283,7 @@ async fn alg_none_is_refused() {
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier(&server).await;
     let app = app_with(AuthLayer::new(v.clone(), AuthMode::Optional));
     let x = URL_SAFE_NO_PAD.encode(issuer.public_key());
@@ -368,7 +310,7 @@ async fn key_not_in_jwks_is_refused() {
     let trusted = TestIssuer::generate("k1");
     let stranger = TestIssuer::generate("k1"); // same kid, other key
     let unknown = TestIssuer::generate("k-unknown");
-    let server = JwksServer::start(trusted.jwks()).await;
+    let server = JwksServer::start(trusted.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     assert_invalid(
         &with_token(&app, "/whoami", &stranger.mint(&claims())).await,
@@ -383,7 +325,7 @@ async fn key_not_in_jwks_is_refused() {
 #[tokio::test]
 async fn header_without_kid_or_with_other_typ_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let token = issuer.mint(&claims());
     let (_, rest) = token.split_once('.').unwrap();
@@ -402,7 +344,7 @@ async fn header_without_kid_or_with_other_typ_is_refused() {
 #[tokio::test]
 async fn non_bearer_authorization_is_refused() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let app = app_with(AuthLayer::new(verifier(&server).await, AuthMode::Optional));
     let answer = send(&app, "/whoami", &[("authorization", "Basic dXNlcjpwYXNz")]).await;
     assert_invalid(&answer, "bad_authorization_header");
@@ -412,7 +354,7 @@ async fn non_bearer_authorization_is_refused() {
 async fn key_added_later_is_accepted_after_refetch_without_restart() {
     let old = TestIssuer::generate("k1");
     let new = TestIssuer::generate("k2");
-    let server = JwksServer::start(old.jwks()).await;
+    let server = JwksServer::start(old.jwks(), None).await;
     let v = verifier_with(
         &server,
         |j, _| j.min_refetch_interval = Duration::ZERO,
@@ -436,7 +378,7 @@ async fn key_added_later_is_accepted_after_refetch_without_restart() {
 #[tokio::test]
 async fn a_burst_of_unknown_kids_costs_one_fetch() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     // Not preloaded, so the first unknown kid may fetch; then a long interval.
     let v = verifier_with(
         &server,
@@ -468,7 +410,7 @@ async fn a_burst_of_unknown_kids_costs_one_fetch() {
 #[tokio::test]
 async fn a_repeated_token_costs_no_signature_check() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier(&server).await;
     let app = app_with(AuthLayer::new(v.clone(), AuthMode::Required));
     let token = issuer.mint(&claims());
@@ -492,7 +434,7 @@ async fn a_repeated_token_costs_no_signature_check() {
 #[tokio::test]
 async fn a_cached_token_is_refused_after_its_exp() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier_with(&server, |_, c| c.leeway = Duration::ZERO, true).await;
     let app = app_with(AuthLayer::new(v.clone(), AuthMode::Required));
     let mut c = claims();
@@ -513,7 +455,7 @@ async fn a_cached_token_is_refused_after_its_exp() {
 async fn a_removed_key_stops_verifying_after_refetch_even_when_cached() {
     let leaving = TestIssuer::generate("k1");
     let staying = TestIssuer::generate("k2");
-    let server = JwksServer::start(jwks(&[&leaving, &staying])).await;
+    let server = JwksServer::start(jwks(&[&leaving, &staying]), None).await;
     let v = verifier(&server).await;
     let app = app_with(AuthLayer::new(v.clone(), AuthMode::Required));
     let token = leaving.mint(&claims());
@@ -531,10 +473,10 @@ async fn a_removed_key_stops_verifying_after_refetch_even_when_cached() {
 #[tokio::test]
 async fn a_failed_fetch_keeps_the_old_keys() {
     let issuer = TestIssuer::generate("k1");
-    let server = JwksServer::start(issuer.jwks()).await;
+    let server = JwksServer::start(issuer.jwks(), None).await;
     let v = verifier_with(&server, |_, c| c.cache_capacity = 0, true).await;
     let app = app_with(AuthLayer::new(v.clone(), AuthMode::Required));
-    server.failing.store(true, Ordering::SeqCst);
+    server.fail(true);
     assert!(v.jwks().refresh().await.is_err());
     assert_eq!(
         with_token(&app, "/me", &issuer.mint(&claims()))
@@ -549,7 +491,7 @@ async fn a_failed_fetch_keeps_the_old_keys() {
 async fn periodic_refresh_picks_up_changes() {
     let old = TestIssuer::generate("k1");
     let new = TestIssuer::generate("k2");
-    let server = JwksServer::start(old.jwks()).await;
+    let server = JwksServer::start(old.jwks(), None).await;
     let v = verifier_with(
         &server,
         |j, _| {
