@@ -207,15 +207,10 @@ pub struct Ledger {
     member_sets: HashMap<Cid, Vec<Member>>,
     /// Children of each membership op (`None` = the genesis).
     member_children: HashMap<Option<Cid>, Vec<Cid>>,
-    /// Keys that signed each membership op.
-    member_signers: HashMap<Cid, Vec<PublicKey>>,
     /// Membership ops with no child: one when there is no fork.
     member_leaves: BTreeSet<Cid>,
     /// The current members (see [`crate::member`]).
     effective_members: Vec<Member>,
-    /// The single leaf, or the lowest-CID leaf of a fork; `None` while the
-    /// genesis set holds.
-    member_head: Option<Cid>,
     /// Members that signed two changes on one parent.
     member_evidence: Vec<Equivocation>,
     /// Digest of the membership outcome (leaves and effective set).
@@ -243,10 +238,8 @@ impl Ledger {
             network: None,
             member_sets: HashMap::new(),
             member_children: HashMap::new(),
-            member_signers: HashMap::new(),
             member_leaves: BTreeSet::new(),
             effective_members: vec![],
-            member_head: None,
             member_evidence: vec![],
             member_digest: [0; 32],
         }
@@ -254,7 +247,6 @@ impl Ledger {
 
     /// Enables membership ops under `rules` (from the network genesis).
     pub fn with_network(mut self, rules: NetworkRules) -> Ledger {
-        self.effective_members = rules.founders.clone();
         self.network = Some(rules);
         self.recompute_membership();
         self
@@ -270,7 +262,7 @@ impl Ledger {
     /// The membership op new changes should build on (`None` = the
     /// genesis set). On a fork: the lowest-CID branch head.
     pub fn membership_head(&self) -> Option<Cid> {
-        self.member_head
+        self.member_leaves.iter().next().copied()
     }
 
     /// Members that signed two different changes on one parent.
@@ -383,11 +375,6 @@ impl Ledger {
             }
         }
         self.member_sets.insert(cid, set);
-        // Signatures were verified by `validate`; only the keys are kept.
-        let signers = std::iter::once(op.signer)
-            .chain(op.cosigs.iter().map(|c| c.signer))
-            .collect();
-        self.member_signers.insert(cid, signers);
         self.member_children.entry(op.prev).or_default().push(cid);
         if let Some(prev) = op.prev {
             self.member_leaves.remove(&prev);
@@ -406,12 +393,11 @@ impl Ledger {
         for (parent, children) in &self.member_children {
             for (i, a) in children.iter().enumerate() {
                 for b in &children[i + 1..] {
-                    let (Some(sa), Some(sb)) =
-                        (self.member_signers.get(a), self.member_signers.get(b))
-                    else {
+                    let (Some(sa), Some(sb)) = (self.ops.get(a), self.ops.get(b)) else {
                         continue;
                     };
-                    for key in sa.iter().filter(|k| sb.contains(k)) {
+                    for key in signer_keys(&sa.op).filter(|k| signer_keys(&sb.op).any(|x| x == *k))
+                    {
                         evidence.push(Equivocation {
                             member: *key,
                             parent: *parent,
@@ -445,7 +431,6 @@ impl Ledger {
             h.update(m.key.to_string().as_bytes());
         }
         self.member_digest = *h.finalize().as_bytes();
-        self.member_head = self.member_leaves.iter().next().copied();
         self.effective_members = effective;
         self.member_evidence = evidence;
     }
@@ -774,6 +759,12 @@ pub fn choose(ops: &HashMap<Cid, StoredOp>, cid: &Cid) -> Choice {
             }))
         }
     }
+}
+
+/// The keys that signed a membership op, author first. Their signatures
+/// were verified by [`Ledger::validate`] before the op was committed.
+fn signer_keys(op: &Operation) -> impl Iterator<Item = &PublicKey> {
+    std::iter::once(&op.signer).chain(op.cosigs.iter().map(|c| &c.signer))
 }
 
 fn head_digest(did: &str, head: &Cid, disputed: bool) -> [u8; 32] {
