@@ -113,7 +113,6 @@ fn is_fresh(op: &Operation, now: u64) -> bool {
 /// Step 4: a screened op against `ledger`.
 pub fn judge_received(received: Received, ledger: &Ledger, now: u64) -> Verdict {
     let Received { op, cid } = received;
-    let not_canonical = || Verdict::Invalid(OpError::Malformed("not in canonical encoding".into()));
     // A CID we hold names a body we hold with a valid signature: known, no
     // signature check needed. Only the very bytes we hold count as worth
     // forwarding (`fresh`): another signature over the same body (a forged
@@ -127,12 +126,12 @@ pub fn judge_received(received: Received, ledger: &Ledger, now: u64) -> Verdict 
             fresh: same && is_fresh(&op, now),
         };
     }
+    // `cid` was derived from these very bytes by `parse` (which also
+    // refused any non-canonical encoding), so the ledger names the op the
+    // same way, and a held op was answered above.
     match ledger.validate(&op) {
-        Ok(Check::Known(held)) if held == cid => Verdict::Known {
-            fresh: is_fresh(&op, now),
-        },
-        Ok(Check::New(v)) if v.cid == cid => Verdict::New(v),
-        Ok(_) => not_canonical(),
+        Ok(Check::New(v)) => Verdict::New(v),
+        Ok(Check::Known(_)) => Verdict::Known { fresh: false },
         Err(OpError::UnknownPrev(_)) => Verdict::Orphan(Box::new(op), cid),
         Err(e) => Verdict::Invalid(e),
     }
