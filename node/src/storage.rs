@@ -284,6 +284,6 @@ impl Store {
 
     /// The chain hash of the last entry (hex), shown in `/v1/status`.
     pub fn head_hex(&self) -> String {
-        self.head.iter().map(|b| format!("{b:02x}")).collect()
+        data_encoding::HEXLOWER.encode(&self.head)
     }
 }

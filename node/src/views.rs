@@ -108,7 +108,7 @@ pub struct Jwks {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    data_encoding::HEXLOWER.encode(b)
 }
 
 pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
