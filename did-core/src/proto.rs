@@ -149,7 +149,7 @@ impl Claims {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl),
-            jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+            jti: data_encoding::HEXLOWER.encode(&jti),
             auth_time: now,
             amr: vec![AMR_SOFTWARE_KEY.to_string()],
         }
