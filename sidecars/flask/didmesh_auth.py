@@ -193,12 +193,7 @@ class JwksCache:
                 if not self._loaded:
                     raise PyJWKClientConnectionError(f"cannot fetch the JWKS: {self._last_error}")
                 return
-            try:
-                self._fetch_locked()
-            except PyJWKClientConnectionError as err:
-                if not self._loaded:
-                    raise
-                log.warning("JWKS refresh failed, keeping the old keys: %s", err)
+            self._fetch_keeping_old_keys("refresh")
         finally:
             self._lock.release()
 
@@ -209,12 +204,16 @@ class JwksCache:
                 return
             if self._last_fetch is not None and self._clock() - self._last_fetch < self.refetch_cooldown:
                 return
-            try:
-                self._fetch_locked()
-            except PyJWKClientConnectionError as err:
-                if not self._loaded:
-                    raise
-                log.warning("JWKS refetch for an unknown kid failed, keeping the old keys: %s", err)
+            self._fetch_keeping_old_keys("refetch for an unknown kid")
+
+    def _fetch_keeping_old_keys(self, what: str) -> None:
+        """Fetch (lock held); on failure keep the keys we have, if any."""
+        try:
+            self._fetch_locked()
+        except PyJWKClientConnectionError as err:
+            if not self._loaded:
+                raise
+            log.warning("JWKS %s failed, keeping the old keys: %s", what, err)
 
     def _fetch_locked(self) -> None:
         """Fetch and swap in the keys; the caller holds the lock."""
