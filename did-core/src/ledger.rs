@@ -599,6 +599,15 @@ impl Ledger {
         let Some(pos) = entry.chain.iter().position(|c| *c == prev) else {
             return; // builds on a losing branch: stored, does not count
         };
+        // The child that won at `prev` still wins: nothing below changes,
+        // and the (possibly long) rest of the chain need not be walked again.
+        if let (Choice::Winner(w), Some(current)) =
+            (choose(&self.ops, &prev), entry.chain.get(pos + 1))
+        {
+            if w == *current {
+                return;
+            }
+        }
         let old_tip = *entry.chain.last().unwrap_or(&prev);
         let old_digest = head_digest(did, &old_tip, entry.dispute.is_some());
         entry.chain.truncate(pos + 1);
