@@ -105,14 +105,14 @@ pub struct Cluster {
 impl Cluster {
     /// `init-network --nodes n --out out`, every founder started with
     /// `extra`, and each connected to all the others (Kademlia introduces
-    /// the later ones to each other) within 20 s, or a panic.
+    /// the later ones to each other) within 60 s, or a panic.
     pub fn start(out: &Path, n: usize, extra: &[&str]) -> Cluster {
         let dirs = init_network(out, n);
         let nodes = start_cluster(&dirs, extra);
         let cluster = Cluster { dirs, nodes };
         assert!(
-            wait_peers(&cluster.urls(), n - 1, Duration::from_secs(20)),
-            "the {n} founders did not all connect to each other within 20 s"
+            wait_peers(&cluster.urls(), n - 1, Duration::from_secs(60)),
+            "the {n} founders did not all connect to each other within 60 s"
         );
         cluster
     }
