@@ -43,9 +43,19 @@ pub fn did_document(did: &str, state: &DidState) -> Value {
     if !standalone.is_empty() {
         doc.insert("verificationMethod".into(), Value::Array(standalone));
     }
+    // Passkeys are P-256 Multikeys (`zDn…`) that only authenticate.
+    let passkeys = state.passkeys.iter().map(|p| {
+        json!({
+            "id": format!("{did}#{}", p.id),
+            "type": "Multikey",
+            "controller": did,
+            "publicKeyMultibase": p.public_key_multibase.to_multibase(),
+        })
+    });
     let authentication: Vec<Value> = state
         .keys_for(Relationship::Authentication)
         .map(vm_json)
+        .chain(passkeys)
         .collect();
     if !authentication.is_empty() {
         doc.insert("authentication".into(), Value::Array(authentication));

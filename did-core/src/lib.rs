@@ -16,6 +16,10 @@
 //!   rule, the orphan pool, resolution, audit logs, set digests.
 //! * [`ingest`] — whether bytes from a peer are an acceptable op (size,
 //!   canonical parse, clock, known / new / orphan / invalid).
+//! * [`client`] — OpenID relying parties registered in their owner's DID
+//!   state; `client_id` and the secret hash.
+//! * [`passkey`] — passkeys (WebAuthn ES256) as authentication keys and
+//!   the check of an assertion over a login challenge.
 //! * [`member`] — network membership: members, quorum co-signatures.
 //! * [`network`] — the network's genesis and the derivation of its id.
 //! * [`document`] — W3C DID documents and resolution results.
@@ -37,6 +41,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod client;
 pub mod document;
 pub mod encoding;
 pub mod ingest;
@@ -46,6 +51,7 @@ pub mod login;
 pub mod member;
 pub mod network;
 pub mod op;
+pub mod passkey;
 pub mod proto;
 pub mod sync;
 pub mod sync_frame;

@@ -179,6 +179,27 @@ pub fn verify_login<'a>(
         .ok_or(LoginError::NoMatchingKey)
 }
 
+/// Verifies a login made with one of the DID's passkeys: the WebAuthn
+/// assertion must sign SHA-256 of `message` ([`crate::passkey`]).
+pub fn verify_passkey_login<'a>(
+    state: &'a DidState,
+    message: &[u8],
+    assertion: &crate::passkey::Assertion,
+    origins: &[String],
+    rp_id: &str,
+) -> Result<crate::passkey::Verified<'a>, crate::passkey::AssertionError> {
+    let challenge = crate::passkey::challenge_for(message);
+    crate::passkey::verify(
+        &state.passkeys,
+        assertion,
+        &crate::passkey::Expected {
+            challenge: &challenge,
+            origins,
+            rp_id,
+        },
+    )
+}
+
 /// Verifies a login signed by the key a `did:key` names.
 pub fn verify_did_key_login(
     key: &PublicKey,

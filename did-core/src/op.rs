@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_verification_methods: usize,
     pub max_services: usize,
     pub max_also_known_as: usize,
+    /// Relying parties one DID may register.
+    pub max_clients: usize,
     /// How far in the future `created_at` may be, in seconds, when an op is
     /// ingested (checked against the receiver's clock, see [`check_clock`]).
     pub max_clock_skew_secs: u64,
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_verification_methods: 10,
             max_services: 10,
             max_also_known_as: 10,
+            max_clients: 5,
             max_clock_skew_secs: 300,
         }
     }
@@ -86,6 +89,15 @@ pub struct DidState {
     pub verification_methods: Vec<VerificationMethod>,
     pub services: Vec<Service>,
     pub also_known_as: Vec<String>,
+    /// Passkeys (WebAuthn ES256), each an `authentication` key
+    /// ([`crate::passkey`]). Absent from the encoding when empty, so states
+    /// without passkeys keep their bytes and CIDs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<crate::passkey::Passkey>,
+    /// OpenID relying parties this DID owns ([`crate::client`]). Absent
+    /// when empty, like `passkeys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<crate::client::ClientReg>,
 }
 
 impl DidState {
@@ -101,7 +113,14 @@ impl DidState {
             }],
             services: vec![],
             also_known_as: vec![],
+            passkeys: vec![],
+            clients: vec![],
         }
+    }
+
+    /// The registered client with entry id `entry`.
+    pub fn client(&self, entry: &str) -> Option<&crate::client::ClientReg> {
+        self.clients.iter().find(|c| c.id == entry)
     }
 
     /// Keys holding a relationship.
@@ -199,6 +218,40 @@ impl DidState {
         for aka in &self.also_known_as {
             check_uri("also_known_as", aka)?;
             check_scheme("also_known_as", aka, ALSO_KNOWN_AS_SCHEMES)?;
+        }
+        if self.passkeys.len() > crate::passkey::MAX_PASSKEYS {
+            return Err(OpError::Limit(format!(
+                "at most {} passkeys",
+                crate::passkey::MAX_PASSKEYS
+            )));
+        }
+        for (i, p) in self.passkeys.iter().enumerate() {
+            check_fragment(&p.id)?;
+            p.check()?;
+            let taken = self.verification_methods.iter().any(|vm| vm.id == p.id)
+                || self.services.iter().any(|s| s.id == p.id)
+                || self.passkeys[..i].iter().any(|o| o.id == p.id);
+            if taken {
+                return Err(OpError::Invalid(format!("id {} used twice", p.id)));
+            }
+            if self.passkeys[..i]
+                .iter()
+                .any(|o| o.credential_id == p.credential_id)
+            {
+                return Err(OpError::Invalid("duplicate passkey credential".into()));
+            }
+        }
+        if self.clients.len() > limits.max_clients {
+            return Err(OpError::Limit(format!(
+                "at most {} clients",
+                limits.max_clients
+            )));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            c.check()?;
+            if self.clients[..i].iter().any(|o| o.id == c.id) {
+                return Err(OpError::Invalid(format!("duplicate client id {}", c.id)));
+            }
         }
         Ok(())
     }
