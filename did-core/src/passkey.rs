@@ -226,7 +226,7 @@ pub fn verify<'a>(
             "the challenge is not this login's challenge",
         ));
     }
-    if !want.origins.iter().any(|o| *o == client_data.origin) {
+    if !want.origins.contains(&client_data.origin) {
         return Err(AssertionError("the origin is not one this network accepts"));
     }
     if client_data.cross_origin {
