@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # 1. system packages it needs (curl, openssl, iproute2 for network
-#    namespaces), via apt-get when missing;
+#    namespaces, Debian's chromium and chromium-driver for the headless
+#    sign-in tests), via apt-get when missing;
 # 2. Rust: fmt and clippy gates (LINT=0 skips them), the workspace's
 #    binaries, `cargo test --workspace` (unit, property, in-process router
 #    tests, and multi-process tests on real binaries), then the partition
@@ -25,7 +26,7 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "system packages"
 missing=()
-for pair in curl:curl openssl:openssl ip:iproute2; do
+for pair in curl:curl openssl:openssl ip:iproute2 chromium:chromium chromedriver:chromium-driver; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
