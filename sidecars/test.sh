@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Run the sidecar suites: Envoy, aws-jwt-verify (Node.js), Flask, and the
-# interop matrix's own tests. Everything binds to 127.0.0.1 and stops by itself.
+# Run the sidecar suites: Envoy, aws-jwt-verify (Node.js), Flask, the interop
+# matrix's own tests, the front door, and the OpenID relying parties (oidc/:
+# Authlib, openid-client, PyJWT against a real network from target/debug or
+# $DIDMESH_BIN_DIR). Everything binds to 127.0.0.1 and stops by itself.
 #
 #   bash sidecars/test.sh [pytest args, e.g. -k envoy or envoy/]
 #
 # Runs setup.sh first (a no-op when up to date). The suites start their own
 # stand-ins (a fake node serving JWKS over HTTP/HTTPS with a throwaway CA, a
-# fake home-api) and sidecar processes, and stop them in fixture teardown;
-# the trap below also ends any sidecar process this run left behind, by id.
+# fake home-api) or real nodes (oidc/), and sidecar processes, and stop them
+# in fixture teardown; the trap below also ends any process this run left
+# behind, by id.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)

@@ -1,4 +1,5 @@
-//! The load generator: `didmesh bench login` and `didmesh bench home`.
+//! The load generator: `didmesh bench login`, `didmesh bench oidc` and
+//! `didmesh bench home`.
 //!
 //! Each worker owns one keep-alive HTTP/1.1 connection (hyper's `conn`
 //! API, `TCP_NODELAY`) and runs a closed loop: the next request leaves when
@@ -9,12 +10,24 @@
 //! A login is the whole wallet flow: `POST /v1/auth/challenge`, the same
 //! phishing checks the CLI makes ([`crate::login::check_challenge`]), an
 //! Ed25519 signature, `POST /v1/auth/token`. Its latency is measured from
-//! the first byte sent to the token received. Latencies are kept as
+//! the first byte sent to the token received.
+//!
+//! An OIDC flow is the whole authorization code flow with PKCE as a browser
+//! and a relying party make it (the browser's part simulated with a
+//! software key, see [`crate::oidc`]): authorize, the sign-in page's
+//! request, challenge, sign, complete, the redirect's checks, the token
+//! request, the ID token's signature and claims. Its latency runs from the
+//! authorize request to the verified ID token.
+//!
+//! All three share one closed loop ([`Flow`], `closed_loop`); a failed
+//! iteration is counted by kind (`challenge`, `token`, `connection`, …) and
+//! the first message of each run is kept. Latencies are kept as
 //! microseconds in a per-worker `Vec<u32>` and sorted once at the end, so
 //! the percentiles are exact.
 
 use crate::error::ClientError;
 use crate::login::{check_challenge, Authority};
+use crate::oidc::{self, Jwks, Pkce};
 use did_core::proto::{
     ChallengeRequest, ChallengeResponse, TokenRequest, TokenResponse, CHALLENGE_PATH, OPS_PATH,
     TOKEN_PATH,
@@ -28,9 +41,12 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// Create ops in flight at once while registering the bench DIDs.
 const SETUP_PARALLELISM: usize = 32;
@@ -155,6 +171,100 @@ fn request(method: Method, path: Uri, host: &HeaderValue, body: Bytes) -> Reques
     req
 }
 
+/// Why one iteration failed: a short kind the report counts, and a message
+/// (the first one of a run is shown).
+#[derive(Debug)]
+struct FlowError {
+    kind: &'static str,
+    msg: String,
+}
+
+impl FlowError {
+    fn new(kind: &'static str, msg: impl std::fmt::Display) -> FlowError {
+        FlowError {
+            kind,
+            msg: format!("{kind}: {msg}"),
+        }
+    }
+
+    /// A 4xx/5xx answer, with the node's `{"error","reason"}`.
+    fn status(kind: &'static str, status: StatusCode, body: &[u8]) -> FlowError {
+        FlowError::new(kind, crate::node::node_error(status.as_u16(), body))
+    }
+}
+
+/// One request on the worker's connection; a broken connection is its own
+/// kind of error.
+async fn call(
+    conn: &mut Conn,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), FlowError> {
+    conn.call(req)
+        .await
+        .map_err(|e| FlowError::new("connection", e))
+}
+
+/// A 2xx JSON answer as `T`, or a [`FlowError`] of `kind`.
+fn json_answer<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    (status, body): (StatusCode, Bytes),
+) -> Result<T, FlowError> {
+    if !status.is_success() {
+        return Err(FlowError::status(kind, status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| FlowError::new(kind, e))
+}
+
+/// What one iteration of a benchmark does, on the worker's connection.
+/// `worker` picks the worker's identity.
+trait Flow: Send + Sync + 'static {
+    fn run<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        worker: usize,
+    ) -> impl Future<Output = Result<(), FlowError>> + Send + 'a;
+}
+
+/// `concurrency` workers run `flow` back to back until `duration` is over,
+/// each on its own keep-alive connection; returns their stats and the
+/// elapsed time.
+async fn closed_loop<F: Flow>(
+    flow: Arc<F>,
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<(Vec<WorkerStats>, Duration), ClientError> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let flow = flow.clone();
+        tasks.spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut stats = WorkerStats {
+                latencies_us: Vec::with_capacity(SAMPLES_PER_WORKER),
+                ..Default::default()
+            };
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match flow.run(&mut conn, worker).await {
+                    Ok(()) => stats.latencies_us.push(micros(t0.elapsed())),
+                    Err(e) => {
+                        stats.error(e);
+                        // A dead node is not hammered.
+                        if conn.sender.is_none() {
+                            tokio::time::sleep(RECONNECT_PAUSE).await;
+                        }
+                    }
+                }
+            }
+            stats
+        });
+    }
+    let stats = join_all(tasks).await?;
+    Ok((stats, start.elapsed()))
+}
+
 /// A DID made for the benchmark, with its key held in memory only.
 struct BenchIdentity {
     did: String,
@@ -168,14 +278,16 @@ struct BenchIdentity {
 struct WorkerStats {
     latencies_us: Vec<u32>,
     errors: u64,
+    by_kind: BTreeMap<&'static str, u64>,
     first_error: Option<String>,
 }
 
 impl WorkerStats {
-    fn error(&mut self, msg: impl FnOnce() -> String) {
+    fn error(&mut self, e: FlowError) {
         self.errors += 1;
+        *self.by_kind.entry(e.kind).or_default() += 1;
         if self.first_error.is_none() {
-            self.first_error = Some(msg());
+            self.first_error = Some(e.msg);
         }
     }
 }
@@ -203,6 +315,9 @@ pub struct Report {
     pub ok: u64,
     pub per_sec: f64,
     pub errors: u64,
+    /// Failed iterations by the step that failed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_kind: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
     pub latency_ms: Latency,
@@ -218,6 +333,10 @@ impl Report {
         stats: Vec<WorkerStats>,
     ) -> Report {
         let errors = stats.iter().map(|s| s.errors).sum();
+        let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        for (kind, n) in stats.iter().flat_map(|s| s.by_kind.iter()) {
+            *errors_by_kind.entry((*kind).to_string()).or_default() += n;
+        }
         let first_error = stats.iter().find_map(|s| s.first_error.clone());
         let mut all: Vec<u32> =
             Vec::with_capacity(stats.iter().map(|s| s.latencies_us.len()).sum());
@@ -243,6 +362,7 @@ impl Report {
                 1,
             ),
             errors,
+            errors_by_kind,
             first_error,
             latency_ms: Latency {
                 p50: percentile_ms(&all, 50.0),
@@ -258,10 +378,10 @@ impl Report {
 
     /// The human table (without the JSON line).
     pub fn table(&self) -> String {
-        let what = if self.bench == "login" {
-            "logins"
-        } else {
-            "requests"
+        let what = match self.bench {
+            "login" => "logins",
+            "oidc" => "flows",
+            _ => "requests",
         };
         let dids = self.dids.map(|d| format!(", {d} DIDs")).unwrap_or_default();
         let mut out = format!(
@@ -291,6 +411,9 @@ impl Report {
         ];
         for (k, v) in rows {
             out.push_str(&format!("  {k:<14}{v:>14}\n"));
+        }
+        for (kind, n) in &self.errors_by_kind {
+            out.push_str(&format!("  {:<14}{n:>14}\n", format!("  {kind}")));
         }
         if let Some(e) = &self.first_error {
             out.push_str(&format!("  first error: {e}\n"));
@@ -373,50 +496,51 @@ async fn register_dids(
     Ok(all)
 }
 
-/// One full login; `Err` carries a short reason.
-async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Result<(), String> {
+/// One full login.
+async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Result<(), FlowError> {
     let req = request(
         Method::POST,
         Uri::from_static(CHALLENGE_PATH),
         &target.host,
         id.challenge_body.clone(),
     );
-    let (status, body) = conn.call(req).await?;
-    if !status.is_success() {
-        return Err(format!(
-            "challenge: {}",
-            crate::node::node_error(status.as_u16(), &body)
-        ));
-    }
-    let ch: ChallengeResponse =
-        serde_json::from_slice(&body).map_err(|e| format!("challenge: {e}"))?;
+    let ch: ChallengeResponse = json_answer("challenge", call(conn, req).await?)?;
     check_challenge(&ch.message, &target.authority, &id.did, &ch.nonce, None)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| FlowError::new("check", e))?;
     let signature = did_core::keys::sign_b64(&id.key, ch.message.as_bytes());
     let token_body = serde_json::to_vec(&TokenRequest {
         did: id.did.clone(),
         nonce: ch.nonce,
         signature,
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| FlowError::new("token", e))?;
     let req = request(
         Method::POST,
         Uri::from_static(TOKEN_PATH),
         &target.host,
         token_body.into(),
     );
-    let (status, body) = conn.call(req).await?;
-    if !status.is_success() {
-        return Err(format!(
-            "token: {}",
-            crate::node::node_error(status.as_u16(), &body)
-        ));
-    }
-    let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| format!("token: {e}"))?;
+    let token: TokenResponse = json_answer("token", call(conn, req).await?)?;
     if token.access_token.is_empty() {
-        return Err("token: empty access_token".into());
+        return Err(FlowError::new("token", "empty access_token"));
     }
     Ok(())
+}
+
+/// `bench login`'s iteration: worker `w` logs in as DID `w mod dids`.
+struct LoginFlow {
+    target: Arc<Target>,
+    ids: Vec<BenchIdentity>,
+}
+
+impl Flow for LoginFlow {
+    fn run<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        worker: usize,
+    ) -> impl Future<Output = Result<(), FlowError>> + Send + 'a {
+        one_login(conn, &self.target, &self.ids[worker % self.ids.len()])
+    }
 }
 
 /// Options of `bench login`.
@@ -429,6 +553,18 @@ pub struct LoginOptions {
     pub threads: usize,
 }
 
+/// Registers `dids` bench DIDs at `target`, saying how long it took.
+async fn setup_dids(target: &Arc<Target>, dids: usize) -> Result<Vec<BenchIdentity>, ClientError> {
+    let setup = Instant::now();
+    let ids = register_dids(target, dids).await?;
+    eprintln!(
+        "registered {} DIDs in {:.2} s",
+        ids.len(),
+        setup.elapsed().as_secs_f64()
+    );
+    Ok(ids)
+}
+
 /// Runs `bench login`: registers the DIDs, then `concurrency` workers log
 /// in for `duration`. Progress goes to stderr.
 pub async fn login(opts: LoginOptions) -> Result<Report, ClientError> {
@@ -438,52 +574,248 @@ pub async fn login(opts: LoginOptions) -> Result<Report, ClientError> {
         ));
     }
     let target = Arc::new(Target::resolve(&opts.node).await?);
-    let setup = Instant::now();
-    let ids = register_dids(&target, opts.dids).await?;
-    eprintln!(
-        "registered {} DIDs in {:.2} s",
-        ids.len(),
-        setup.elapsed().as_secs_f64()
-    );
-    let ids: Arc<Vec<BenchIdentity>> = Arc::new(ids);
-    let start = Instant::now();
-    let deadline = start + opts.duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..opts.concurrency {
-        let (target, ids) = (target.clone(), ids.clone());
-        tasks.spawn(async move {
-            let id = &ids[worker % ids.len()];
-            let mut conn = Conn::new(target.addr);
-            let mut stats = WorkerStats {
-                latencies_us: Vec::with_capacity(SAMPLES_PER_WORKER),
-                ..Default::default()
-            };
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                match one_login(&mut conn, &target, id).await {
-                    Ok(()) => stats.latencies_us.push(micros(t0.elapsed())),
-                    Err(e) => {
-                        let broken = conn.sender.is_none();
-                        stats.error(|| e);
-                        if broken {
-                            tokio::time::sleep(RECONNECT_PAUSE).await;
-                        }
-                    }
-                }
-            }
-            stats
-        });
-    }
-    let stats = join_all(tasks).await?;
+    let ids = setup_dids(&target, opts.dids).await?;
+    let dids = ids.len();
+    let flow = Arc::new(LoginFlow {
+        target: target.clone(),
+        ids,
+    });
+    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
     let mut report = Report::new(
         "login",
         &target.url,
         opts.concurrency,
         opts.threads,
-        start.elapsed(),
+        elapsed,
         stats,
     );
-    report.dids = Some(ids.len());
+    report.dids = Some(dids);
+    Ok(report)
+}
+
+/// Options of `bench oidc`.
+#[derive(Debug, Clone)]
+pub struct OidcOptions {
+    pub node: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The confidential client's secret (`client_secret_basic`); `None`:
+    /// a public client (PKCE only).
+    pub client_secret: Option<Zeroizing<String>>,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub dids: usize,
+    pub threads: usize,
+}
+
+/// `bench oidc`'s iteration (module doc): worker `w` signs in as DID
+/// `w mod dids`.
+struct OidcFlow {
+    target: Arc<Target>,
+    ids: Vec<BenchIdentity>,
+    client_id: String,
+    redirect_uri: String,
+    /// `Authorization: Basic …` for a confidential client (sensitive).
+    basic: Option<HeaderValue>,
+    issuer: String,
+    network_id: String,
+    jwks: Jwks,
+}
+
+impl Flow for OidcFlow {
+    fn run<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        worker: usize,
+    ) -> impl Future<Output = Result<(), FlowError>> + Send + 'a {
+        self.one_flow(conn, &self.ids[worker % self.ids.len()])
+    }
+}
+
+impl OidcFlow {
+    async fn one_flow(&self, conn: &mut Conn, id: &BenchIdentity) -> Result<(), FlowError> {
+        let host = &self.target.host;
+        let (state, nonce, pkce) = (oidc::random_b64(16), oidc::random_b64(16), Pkce::new());
+        // 1. The authorization request; the answer is the sign-in page.
+        let path = oidc::authorize_path(&self.client_id, &self.redirect_uri, &state, &nonce, &pkce);
+        let uri: Uri = path.parse().map_err(|e| FlowError::new("authorize", e))?;
+        let (status, page) = call(conn, request(Method::GET, uri, host, Bytes::new())).await?;
+        if status != StatusCode::OK {
+            return Err(FlowError::status("authorize", status, &page));
+        }
+        let html = std::str::from_utf8(&page).map_err(|e| FlowError::new("page", e))?;
+        let req = oidc::signin_request_from_html(html).map_err(|e| FlowError::new("page", e))?;
+        if req.client_id != self.client_id || req.redirect_uri != self.redirect_uri {
+            return Err(FlowError::new(
+                "page",
+                "the page names another client or redirect URI",
+            ));
+        }
+        // The page sends its calls to `node_url`, the node that issued the
+        // request handle; this loop sends them on its one connection.
+        if Authority::of_url(&req.node_url).as_ref() != Ok(&self.target.authority) {
+            return Err(FlowError::new(
+                "page",
+                format!(
+                    "the page's node_url {} is not --node (bench one node directly, at its --public-url)",
+                    req.node_url
+                ),
+            ));
+        }
+        // 2. The browser's part: a challenge for the DID, checked and signed.
+        let body = serde_json::to_vec(&oidc::SigninChallengeRequest {
+            request: &req.request,
+            did: &id.did,
+        })
+        .map_err(|e| FlowError::new("challenge", e))?;
+        let uri = Uri::from_static(oidc::SIGNIN_CHALLENGE_PATH);
+        let ch: oidc::SigninChallenge = json_answer(
+            "challenge",
+            call(conn, request(Method::POST, uri, host, body.into())).await?,
+        )?;
+        let checked = check_challenge(
+            &ch.message,
+            &self.target.authority,
+            &id.did,
+            &ch.nonce,
+            Some(&self.client_id),
+        )
+        .map_err(|e| FlowError::new("check", e))?;
+        if checked.network_id != self.network_id {
+            return Err(FlowError::new("check", "challenge for another network"));
+        }
+        let signature = did_core::keys::sign_b64(&id.key, ch.message.as_bytes());
+        let body = serde_json::to_vec(&oidc::SigninCompleteRequest {
+            request: &req.request,
+            nonce: &ch.nonce,
+            did: &id.did,
+            signature: &signature,
+        })
+        .map_err(|e| FlowError::new("complete", e))?;
+        let uri = Uri::from_static(oidc::SIGNIN_COMPLETE_PATH);
+        let done: oidc::SigninComplete = json_answer(
+            "complete",
+            call(conn, request(Method::POST, uri, host, body.into())).await?,
+        )?;
+        // 3. The relying party: the redirect, then the token request.
+        let code =
+            oidc::code_from_redirect(&done.redirect, &self.redirect_uri, &state, &self.issuer)
+                .map_err(|e| FlowError::new("redirect", e))?;
+        let mut pairs = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        if self.basic.is_none() {
+            // A public client names itself (RFC 6749 §4.1.3).
+            pairs.push(("client_id", self.client_id.as_str()));
+        }
+        let uri = Uri::from_static(oidc::OIDC_TOKEN_PATH);
+        let mut token_req = request(Method::POST, uri, host, oidc::form(&pairs).into());
+        token_req.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        if let Some(b) = &self.basic {
+            token_req.headers_mut().insert(AUTHORIZATION, b.clone());
+        }
+        let tokens: oidc::OidcTokens = json_answer("token", call(conn, token_req).await?)?;
+        if !tokens.token_type.eq_ignore_ascii_case("Bearer") || tokens.access_token.is_empty() {
+            return Err(FlowError::new("token", "not a Bearer access token"));
+        }
+        // 4. The ID token, as a relying party checks it.
+        let claims = self
+            .jwks
+            .verify_id_token(&tokens.id_token, &self.issuer, &self.client_id, &nonce)
+            .map_err(|e| FlowError::new("id_token", e))?;
+        if claims.sub != id.did {
+            return Err(FlowError::new(
+                "id_token",
+                "sub is not the DID that signed in",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `bench oidc`: reads the node's discovery document and JWKS,
+/// registers the DIDs, then `concurrency` workers run code flows for
+/// `duration`.
+pub async fn oidc(opts: OidcOptions) -> Result<Report, ClientError> {
+    if opts.concurrency == 0 || opts.dids == 0 {
+        return Err(ClientError::usage(
+            "--concurrency and --dids must be at least 1",
+        ));
+    }
+    did_core::client::check_redirect_uri(&opts.redirect_uri)
+        .map_err(|why| ClientError::usage(format!("--redirect-uri: {why}")))?;
+    let target = Arc::new(Target::resolve(&opts.node).await?);
+    let node = crate::node::NodeClient::new(&target.url)?;
+    let discovery: serde_json::Value = node.get_json(oidc::DISCOVERY_PATH).await?;
+    let text = |k: &str| {
+        discovery[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::protocol(format!("discovery has no {k}")))
+    };
+    let (issuer, network_id, jwks_uri) = (
+        text("issuer")?,
+        text("didmesh_network_id")?,
+        text("jwks_uri")?,
+    );
+    if discovery["authorization_endpoint"].as_str().is_none() {
+        return Err(ClientError::usage(format!(
+            "{} is not an OpenID provider (no authorization_endpoint in its discovery document)",
+            target.url
+        )));
+    }
+    // The JWKS is read once: the keys of a running network's members do
+    // not change during a run.
+    let jwks_doc: serde_json::Value = reqwest::get(&jwks_uri)
+        .await
+        .map_err(|e| ClientError::Transport(format!("{jwks_uri}: {e}")))?
+        .json()
+        .await
+        .map_err(|e| ClientError::protocol(format!("{jwks_uri}: {e}")))?;
+    let jwks = Jwks::from_json(&jwks_doc);
+    if jwks.is_empty() {
+        return Err(ClientError::protocol(format!(
+            "{jwks_uri} has no usable key"
+        )));
+    }
+    let basic = match &opts.client_secret {
+        Some(secret) => {
+            let mut v = HeaderValue::from_str(&oidc::basic_auth(&opts.client_id, secret)).map_err(
+                |_| ClientError::usage("--client-secret has characters a header cannot carry"),
+            )?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    let ids = setup_dids(&target, opts.dids).await?;
+    let dids = ids.len();
+    let flow = Arc::new(OidcFlow {
+        target: target.clone(),
+        ids,
+        client_id: opts.client_id,
+        redirect_uri: opts.redirect_uri,
+        basic,
+        issuer,
+        network_id,
+        jwks,
+    });
+    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
+    let mut report = Report::new(
+        "oidc",
+        &target.url,
+        opts.concurrency,
+        opts.threads,
+        elapsed,
+        stats,
+    );
+    report.dids = Some(dids);
     Ok(report)
 }
 
@@ -495,6 +827,28 @@ pub struct HomeOptions {
     pub concurrency: usize,
     pub duration: Duration,
     pub threads: usize,
+}
+
+/// `bench home`'s iteration: one GET.
+struct HomeFlow {
+    host: HeaderValue,
+    path: Uri,
+    auth: Option<HeaderValue>,
+}
+
+impl Flow for HomeFlow {
+    async fn run<'a>(&'a self, conn: &'a mut Conn, _worker: usize) -> Result<(), FlowError> {
+        let mut req = request(Method::GET, self.path.clone(), &self.host, Bytes::new());
+        if let Some(a) = &self.auth {
+            req.headers_mut().insert(AUTHORIZATION, a.clone());
+        }
+        let (status, body) = call(conn, req).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(FlowError::status("status", status, &body))
+        }
+    }
 }
 
 /// Runs `bench home`: plain GETs of one URL, optionally with a bearer token.
@@ -521,46 +875,18 @@ pub async fn home(opts: HomeOptions) -> Result<Report, ClientError> {
         }
         None => None,
     };
-    let start = Instant::now();
-    let deadline = start + opts.duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.concurrency {
-        let (target, path, auth) = (target.clone(), path.clone(), auth.clone());
-        tasks.spawn(async move {
-            let mut conn = Conn::new(target.addr);
-            let mut stats = WorkerStats {
-                latencies_us: Vec::with_capacity(SAMPLES_PER_WORKER),
-                ..Default::default()
-            };
-            while Instant::now() < deadline {
-                let mut req = request(Method::GET, path.clone(), &target.host, Bytes::new());
-                if let Some(a) = &auth {
-                    req.headers_mut().insert(AUTHORIZATION, a.clone());
-                }
-                let t0 = Instant::now();
-                match conn.call(req).await {
-                    Ok((status, _)) if status.is_success() => {
-                        stats.latencies_us.push(micros(t0.elapsed()))
-                    }
-                    Ok((status, body)) => {
-                        stats.error(|| crate::node::node_error(status.as_u16(), &body).to_string())
-                    }
-                    Err(e) => {
-                        stats.error(|| e);
-                        tokio::time::sleep(RECONNECT_PAUSE).await;
-                    }
-                }
-            }
-            stats
-        });
-    }
-    let stats = join_all(tasks).await?;
+    let flow = Arc::new(HomeFlow {
+        host: target.host.clone(),
+        path,
+        auth,
+    });
+    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
     Ok(Report::new(
         "home",
         &target.url,
         opts.concurrency,
         opts.threads,
-        start.elapsed(),
+        elapsed,
         stats,
     ))
 }
@@ -595,12 +921,12 @@ mod tests {
         let stats = vec![
             WorkerStats {
                 latencies_us: vec![3000, 1000],
-                errors: 0,
-                first_error: None,
+                ..Default::default()
             },
             WorkerStats {
                 latencies_us: vec![2000],
                 errors: 2,
+                by_kind: [("token", 2)].into_iter().collect(),
                 first_error: Some("boom".into()),
             },
         ];
@@ -612,6 +938,8 @@ mod tests {
         assert_eq!(r.latency_ms.max, 3.0);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["first_error"], "boom");
+        assert_eq!(json["errors_by_kind"]["token"], 2);
         assert!(r.table().contains("logins/s"));
+        assert!(r.table().contains("token"));
     }
 }

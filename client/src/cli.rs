@@ -14,6 +14,8 @@ Examples:
   didmesh did add-key --relationship assertion
   didmesh did rotate                       # new main key, old one retired
   didmesh bench login --concurrency 32 --duration 10
+  didmesh client register --name 'My app' --redirect-uri https://app.example/cb --confidential
+  didmesh approve ABCD-EFGH                # sign a browser sign-in waiting for this wallet
 
 Environment:
   DIDMESH_WALLET       wallet file (default ~/.didmesh/wallet.json)
@@ -52,6 +54,17 @@ pub enum Command {
     /// The status line goes to stderr, the body to stdout; the exit code is
     /// non-zero unless the status is 2xx.
     Get(GetArgs),
+    /// OpenID relying parties ("clients") owned by your DID.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Approve a browser sign-in that waits for this wallet: the sign-in
+    /// page shows a code, this command shows which app and redirect target
+    /// it is for, asks, and signs.
+    ///
+    /// Only approve a code you asked for yourself, on a page you opened:
+    /// someone who sends you a code is asking you to sign in to THEIR
+    /// browser session as you (device-code phishing).
+    Approve(ApproveArgs),
     /// Load generators (not the wallet's keys: fresh in-memory ones).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -206,6 +219,111 @@ pub struct GetArgs {
     pub login: LoginArgs,
 }
 
+/// `--id-token-alg` values (OpenID Connect `id_token_signed_response_alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdTokenAlgArg {
+    /// RSA PKCS#1 v1.5 + SHA-256: the OpenID Connect default, accepted by
+    /// every relying-party library.
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 + SHA-256 (AWS Cognito, Auth0).
+    #[value(name = "ES256")]
+    Es256,
+    /// Ed25519.
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl From<IdTokenAlgArg> for did_core::client::IdTokenAlg {
+    fn from(a: IdTokenAlgArg) -> Self {
+        match a {
+            IdTokenAlgArg::Rs256 => did_core::client::IdTokenAlg::RS256,
+            IdTokenAlgArg::Es256 => did_core::client::IdTokenAlg::ES256,
+            IdTokenAlgArg::EdDsa => did_core::client::IdTokenAlg::EdDSA,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCmd {
+    /// Register a relying party under your DID (a signed update of the DID)
+    /// and print `client_id: ID` and, with --confidential,
+    /// `client_secret: SECRET`, each on a line of its own.
+    ///
+    /// The secret is printed once and kept nowhere: the ledger holds only
+    /// its hash. Lose it and `client update ID --rotate-secret` makes a new
+    /// one.
+    Register {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Name shown on the sign-in page (1-64 bytes).
+        #[arg(long)]
+        name: String,
+        /// Exact redirect URI (repeatable, at most 5): https, or http on
+        /// localhost, 127.0.0.1 or [::1].
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+        /// A confidential client (a server that keeps a secret); without
+        /// it the client is public and must use PKCE.
+        #[arg(long)]
+        confidential: bool,
+        /// ID-token signing algorithm.
+        #[arg(long, value_enum, default_value = "RS256")]
+        id_token_alg: IdTokenAlgArg,
+        /// Entry id within your DID ([A-Za-z0-9_-], 1-32) [default: from
+        /// the name, or c1, c2, …].
+        #[arg(long, value_name = "ENTRY")]
+        id: Option<String>,
+    },
+    /// Print registered clients as JSON: all of your DID's, or one by id
+    /// (anyone's).
+    Show {
+        #[command(flatten)]
+        node: NodeArg,
+        /// A client id (`<DID suffix>.<entry>`).
+        client_id: Option<String>,
+    },
+    /// Change one of your clients; options left out stay as they are.
+    Update {
+        /// The client id.
+        client_id: String,
+        #[command(flatten)]
+        node: NodeArg,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the redirect URIs with these (repeatable).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// New ID-token signing algorithm.
+        #[arg(long, value_enum)]
+        id_token_alg: Option<IdTokenAlgArg>,
+        /// Draw a new secret and print it (`client_secret: SECRET`); the
+        /// old one stops working. Makes a public client confidential.
+        #[arg(long)]
+        rotate_secret: bool,
+    },
+    /// Remove one of your clients (sign-ins to it stop at once).
+    Delete {
+        /// The client id.
+        client_id: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApproveArgs {
+    /// The code the sign-in page shows (`XXXX-XXXX`).
+    pub code: String,
+    #[command(flatten)]
+    pub node: NodeArg,
+    /// Do not ask `approve? [y/N]` (scripts; you still must have asked for
+    /// the code yourself).
+    #[arg(long)]
+    pub yes: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// Full logins per second (challenge, checks, sign, token).
@@ -228,6 +346,40 @@ pub enum BenchCmd {
         #[arg(long)]
         dids: Option<usize>,
         /// Runtime threads [default: number of CPUs].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Full OpenID Connect code flows per second against one node.
+    ///
+    /// Each flow: GET /oidc/authorize (PKCE S256, state, nonce), read the
+    /// sign-in page's request, POST /oidc/signin/challenge, sign with a
+    /// fresh in-memory DID key (the browser's part), POST
+    /// /oidc/signin/complete, check the redirect's state and iss, POST
+    /// /oidc/token, verify the ID token against the node's JWKS (signature,
+    /// iss, aud, nonce). Registers --dids DIDs first. The client must be
+    /// registered (`didmesh client register`) with --redirect-uri among its
+    /// redirect URIs. Start the node with `--auth-rate 0 --ops-rate 0`.
+    Oidc {
+        /// Node base URL, e.g. http://127.0.0.1:7001.
+        #[arg(long, env = "DIDMESH_NODE", value_name = "URL")]
+        node: String,
+        /// The client id (`didmesh client register` printed it).
+        #[arg(long)]
+        client_id: String,
+        /// One of the client's registered redirect URIs.
+        #[arg(long)]
+        redirect_uri: String,
+        /// The client's secret (confidential clients; sent with HTTP Basic).
+        /// Without it the flow is a public client's (PKCE only).
+        #[arg(long, env = "DIDMESH_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// DIDs to register [default: --concurrency].
+        #[arg(long)]
+        dids: Option<usize>,
         #[arg(long)]
         threads: Option<usize>,
     },

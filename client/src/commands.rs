@@ -66,6 +66,8 @@ async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError>
             Ok(())
         }
         Command::Get(args) => get(wallet, &args).await,
+        Command::Client(cmd) => crate::rp::run(wallet, cmd).await,
+        Command::Approve(args) => crate::rp::approve(wallet, &args).await,
         Command::Bench(_) => Err(ClientError::usage("bench runs on its own runtime")),
     }
 }
@@ -134,7 +136,7 @@ fn kdf_cost() -> KdfCost {
     }
 }
 
-fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
+pub(crate) fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
     // Fail on a missing or malformed file (and on out-of-bounds KDF costs)
     // before asking for a passphrase.
     wallet::read_file(path)?;
@@ -157,7 +159,10 @@ fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
 
 /// The node: `--node`/`DIDMESH_NODE`, else the wallet's DID's node, else
 /// the node the wallet used last.
-fn node_client(arg: &NodeArg, public: Option<&PublicInfo>) -> Result<NodeClient, ClientError> {
+pub(crate) fn node_client(
+    arg: &NodeArg,
+    public: Option<&PublicInfo>,
+) -> Result<NodeClient, ClientError> {
     let url = arg
         .node
         .clone()
@@ -346,7 +351,7 @@ async fn did_show(path: &Path, node: &NodeArg, did: Option<&str>) -> Result<(), 
 
 /// The wallet's live DID, the node, and the DID's verified head. Also
 /// settles keys left `pending` by an earlier run whose outcome was unknown.
-async fn open_did(
+pub(crate) async fn open_did(
     path: &Path,
     node: &NodeArg,
 ) -> Result<(Wallet, NodeClient, String, Head), ClientError> {
@@ -738,9 +743,9 @@ fn run_bench(cmd: BenchCmd) -> Result<(), ClientError> {
         }
     };
     let threads = match &cmd {
-        BenchCmd::Login { threads, .. } | BenchCmd::Home { threads, .. } => {
-            threads.unwrap_or(cpus).max(1)
-        }
+        BenchCmd::Login { threads, .. }
+        | BenchCmd::Home { threads, .. }
+        | BenchCmd::Oidc { threads, .. } => threads.unwrap_or(cpus).max(1),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -764,6 +769,28 @@ fn run_bench(cmd: BenchCmd) -> Result<(), ClientError> {
             };
             rt.block_on(bench::login(opts))?
         }
+        BenchCmd::Oidc {
+            node,
+            client_id,
+            redirect_uri,
+            client_secret,
+            concurrency,
+            duration,
+            dids,
+            ..
+        } => {
+            let opts = bench::OidcOptions {
+                node,
+                client_id,
+                redirect_uri,
+                client_secret: client_secret.map(Zeroizing::new),
+                concurrency,
+                duration: seconds(duration)?,
+                dids: dids.unwrap_or(concurrency),
+                threads,
+            };
+            rt.block_on(bench::oidc(opts))?
+        }
         BenchCmd::Home {
             url,
             token,
@@ -786,7 +813,7 @@ fn run_bench(cmd: BenchCmd) -> Result<(), ClientError> {
 }
 
 /// Writes `text` and a newline to stdout.
-fn emit(text: impl std::fmt::Display) -> Result<(), ClientError> {
+pub(crate) fn emit(text: impl std::fmt::Display) -> Result<(), ClientError> {
     let mut out = std::io::stdout().lock();
     ignore_closed_pipe(writeln!(out, "{text}").and_then(|_| out.flush()))
 }
@@ -800,7 +827,7 @@ fn ignore_closed_pipe(r: std::io::Result<()>) -> Result<(), ClientError> {
     }
 }
 
-fn pretty(v: &serde_json::Value) -> String {
+pub(crate) fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 

@@ -16,6 +16,11 @@
 //!   it builds updates on.
 //! * [`login`] — the checks made before signing a challenge (domain, DID,
 //!   nonce, audience: EIP-4361-style phishing protection).
+//! * [`oidc`] — the OpenID Connect pieces: the sign-in endpoints as a
+//!   browser calls them, PKCE, the redirect and ID-token checks, and what
+//!   `didmesh approve` checks before it signs.
+//! * [`rp`] — `didmesh client …` (relying parties on the ledger) and
+//!   `didmesh approve`.
 //! * [`bench`](mod@bench) — the load generator: one keep-alive hyper connection per
 //!   worker, exact percentiles.
 //! * [`error`] — the one error type; node errors read
@@ -34,6 +39,8 @@
 //! didmesh get http://127.0.0.1:8080/api/activities/home
 //! didmesh did deactivate --yes
 //! didmesh bench login --concurrency 32 --duration 10   # node with --auth-rate 0 --ops-rate 0
+//! didmesh client register --name "My app" --redirect-uri http://localhost:5000/cb
+//! didmesh approve ABCD-EFGH              # a browser sign-in waiting for this wallet
 //! ```
 //!
 //! The passphrase comes from `DIDMESH_PASSPHRASE` or a terminal prompt. Key
@@ -51,6 +58,8 @@ pub mod commands;
 pub mod error;
 pub mod login;
 pub mod node;
+pub mod oidc;
+pub mod rp;
 pub mod wallet;
 
 pub use error::ClientError;

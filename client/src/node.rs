@@ -281,6 +281,24 @@ impl NodeClient {
         Ok(token)
     }
 
+    /// `GET {base}{path}`, a 2xx JSON answer or the node's error.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        json_ok(self.send(self.http.get(self.url(path))).await?).await
+    }
+
+    /// `POST {base}{path}` with a JSON body, a 2xx JSON answer or the
+    /// node's error.
+    pub async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        json_ok(self.send(self.http.post(self.url(path)).json(body)).await?).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -10,6 +10,12 @@
 //! issuers or quorums never share an id, and a genesis file whose id does
 //! not match its content is refused. Reading and writing the file is the
 //! node's business (`node/src/identity.rs`); this module only decides.
+//!
+//! A member's RS256/ES256 ID-token keys ([`crate::member`]) are part of
+//! `members`, so the id covers them too; a genesis written before they
+//! existed has no such fields and keeps its id. A bad key makes the file
+//! unreadable (the keys check themselves when parsed), so a genesis can
+//! never hand a relying party an unusable key.
 
 use crate::encoding::{base32_lower, canonical_json, EncodingError};
 use crate::member::{Member, NetworkRules};
@@ -131,6 +137,8 @@ impl Genesis {
 mod tests {
     use super::*;
     use crate::keys::public_of;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use ed25519_dalek::SigningKey;
 
     fn members(n: u8) -> Vec<Member> {
@@ -161,6 +169,32 @@ mod tests {
         let mut tampered = g.clone();
         tampered.quorum = 3;
         assert_eq!(tampered.check(), Err(NetworkError::IdMismatch));
+    }
+
+    #[test]
+    fn token_keys_are_covered_by_the_id_and_a_bad_one_is_refused() {
+        use crate::member::RsaPublicJwk;
+        use crate::passkey::P256Key;
+        let n = [[0xc1u8].as_slice(), &[0x5a; 254], &[0x01]].concat();
+        let p256 = p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
+        let p256 =
+            P256Key::from_sec1(p256.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let mut ms = members(3);
+        let plain = Genesis::new("i", ms.clone(), 2, 0).unwrap();
+        ms[0] = ms[0]
+            .clone()
+            .with_token_keys(RsaPublicJwk::from_modulus(&n).unwrap(), p256);
+        let keyed = Genesis::new("i", ms, 2, 0).unwrap();
+        assert_ne!(keyed.network_id, plain.network_id);
+        let text = serde_json::to_string(&keyed).unwrap();
+        assert_eq!(serde_json::from_str::<Genesis>(&text).unwrap(), keyed);
+        // A genesis naming a 2047-bit modulus does not even parse.
+        let bad_n = URL_SAFE_NO_PAD.encode([[0x41u8].as_slice(), &n[1..]].concat());
+        let bad = text.replace(keyed.members[0].rsa.as_ref().unwrap().n(), &bad_n);
+        let err = serde_json::from_str::<Genesis>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("top bit"), "{err}");
     }
 
     #[test]

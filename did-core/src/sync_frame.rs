@@ -7,11 +7,23 @@
 //! frame     = len:u32be body                      one per stream direction
 //! request   = 0x01 sync-message                   a reconciliation round
 //!           | 0x02 n:u16be cid-digest[32]{n}      fetch these ops (n <= 256)
+//!           | 0x03 code[1..=1024]                 consume this authorization code
 //! response  = 0x01 sync-message                   the answer ("done" = [0x01])
 //!           | 0x02 n:u16be (len:u32be op-bytes){n}  canonical op bytes, in
 //!                                                 request order, unknown CIDs left out
 //!           | 0x03                                busy: try again later
+//!           | 0x04 verdict:u8                     0x00 first use, 0x01 already used,
+//!                                                 0x02 refused (not the responder's
+//!                                                 code, expired, or older than its start)
 //! ```
+//!
+//! The consume pair makes authorization codes single-use across nodes
+//! (node/src/oidc/consume.rs): the node redeeming a code another member
+//! issued sends the whole code (its signed text, which names the issuer) to
+//! that issuer, which alone remembers which of its codes were used. Frames
+//! of the older kinds keep their bytes; a node that predates the consume
+//! pair refuses tag 0x03 as an unknown request, which the redeemer treats as
+//! a refusal (fail closed).
 //!
 //! Every count and length is checked against its limit before anything is
 //! read; trailing bytes, unknown tags and counts above the limits are
@@ -29,6 +41,9 @@ pub const MAX_OP_WIRE_BYTES: usize = 16 * 1024;
 /// Largest request frame: a reconciliation message at the sync limit, or a
 /// full fetch list, plus the tag.
 pub const MAX_REQUEST_BYTES: usize = crate::sync::MAX_MESSAGE_BYTES + 1;
+/// Longest authorization code carried by a consume request (the node's
+/// codes are a few hundred bytes; the bound only caps what a peer may send).
+pub const MAX_CODE_BYTES: usize = 1024;
 /// Largest response frame.
 pub const MAX_RESPONSE_BYTES: usize = 3 + MAX_FETCH_CIDS * (4 + MAX_OP_WIRE_BYTES);
 
@@ -36,6 +51,31 @@ const TAG_RECONCILE: u8 = 0x01;
 const TAG_FETCH: u8 = 0x02;
 const TAG_OPS: u8 = 0x02;
 const TAG_BUSY: u8 = 0x03;
+const TAG_CONSUME: u8 = 0x03;
+const TAG_CONSUMED: u8 = 0x04;
+
+/// The issuer's answer to a consume request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeVerdict {
+    /// The code was not used before; it is now.
+    FirstUse = 0x00,
+    /// The code was consumed before: a replay.
+    AlreadyUsed = 0x01,
+    /// Not the responder's code, expired, issued before the responder's
+    /// start (its memory of used codes begins there), or not a valid code.
+    Refused = 0x02,
+}
+
+impl ConsumeVerdict {
+    fn from_byte(b: u8) -> Option<ConsumeVerdict> {
+        match b {
+            0x00 => Some(ConsumeVerdict::FirstUse),
+            0x01 => Some(ConsumeVerdict::AlreadyUsed),
+            0x02 => Some(ConsumeVerdict::Refused),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncRequest {
@@ -43,6 +83,9 @@ pub enum SyncRequest {
     Reconcile(Vec<u8>),
     /// Ops wanted, by CID.
     Fetch(Vec<Cid>),
+    /// Consume this authorization code (its full text, 1 to
+    /// [`MAX_CODE_BYTES`] bytes), sent to the member that issued it.
+    Consume(Vec<u8>),
     /// Inbound only: a request that broke the framing rules, and which rule
     /// (never sent; the receiver punishes the sender).
     Malformed(&'static str),
@@ -55,6 +98,8 @@ pub enum SyncResponse {
     Ops(Vec<Vec<u8>>),
     /// The responder is at its limit of concurrent sessions.
     Busy,
+    /// The answer to [`SyncRequest::Consume`].
+    Consumed(ConsumeVerdict),
 }
 
 /// Why a frame body does not decode.
@@ -74,6 +119,10 @@ pub enum FrameError {
     OpLength,
     #[error("unknown sync response tag")]
     ResponseTag,
+    #[error("authorization code length out of bounds")]
+    CodeLength,
+    #[error("unknown consume verdict")]
+    Verdict,
 }
 
 impl FrameError {
@@ -87,6 +136,8 @@ impl FrameError {
             FrameError::OpCount => "op count out of bounds",
             FrameError::OpLength => "op length out of bounds",
             FrameError::ResponseTag => "unknown sync response tag",
+            FrameError::CodeLength => "authorization code length out of bounds",
+            FrameError::Verdict => "unknown consume verdict",
         }
     }
 }
@@ -130,6 +181,7 @@ impl SyncRequest {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             SyncRequest::Reconcile(m) => [&[TAG_RECONCILE][..], m].concat(),
+            SyncRequest::Consume(code) => [&[TAG_CONSUME][..], code].concat(),
             SyncRequest::Malformed(_) => vec![],
             SyncRequest::Fetch(cids) => {
                 let cids = &cids[..cids.len().min(usize::from(u16::MAX))];
@@ -162,6 +214,12 @@ impl SyncRequest {
                 r.end()?;
                 Ok(SyncRequest::Fetch(cids))
             }
+            TAG_CONSUME => {
+                if r.0.is_empty() || r.0.len() > MAX_CODE_BYTES {
+                    return Err(FrameError::CodeLength);
+                }
+                Ok(SyncRequest::Consume(r.0.to_vec()))
+            }
             _ => Err(FrameError::RequestTag),
         }
     }
@@ -185,6 +243,7 @@ impl SyncResponse {
                 out
             }
             SyncResponse::Busy => vec![TAG_BUSY],
+            SyncResponse::Consumed(v) => vec![TAG_CONSUMED, *v as u8],
         }
     }
 
@@ -212,6 +271,11 @@ impl SyncResponse {
                 r.end()?;
                 Ok(SyncResponse::Busy)
             }
+            TAG_CONSUMED => {
+                let v = ConsumeVerdict::from_byte(r.u8()?).ok_or(FrameError::Verdict)?;
+                r.end()?;
+                Ok(SyncResponse::Consumed(v))
+            }
             _ => Err(FrameError::ResponseTag),
         }
     }
@@ -226,6 +290,8 @@ mod tests {
         let reqs = [
             SyncRequest::Reconcile(vec![1, 2, 3]),
             SyncRequest::Fetch(vec![Cid::of(b"a"), Cid::of(b"b")]),
+            SyncRequest::Consume(b"code".to_vec()),
+            SyncRequest::Consume(vec![7; MAX_CODE_BYTES]),
         ];
         for r in reqs {
             assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
@@ -235,6 +301,9 @@ mod tests {
             SyncResponse::Ops(vec![b"{}".to_vec(), vec![7; 300]]),
             SyncResponse::Ops(vec![]),
             SyncResponse::Busy,
+            SyncResponse::Consumed(ConsumeVerdict::FirstUse),
+            SyncResponse::Consumed(ConsumeVerdict::AlreadyUsed),
+            SyncResponse::Consumed(ConsumeVerdict::Refused),
         ];
         for r in resps {
             assert_eq!(SyncResponse::decode(&r.encode()).unwrap(), r);
@@ -282,5 +351,47 @@ mod tests {
             Err(FrameError::Trailing)
         );
         assert_eq!(SyncResponse::decode(&[7]), Err(FrameError::ResponseTag));
+    }
+
+    /// The consume pair added for single-use authorization codes must not
+    /// change a byte of the frames nodes already exchange.
+    #[test]
+    fn older_frames_keep_their_bytes() {
+        let cid = Cid([0xab; 32]);
+        let mut fetch = vec![0x02, 0x00, 0x01];
+        fetch.extend_from_slice(&[0xab; 32]);
+        assert_eq!(SyncRequest::Fetch(vec![cid]).encode(), fetch);
+        assert_eq!(
+            SyncRequest::Reconcile(vec![1, 9]).encode(),
+            vec![0x01, 1, 9]
+        );
+        assert_eq!(SyncResponse::Reconcile(vec![1]).encode(), vec![0x01, 1]);
+        assert_eq!(
+            SyncResponse::Ops(vec![b"{}".to_vec()]).encode(),
+            vec![0x02, 0x00, 0x01, 0, 0, 0, 2, b'{', b'}']
+        );
+        assert_eq!(SyncResponse::Busy.encode(), vec![0x03]);
+        assert_eq!(
+            SyncRequest::Consume(b"ab".to_vec()).encode(),
+            vec![0x03, b'a', b'b']
+        );
+        assert_eq!(
+            SyncResponse::Consumed(ConsumeVerdict::AlreadyUsed).encode(),
+            vec![0x04, 0x01]
+        );
+    }
+
+    #[test]
+    fn hostile_consume_frames_are_refused() {
+        assert_eq!(SyncRequest::decode(&[0x03]), Err(FrameError::CodeLength));
+        let mut long = vec![0x03];
+        long.extend_from_slice(&[b'a'; MAX_CODE_BYTES + 1]);
+        assert_eq!(SyncRequest::decode(&long), Err(FrameError::CodeLength));
+        assert_eq!(SyncResponse::decode(&[0x04]), Err(FrameError::EndsEarly));
+        assert_eq!(SyncResponse::decode(&[0x04, 3]), Err(FrameError::Verdict));
+        assert_eq!(
+            SyncResponse::decode(&[0x04, 0, 0]),
+            Err(FrameError::Trailing)
+        );
     }
 }

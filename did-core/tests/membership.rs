@@ -5,8 +5,9 @@
 
 use did_core::keys::public_of;
 use did_core::ledger::Ledger;
-use did_core::member::{Member, NetworkRules};
+use did_core::member::{Member, NetworkRules, RsaPublicJwk};
 use did_core::op::{OpError, OpKind, Operation};
+use did_core::passkey::P256Key;
 use did_core::Cid;
 use ed25519_dalek::SigningKey;
 
@@ -232,4 +233,97 @@ fn membership_forks_resolve_the_same_in_any_order() {
         outcomes.push((l.op_set_digest(), l.state_digest()));
     }
     assert_eq!(outcomes[0], outcomes[1]);
+}
+
+/// A member entry with ID-token keys (an RSA-2048 modulus and a P-256
+/// key), as `didmesh-node member-entry` prints it.
+fn with_token_keys(i: u8) -> Member {
+    use base64::Engine as _;
+    // RFC 7517 Appendix A.1's modulus: a real RSA-2048 public key.
+    let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n)
+        .unwrap();
+    let p256 = p256::ecdsa::SigningKey::from_slice(&[i; 32]).unwrap();
+    m(i).with_token_keys(
+        RsaPublicJwk::from_modulus(&n).unwrap(),
+        P256Key::from_sec1(p256.verifying_key().to_encoded_point(true).as_bytes()).unwrap(),
+    )
+}
+
+#[test]
+fn a_member_add_carries_id_token_keys_to_the_member_set() {
+    let mut l = Ledger::default().with_network(rules(3, 2));
+    let who = with_token_keys(4);
+    let add = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        who.clone(),
+        10,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
+    // It travels in its canonical bytes and reads back to the same op.
+    let bytes = add.canonical_bytes().unwrap();
+    let (back, cid) = Operation::from_canonical_json(&bytes).unwrap();
+    assert_eq!(cid, add.cid().unwrap());
+    l.apply(back).unwrap();
+    let held = l.members().iter().find(|x| x.key == who.key).unwrap();
+    assert_eq!(held, &who);
+    assert!(held.rsa.is_some() && held.p256.is_some());
+    // An old-style entry (Ed25519 only) still makes the same op as before:
+    // no rsa/p256 field in its bytes.
+    let plain = change(OpKind::MemberAdd, None, 5, 10, &[1, 2]);
+    let text = String::from_utf8(plain.canonical_bytes().unwrap()).unwrap();
+    assert!(!text.contains("rsa") && !text.contains("p256"), "{text}");
+}
+
+#[test]
+fn a_member_add_with_a_bad_token_key_is_refused_with_the_reason() {
+    let add = Operation::membership(
+        OpKind::MemberAdd,
+        "mesh-test",
+        None,
+        with_token_keys(4),
+        10,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
+    let good = serde_json::to_value(&add).unwrap();
+    let refuse = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        edit(&mut v);
+        let bytes = did_core::encoding::canonical_value(&v).unwrap();
+        match Operation::from_canonical_json(&bytes) {
+            Err(OpError::Malformed(reason)) => reason,
+            other => panic!("accepted or refused for another reason: {other:?}"),
+        }
+    };
+    // A 2040-bit modulus (one byte short).
+    let short = refuse(&|v| {
+        let n = v["member"]["rsa"]["n"].as_str().unwrap().to_string();
+        v["member"]["rsa"]["n"] = n[..n.len() - 4].into();
+    });
+    assert!(short.contains("n must be 256 bytes"), "{short}");
+    let top = refuse(&|v| {
+        let n = v["member"]["rsa"]["n"].as_str().unwrap().to_string();
+        v["member"]["rsa"]["n"] = format!("A{}", &n[1..]).into();
+    });
+    assert!(top.contains("top bit"), "{top}");
+    let e3 = refuse(&|v| v["member"]["rsa"]["e"] = "Aw".into());
+    assert!(e3.contains("AQAB"), "{e3}");
+    // A compressed "point" whose x is not a field element.
+    let not_a_point = refuse(&|v| {
+        let mut raw = did_core::passkey::P256_PUB_MULTICODEC.to_vec();
+        raw.push(0x02);
+        raw.extend([0xff; 32]);
+        v["member"]["p256"] = format!("z{}", bs58::encode(raw).into_string()).into();
+    });
+    assert!(
+        not_a_point.contains("not a point on P-256"),
+        "{not_a_point}"
+    );
+    let ed_key = refuse(&|v| v["member"]["p256"] = v["member"]["key"].clone());
+    assert!(ed_key.contains("p256-pub"), "{ed_key}");
 }

@@ -1,14 +1,16 @@
 //! Canonical-encoding test vectors. `vectors.json` holds, for fixed seeds,
 //! the op, the hex of its signing and signed bytes, the signature, the CID
 //! and the DID; a genesis with the bytes its network id hashes and the id;
-//! a login challenge and its message text. `scripts/check_vectors.py`
+//! a login challenge and its message text; a member entry with RS256 and
+//! ES256 ID-token keys and their RFC 7638 JWK thumbprints.
+//! `scripts/check_vectors.py`
 //! recomputes every field with Python's json, blake3 and cryptography
 //! packages, independently of this code.
 //! Regenerate with `UPDATE_VECTORS=1 cargo test -p did-core --test vectors`.
 
 use did_core::keys::public_of;
 use did_core::login::LoginChallenge;
-use did_core::member::Member;
+use did_core::member::{p256_jwk, Member, RsaPublicJwk};
 use did_core::network::{id_preimage, Genesis};
 use did_core::op::{
     did_from_genesis, DidState, Operation, Relationship, Service, VerificationMethod,
@@ -51,6 +53,23 @@ fn vectors() -> Value {
         &[&a, &b],
     )
     .unwrap();
+    // The same change for a member carrying ID-token keys: the RSA modulus
+    // of RFC 7517 Appendix A.1 (RFC 7638 §3.1 gives its thumbprint) and a
+    // P-256 key from a fixed scalar.
+    let token_member = Member::from_key("node4", public_of(&SigningKey::from_bytes(&[4u8; 32])))
+        .with_token_keys(
+            RsaPublicJwk::new(RFC7517_N, "AQAB").unwrap(),
+            p256_of(&P256_SEED),
+        );
+    let member_add_token_keys = Operation::membership(
+        did_core::op::OpKind::MemberAdd,
+        "mesh-vectors",
+        None,
+        token_member.clone(),
+        1_790_000_300,
+        &[&a, &b],
+    )
+    .unwrap();
     let entry = |name: &str, seed: &[u8; 32], op: &Operation| {
         json!({
             "name": name,
@@ -70,9 +89,36 @@ fn vectors() -> Value {
             entry("update-by-second-rotation-key", &seed_b, &update),
             entry("deactivate", &seed_a, &deactivate),
             entry("member-add-with-cosignature", &seed_a, &member_add),
+            entry("member-add-with-token-keys", &seed_a, &member_add_token_keys),
         ],
+        "member_token_keys": [token_keys_vector(&token_member)],
         "networks": [network_vector()],
         "login_messages": [login_vector()],
+    })
+}
+
+/// RFC 7517 Appendix A.1's RSA modulus (RFC 7638 §3.1 thumbprints it).
+const RFC7517_N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+/// The P-256 private scalar of the vector member's ES256 key.
+const P256_SEED: [u8; 32] = [4u8; 32];
+
+fn p256_of(scalar: &[u8; 32]) -> did_core::passkey::P256Key {
+    let sk = p256::ecdsa::SigningKey::from_slice(scalar).unwrap();
+    did_core::passkey::P256Key::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes())
+        .unwrap()
+}
+
+/// A member entry's ID-token keys as a JWKS serves them, with their RFC
+/// 7638 thumbprints as `kid` (RSA: SHA-256 of {"e","kty","n"}; EC: of
+/// {"crv","kty","x","y"}).
+fn token_keys_vector(member: &Member) -> Value {
+    let rsa = member.rsa.as_ref().unwrap();
+    let p256 = member.p256.as_ref().unwrap();
+    json!({
+        "name": "rfc7517-rsa-and-p256-scalar-04",
+        "member": member,
+        "p256_seed_hex": hex::encode(P256_SEED),
+        "jwks": [rsa.jwk(), p256_jwk(p256)],
     })
 }
 
@@ -157,6 +203,15 @@ fn vectors_file_matches_the_implementation() {
         let parsed = LoginChallenge::parse(m["message"].as_str().unwrap()).unwrap();
         assert_eq!(parsed.nonce, m["nonce"]);
         assert_eq!(parsed.issued_at, m["issued_at"]);
+    }
+    // the stored member entry with token keys reads back, and the RSA
+    // thumbprint is RFC 7638 §3.1's
+    for t in stored["member_token_keys"].as_array().unwrap() {
+        let m: Member = serde_json::from_value(t["member"].clone()).unwrap();
+        assert_eq!(
+            m.rsa.unwrap().thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
     // and every stored op parses back to the same bytes
     for v in stored["vectors"].as_array().unwrap() {

@@ -149,7 +149,9 @@ pub fn sync_codec(data: &[u8]) {
 ///   ops, each op at most `MAX_OP_WIRE_BYTES`), and a request never
 ///   decodes as `Malformed` (that variant is the receiver's own verdict).
 pub fn sync_frame(data: &[u8]) {
-    use did_core::sync_frame::{SyncRequest, SyncResponse, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES};
+    use did_core::sync_frame::{
+        SyncRequest, SyncResponse, MAX_CODE_BYTES, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES,
+    };
     let Some((side, body)) = data.split_first() else {
         return;
     };
@@ -167,6 +169,9 @@ pub fn sync_frame(data: &[u8]) {
                 assert!(!cids.is_empty() && cids.len() <= MAX_FETCH_CIDS)
             }
             SyncRequest::Reconcile(_) => {}
+            SyncRequest::Consume(code) => {
+                assert!(!code.is_empty() && code.len() <= MAX_CODE_BYTES)
+            }
             SyncRequest::Malformed(_) => panic!("decode produced Malformed"),
         }
     } else {

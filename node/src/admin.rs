@@ -1,7 +1,14 @@
-//! Administration commands: `init-network`, `member-add`, `member-remove`.
+//! Administration commands: `init-network`, `member-entry`, `member-add`,
+//! `member-remove`.
+//!
+//! A member entry carries a node's Ed25519 key and its RS256/ES256
+//! ID-token keys ([`crate::token_keys`]); `init-network` writes them for
+//! every founder into the genesis, and a new member's reach the ledger
+//! through `member-entry` → `member-add --member-entry`.
 
 use crate::config::MemberChange;
 use crate::identity::{self, Genesis, GenesisFile as _, Member};
+use crate::token_keys::TokenKeys;
 use did_core::proto::{ErrorBody, OpSubmitted, OPS_PATH};
 use did_core::{OpKind, Operation, PublicKey};
 use std::path::Path;
@@ -37,11 +44,8 @@ pub fn init_network(
     for i in 1..=nodes {
         let dir = out.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let key = identity::load_or_create_member_key(&dir).map_err(|e| e.to_string())?;
-        members.push(Member::from_key(
-            &format!("node{i}"),
-            did_core::keys::public_of(&key),
-        ));
+        let keys = TokenKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
+        members.push(keys.member_entry(&format!("node{i}")));
     }
     let genesis = Genesis::new(issuer, members, quorum, crate::now()).map_err(|e| e.to_string())?;
     genesis.save(&genesis_path).map_err(|e| e.to_string())?;
@@ -53,19 +57,71 @@ pub fn init_network(
     Ok(genesis)
 }
 
-fn member_key(spec: &str) -> Result<PublicKey, String> {
-    if spec.starts_with('z') {
-        return PublicKey::from_multibase(spec).map_err(|e| format!("--member: {e}"));
+/// `member-entry`: the node's member entry as one line of JSON.
+pub fn member_entry(dir: &Path, name: &str) -> Result<String, String> {
+    if !dir.is_dir() {
+        return Err(format!("--data-dir {}: no such folder", dir.display()));
     }
-    let path = Path::new(spec);
-    if !path.join(identity::MEMBER_KEY_FILE).exists() {
-        return Err(format!(
-            "--member: {spec} is neither a z6Mk… key nor a data folder with a member key"
-        ));
+    if !dir.join(identity::MEMBER_KEY_FILE).exists() {
+        eprintln!(
+            "note: {} held no member key; created a new one (start the node with this folder)",
+            dir.display()
+        );
     }
-    identity::load_or_create_member_key(path)
-        .map(|k| did_core::keys::public_of(&k))
-        .map_err(|e| e.to_string())
+    let keys = TokenKeys::load_or_create(dir).map_err(|e| e.to_string())?;
+    serde_json::to_string(&keys.member_entry(name)).map_err(|e| e.to_string())
+}
+
+/// The member a change names: from `--member-entry` (JSON or a file), or
+/// from `--member` (a key, or a data folder whose keys are read).
+fn member_of(kind: OpKind, args: &MemberChange) -> Result<Member, String> {
+    let mut member = match (&args.member_entry, &args.member) {
+        (Some(spec), _) => parse_entry(spec)?,
+        (None, Some(spec)) if spec.starts_with('z') => Member::from_key(
+            "member",
+            PublicKey::from_multibase(spec).map_err(|e| format!("--member: {e}"))?,
+        ),
+        (None, Some(spec)) => {
+            let path = Path::new(spec);
+            if !path.join(identity::MEMBER_KEY_FILE).exists() {
+                return Err(format!(
+                    "--member: {spec} is neither a z6Mk… key nor a data folder with a member key"
+                ));
+            }
+            if kind == OpKind::MemberAdd {
+                // A new member's ID-token keys go on the ledger with it
+                // (created here if the node never started, as its first
+                // start would).
+                TokenKeys::load_or_create(path)
+                    .map_err(|e| e.to_string())?
+                    .member_entry("member")
+            } else {
+                // A removal names the member by its Ed25519 key only.
+                let key = identity::load_or_create_member_key(path).map_err(|e| e.to_string())?;
+                Member::from_key("member", did_core::keys::public_of(&key))
+            }
+        }
+        (None, None) => return Err("give --member or --member-entry".into()),
+    };
+    if let Some(name) = &args.name {
+        member.name = name.clone();
+    }
+    Ok(member)
+}
+
+/// A member entry given inline (`{…}`) or as a file.
+fn parse_entry(spec: &str) -> Result<Member, String> {
+    let text = if spec.trim_start().starts_with('{') {
+        spec.to_string()
+    } else {
+        std::fs::read_to_string(spec).map_err(|e| format!("--member-entry {spec}: {e}"))?
+    };
+    let member: Member = serde_json::from_str(text.trim())
+        .map_err(|e| format!("--member-entry: not a member entry: {e}"))?;
+    if member.node_did != member.key.did_key() {
+        return Err("--member-entry: node_did is not the did:key of key".into());
+    }
+    Ok(member)
 }
 
 /// Builds, signs and submits a membership op; returns the node's answer.
@@ -87,7 +143,7 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
         Some(s) => Some(did_core::Cid::parse(s).map_err(|e| e.to_string())?),
         None => None,
     };
-    let key = member_key(&args.member)?;
+    let member = member_of(kind, args)?;
     let mut signers = vec![];
     for dir in &args.sign_with {
         if !dir.join(identity::MEMBER_KEY_FILE).exists() {
@@ -103,7 +159,7 @@ pub async fn member_change(kind: OpKind, args: &MemberChange) -> Result<serde_js
         kind,
         network_id,
         prev,
-        Member::from_key(&args.name, key),
+        member,
         crate::now(),
         args.force && kind == OpKind::MemberRemove,
         &refs,

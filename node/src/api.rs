@@ -127,6 +127,7 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownNonce => (StatusCode::BAD_REQUEST, "invalid_challenge"),
             AuthError::Expired => (StatusCode::BAD_REQUEST, "challenge_expired"),
             AuthError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            AuthError::Passkey(_) => (StatusCode::UNAUTHORIZED, "invalid_assertion"),
             AuthError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AuthError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -166,6 +167,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(auth_routes)
         .merge(ops_routes)
+        .merge(crate::oidc::routes(&state, |r| {
+            r.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth_rate_limit,
+            ))
+        }))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -395,20 +402,60 @@ async fn jwks(State(state): State<Arc<NodeState>>) -> Result<Response, ApiError>
     Ok(r)
 }
 
-async fn discovery(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
-    let base = &state.public_url;
-    Json(json!({
+/// OpenID Connect Discovery 1.0 §3 (and RFC 8414): what relying parties
+/// read. `token_endpoint` is the OpenID one; the DID wallet's login keeps
+/// its own under `didmesh_token_endpoint`.
+/// OpenID Connect Discovery 1.0 §3. A relying party fetches this from
+/// `{issuer}/.well-known/openid-configuration` and refuses it unless
+/// `issuer` equals that URL (§4.3), so the issuer is the network's one
+/// public name (a load balancer or front door in front of every node) and
+/// the provider endpoints hang off it: any node answers them. Only the
+/// didmesh login endpoints name this node (`--public-url`), because their
+/// challenges are checked by the node that issued them. An issuer that is
+/// not an http(s) URL (a bare name) cannot serve OpenID Connect; the
+/// endpoints then fall back to this node's URL.
+async fn discovery(State(state): State<Arc<NodeState>>) -> Response {
+    let node = &state.public_url;
+    let issuer = state.genesis.issuer.trim_end_matches('/');
+    let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        issuer
+    } else {
+        node.as_str()
+    };
+    let mut r = Json(json!({
         "issuer": state.genesis.issuer,
+        "authorization_endpoint": format!("{base}/oidc/authorize"),
+        "token_endpoint": format!("{base}/oidc/token"),
+        "userinfo_endpoint": format!("{base}/oidc/userinfo"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}{TOKEN_PATH}"),
-        "didmesh_challenge_endpoint": format!("{base}{CHALLENGE_PATH}"),
-        "response_types_supported": ["token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
-        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "auth_time", "amr"],
+        "scopes_supported": ["openid"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "none"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "claims_supported":
+            ["iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "amr", "acr"],
+        "acr_values_supported": [crate::oidc::token::ACR_1FA],
+        "prompt_values_supported": ["none", "login"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+        "didmesh_token_endpoint": format!("{node}{TOKEN_PATH}"),
+        "didmesh_challenge_endpoint": format!("{node}{CHALLENGE_PATH}"),
         "didmesh_network_id": state.genesis.network_id,
     }))
+    .into_response();
+    // Relying parties cache it; members and endpoints rarely change.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
 }
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Result<Response, ApiError> {

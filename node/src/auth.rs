@@ -28,9 +28,20 @@
 //! is consumed even when it has expired or cannot be honoured. The store is
 //! bounded by [`AuthSettings::max_redeemed`], far above what the node can
 //! sign in a challenge lifetime, and pruned by [`Authenticator::prune`].
+//!
+//! The OpenID provider ([`crate::oidc`]) signs people in through the same
+//! challenges and the same redeemed set ([`Authenticator::verify`]), with
+//! two more proofs: a WebAuthn assertion by one of the DID's passkeys, and
+//! a usernameless passkey sign-in, whose challenge names no DID (the MAC
+//! covers the empty string in its place, which no DID is) and whose DID
+//! comes from the assertion's user handle. Such a challenge can only be
+//! redeemed with a passkey assertion.
 
 use crate::didkey;
-use did_core::login::{verify_did_key_login, verify_login, LoginChallenge, LoginError};
+use did_core::login::{
+    verify_did_key_login, verify_login, verify_passkey_login, LoginChallenge, LoginError,
+};
+use did_core::passkey::{Assertion, AssertionError};
 use did_core::proto::{ChallengeResponse, TokenResponse, TOKEN_TYPE};
 use did_core::{Claims, Ledger, PublicKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -65,6 +76,8 @@ pub enum AuthError {
     Expired,
     #[error("{0}")]
     Signature(LoginError),
+    #[error("{0}")]
+    Passkey(AssertionError),
     #[error("too many logins in flight; try again shortly")]
     Busy,
     #[error("token signing failed")]
@@ -175,6 +188,39 @@ struct Opened {
     id: u64,
 }
 
+/// How a DID proves possession of a key when it redeems a challenge.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// Base64url Ed25519 signature over the message by an `authentication`
+    /// key (wallet, browser key).
+    Signature(&'a str),
+    /// A WebAuthn assertion over SHA-256 of the message by one of the DID's
+    /// passkeys, made on one of `origins` for `rp_id`.
+    Passkey {
+        assertion: &'a Assertion,
+        origins: &'a [String],
+        rp_id: &'a str,
+    },
+}
+
+/// What a passkey sign-in proved, besides the DID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyUse {
+    /// The credential id (base64url), for the sign-counter check.
+    pub credential_id: String,
+    pub sign_count: u32,
+    /// The authenticator verified the user (PIN, biometric: flag UV).
+    pub user_verified: bool,
+}
+
+/// A redeemed challenge: who signed in, to whom, and how.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub challenge: LoginChallenge,
+    /// `None`: an Ed25519 signature; `Some`: a passkey.
+    pub passkey: Option<PasskeyUse>,
+}
+
 impl Authenticator {
     pub fn new(settings: AuthSettings, member_key_pkcs8: &[u8], kid: String) -> Authenticator {
         let mut secret = [0u8; 32];
@@ -220,6 +266,17 @@ impl Authenticator {
         Ok(LoginKeys::Mesh(state.clone()))
     }
 
+    /// A keyed hash under this node's secret, for other node-local handles
+    /// (the OpenID authorization request, [`crate::oidc::request`]):
+    /// `context` separates them from challenges and from each other.
+    pub fn mac(&self, context: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(&(context.len() as u64).to_be_bytes());
+        h.update(context);
+        h.update(data);
+        *h.finalize().as_bytes()
+    }
+
     /// The MAC of a challenge's fields (module doc).
     fn tag(&self, did: &str, audience: &str, iat: u64, exp: u64, random: &[u8]) -> [u8; 16] {
         let mut h = blake3::Hasher::new_keyed(&self.secret);
@@ -250,6 +307,25 @@ impl Authenticator {
         now: u64,
     ) -> Result<ChallengeResponse, AuthError> {
         self.resolve(ledger, did)?;
+        self.issue(did, audience, now)
+    }
+
+    /// A challenge bound to no DID, for a usernameless passkey sign-in
+    /// (module doc). Its message has an empty DID line.
+    pub fn passkey_challenge(
+        &self,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<ChallengeResponse, AuthError> {
+        self.issue("", audience, now)
+    }
+
+    fn issue(
+        &self,
+        did: &str,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<ChallengeResponse, AuthError> {
         let audience = match audience {
             None => self.settings.default_audience.clone(),
             Some(a) if valid_audience(a) => a.to_string(),
@@ -333,32 +409,64 @@ impl Authenticator {
         })
     }
 
-    /// Step 2: exchanges a signed challenge for an access token.
-    pub fn token(
+    /// Redeems a challenge: checks the nonce's MAC for `did` (or, when
+    /// `usernameless`, for no DID), re-resolves the DID (deactivated and
+    /// disputed DIDs refused), checks `proof` over the rebuilt message and
+    /// records the nonce as used. Nothing is signed here.
+    pub fn verify(
         &self,
         ledger: &RwLock<Ledger>,
         did: &str,
         nonce: &str,
-        signature: &str,
+        proof: Proof<'_>,
+        usernameless: bool,
         now: u64,
-    ) -> Result<(TokenResponse, Claims), AuthError> {
-        let opened = self.open(did, nonce)?;
+    ) -> Result<Verified, AuthError> {
+        if usernameless && matches!(proof, Proof::Signature(_)) {
+            return Err(AuthError::InvalidRequest(
+                "a challenge for no DID is redeemed with a passkey assertion only".into(),
+            ));
+        }
+        let opened = self.open(if usernameless { "" } else { did }, nonce)?;
         // Cheap refusal of a replay before any signature work.
         if self.redeemed.contains(opened.id)? {
             return Err(AuthError::UnknownNonce);
         }
         let challenge = opened.challenge;
         let message = challenge.message();
-        match self.resolve(ledger, did)? {
-            LoginKeys::Mesh(state) => {
-                verify_login(&state, message.as_bytes(), signature)
-                    .map_err(AuthError::Signature)?;
+        let keys = self.resolve(ledger, did)?;
+        let passkey = match (proof, keys) {
+            (Proof::Signature(sig), LoginKeys::Mesh(state)) => {
+                verify_login(&state, message.as_bytes(), sig).map_err(AuthError::Signature)?;
+                None
             }
-            LoginKeys::DidKey(key) => {
-                verify_did_key_login(&key, message.as_bytes(), signature)
+            (Proof::Signature(sig), LoginKeys::DidKey(key)) => {
+                verify_did_key_login(&key, message.as_bytes(), sig)
                     .map_err(AuthError::Signature)?;
+                None
             }
-        }
+            (
+                Proof::Passkey {
+                    assertion,
+                    origins,
+                    rp_id,
+                },
+                LoginKeys::Mesh(state),
+            ) => {
+                let v = verify_passkey_login(&state, message.as_bytes(), assertion, origins, rp_id)
+                    .map_err(AuthError::Passkey)?;
+                Some(PasskeyUse {
+                    credential_id: v.passkey.credential_id.clone(),
+                    sign_count: v.sign_count,
+                    user_verified: v.user_verified,
+                })
+            }
+            (Proof::Passkey { .. }, LoginKeys::DidKey(_)) => {
+                return Err(AuthError::Passkey(AssertionError(
+                    "a did:key has no passkeys",
+                )))
+            }
+        };
         // Signed by the DID: the nonce is used up, whatever follows. Kept
         // at least until it expires (or now, for a late one), after which
         // the expiry check refuses it on its own.
@@ -371,6 +479,21 @@ impl Authenticator {
         if challenge.expires_at <= now {
             return Err(AuthError::Expired);
         }
+        Ok(Verified { challenge, passkey })
+    }
+
+    /// Step 2: exchanges a signed challenge for an access token.
+    pub fn token(
+        &self,
+        ledger: &RwLock<Ledger>,
+        did: &str,
+        nonce: &str,
+        signature: &str,
+        now: u64,
+    ) -> Result<(TokenResponse, Claims), AuthError> {
+        let challenge = self
+            .verify(ledger, did, nonce, Proof::Signature(signature), false, now)?
+            .challenge;
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
         let claims = Claims::for_login(

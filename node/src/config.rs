@@ -60,6 +60,28 @@ pub struct Config {
     #[arg(long, default_value_t = 120)]
     pub challenge_ttl: u64,
 
+    /// Lifetime of OpenID authorization codes, in seconds (RFC 6749
+    /// §4.1.2: short; single use is enforced by the issuing node).
+    #[arg(long, env = "DIDMESH_CODE_TTL", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub code_ttl: u64,
+
+    /// WebAuthn relying-party id passkeys are bound to (a host name, never
+    /// an IP address). Default: the host of the network's issuer.
+    #[arg(long, env = "DIDMESH_RP_ID")]
+    pub rp_id: Option<String>,
+
+    /// An origin (scheme://host[:port]) the sign-in page may run on, for
+    /// WebAuthn and CORS, besides the issuer's origin and this node's own,
+    /// which are always accepted (repeatable; the env variable takes a
+    /// comma-separated list).
+    #[arg(
+        long = "webauthn-origin",
+        env = "DIDMESH_WEBAUTHN_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub webauthn_origins: Vec<String>,
+
     /// Login requests (challenge and token together) per second allowed
     /// per client network (an IPv4 /24 or an IPv6 /64; bursts of twice
     /// that); 0 turns the limit off (load tests only).
@@ -178,6 +200,18 @@ pub enum Command {
         #[arg(long)]
         quorum: Option<usize>,
     },
+    /// Print a node's member entry (name, Ed25519 key, RS256 and ES256
+    /// ID-token keys) as one line of JSON, for `member-add --member-entry`.
+    /// Keys missing from the folder are created, as the node's first start
+    /// would.
+    MemberEntry {
+        /// The node's data folder (must exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Label of the member.
+        #[arg(long, default_value = "member")]
+        name: String,
+    },
     /// Add a member: builds a member-add op on the current membership head,
     /// signs it with the member keys of the given data folders (a quorum)
     /// and submits it to a node.
@@ -192,13 +226,22 @@ pub struct MemberChange {
     /// A node of the network (its HTTP base URL).
     #[arg(long)]
     pub node: String,
-    /// The member's token-signing key, multibase (`z6Mk…`), or a data
-    /// folder whose member-key.pem holds it.
+    /// The member's token-signing key, multibase (`z6Mk…`; no ID-token
+    /// keys then), or its data folder (member-add: with the RS256/ES256
+    /// keys there, created if missing).
+    #[arg(
+        long,
+        required_unless_present = "member_entry",
+        conflicts_with = "member_entry"
+    )]
+    pub member: Option<String>,
+    /// The member entry `didmesh-node member-entry` printed: the JSON
+    /// itself or a file holding it.
+    #[arg(long, value_name = "FILE_OR_JSON")]
+    pub member_entry: Option<String>,
+    /// Label of the member (default: the entry's name, else `member`).
     #[arg(long)]
-    pub member: String,
-    /// Label of the member.
-    #[arg(long, default_value = "member")]
-    pub name: String,
+    pub name: Option<String>,
     /// Data folder of a current member whose key signs (repeat until the
     /// quorum is reached).
     #[arg(long = "sign-with", required = true)]

@@ -4,6 +4,7 @@
 //! The member key is kept in the data folder as `member-key.pem`
 //! (PKCS#8, RFC 8410, mode 0600) so any standard tool can read it. Its JWK
 //! `kid` is the RFC 7638 thumbprint, so every verifier computes the same id.
+//! The RS256 and ES256 ID-token keys next to it are [`crate::token_keys`]'.
 //!
 //! What a genesis is and how its network id is derived lives in
 //! [`did_core::network`]; this module reads and writes `genesis.json`
@@ -35,6 +36,10 @@ pub enum IdentityError {
     },
     #[error("{0}: not a PKCS#8 Ed25519 private key in PEM")]
     BadKey(String),
+    /// An ID-token key file (`member-rsa.pem`, `member-p256.pem`) that is
+    /// not what the node writes: the path and why.
+    #[error("{0}: {1}")]
+    BadTokenKey(String, &'static str),
     #[error("{0}: not a valid genesis file: {1}")]
     BadGenesis(String, String),
     #[error("invalid genesis: {0}")]
@@ -55,20 +60,33 @@ pub fn pkcs8_der(key: &SigningKey) -> Vec<u8> {
     der
 }
 
-fn pem(der: &[u8]) -> String {
+/// A PKCS#8 private key in PEM (RFC 7468 §10: label `PRIVATE KEY`, base64
+/// lines of 64 characters, as OpenSSL writes and expects them).
+pub(crate) fn pem(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n")
+    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
+    // base64 is ASCII, so every 64-byte chunk is a whole str.
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    out
 }
 
-fn parse_pem(text: &str) -> Option<SigningKey> {
+/// The DER inside a PEM file (any line length; header lines skipped).
+pub(crate) fn pem_der(text: &str) -> Option<Vec<u8>> {
     let body: String = text
         .lines()
         .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
         .collect::<Vec<_>>()
         .concat();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .ok()?;
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+fn parse_pem(text: &str) -> Option<SigningKey> {
+    let der = pem_der(text)?;
     let seed = der.strip_prefix(&PKCS8_ED25519_PREFIX)?;
     let seed: [u8; 32] = seed.try_into().ok()?;
     Some(SigningKey::from_bytes(&seed))

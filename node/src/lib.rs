@@ -10,6 +10,7 @@
 //! * [`config`] — command-line flags (`didmesh-node --help`).
 //! * [`identity`] — the member key (`member-key.pem`), JWK/`kid`, the
 //!   network genesis (`genesis.json`).
+//! * [`token_keys`] — the RS256/ES256/EdDSA ID-token keys and signing.
 //! * [`storage`] — the hash-chained op log in sled, verified on start.
 //! * [`writer`] — the single writer thread: validation, group commit, fsync.
 //! * [`auth`] — stateless challenges and tokens.
@@ -17,6 +18,7 @@
 //! * [`server`] — the HTTP/1 accept loop: header timeout, connection cap.
 //! * [`didkey`] — `did:key` resolution through ssi.
 //! * [`admin`] — `init-network`, `member-add`, `member-remove`.
+//! * [`oidc`] — the OpenID provider: authorize, sign-in, codes, token.
 //! * [`api`] — the axum router and its one error type.
 //! * [`views`] — the typed JSON views (status, network, JWKS) and the
 //!   gauges of `/metrics`.
@@ -47,10 +49,12 @@ pub mod didkey;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod oidc;
 pub mod p2p;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod token_keys;
 pub mod views;
 pub mod writer;
 
@@ -89,6 +93,8 @@ pub struct NodeState {
     pub genesis: Genesis,
     /// This node's member entry (its token key).
     pub me: Member,
+    /// The node's ID-token keys (RS256, ES256, EdDSA).
+    pub token_keys: token_keys::TokenKeys,
     pub ledger: Arc<RwLock<Ledger>>,
     pub store: Arc<RwLock<Store>>,
     pub writer: Writer,
@@ -105,6 +111,8 @@ pub struct NodeState {
     pub jwks_max_age: u64,
     /// Header timeout and connection cap of the accept loop.
     pub serve_options: server::ServeOptions,
+    /// The OpenID provider's settings and state ([`oidc`]).
+    pub oidc: oidc::Oidc,
     /// The peer-to-peer layer, once started (`main` starts it after
     /// `open`; in-process tests run without it).
     pub p2p: std::sync::OnceLock<p2p::Client>,
@@ -118,6 +126,7 @@ impl NodeState {
             .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
         let key = identity::load_or_create_member_key(dir)?;
         let public = did_core::keys::public_of(&key);
+        let token_keys = token_keys::TokenKeys::load_or_create(dir)?;
         let genesis = match &config.genesis {
             Some(path) => Genesis::load(path)?,
             None => {
@@ -125,7 +134,7 @@ impl NodeState {
                 if path.exists() {
                     Genesis::load(&path)?
                 } else {
-                    let me = Member::from_key("dev", public);
+                    let me = token_keys.member_entry("dev");
                     let g = Genesis::new(&config.issuer, vec![me], 1, now())
                         .map_err(identity::IdentityError::from)?;
                     g.save(&path)?;
@@ -144,6 +153,7 @@ impl NodeState {
         let mut ledger = Ledger::new(limits).with_network(genesis.rules());
         let started = std::time::Instant::now();
         let store = Store::open(dir, &mut ledger)?;
+        let counters = oidc::counters::SignCounters::open(&store)?;
         tracing::info!(
             ops = ledger.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -175,9 +185,16 @@ impl NodeState {
             &identity::pkcs8_der(&key),
             identity::kid(&public),
         );
+        let oidc = oidc::Oidc::new(
+            oidc_settings(config, &genesis.issuer, &public_url, &me.name)?,
+            key.clone(),
+            counters,
+            now(),
+        );
         let state = Arc::new(NodeState {
             genesis,
             me,
+            token_keys,
             ledger,
             store,
             writer,
@@ -193,6 +210,7 @@ impl NodeState {
                 max_connections: config.max_connections,
                 max_connections_per_network: config.max_connections_per_network,
             },
+            oidc,
             p2p: std::sync::OnceLock::new(),
         });
         state.spawn_housekeeping();
@@ -229,6 +247,7 @@ impl NodeState {
             limiter.prune();
         }
         self.auth.prune(now());
+        self.oidc.prune(now());
     }
 
     /// Whether `key` is the token key of a current member.
@@ -244,6 +263,55 @@ impl NodeState {
     pub fn is_member(&self) -> bool {
         self.is_member_key(&self.me.key)
     }
+}
+
+/// The OpenID provider's settings from the flags: the RP ID and the
+/// accepted origins (module doc of [`oidc`]).
+fn oidc_settings(
+    config: &Config,
+    issuer: &str,
+    public_url: &str,
+    node_name: &str,
+) -> Result<oidc::OidcSettings, NodeError> {
+    let rp_id = match &config.rp_id {
+        Some(r) => r.clone(),
+        None => oidc::host_of(issuer).ok_or_else(|| {
+            NodeError::Config(format!("the issuer {issuer:?} has no host; set --rp-id"))
+        })?,
+    };
+    let mut origins: Vec<String> = vec![];
+    for o in oidc::origin_of(issuer)
+        .into_iter()
+        .chain(oidc::origin_of(public_url))
+    {
+        if !origins.contains(&o) {
+            origins.push(o);
+        }
+    }
+    for o in &config.webauthn_origins {
+        // An origin is exactly scheme://host[:port] (RFC 6454 §6.1).
+        match oidc::origin_of(o) {
+            Some(norm) if norm == o.trim_end_matches('/') => {
+                if !origins.contains(&norm) {
+                    origins.push(norm);
+                }
+            }
+            _ => {
+                return Err(NodeError::Config(format!(
+                    "--webauthn-origin {o:?} must be scheme://host[:port], lower case, no path"
+                )))
+            }
+        }
+    }
+    Ok(oidc::OidcSettings {
+        issuer: issuer.to_string(),
+        node_url: public_url.to_string(),
+        rp_id,
+        origins,
+        code_ttl: config.code_ttl,
+        token_ttl: config.token_ttl,
+        node_name: node_name.to_string(),
+    })
 }
 
 /// Serves the API on `listener` until `shutdown` completes, with the

@@ -105,6 +105,9 @@ async fn run_command(command: &Command) -> ExitCode {
                 );
             }
         }),
+        Command::MemberEntry { data_dir, name } => {
+            admin::member_entry(data_dir, name).map(|line| println!("{line}"))
+        }
         Command::MemberAdd(args) => admin::member_change(OpKind::MemberAdd, args)
             .await
             .map(|v| println!("{v}")),

@@ -278,6 +278,16 @@ impl Store {
             .map_err(|e| StorageError::Write(sled::Error::Io(e)))
     }
 
+    /// A named sled tree of this store's database, next to the op log, for
+    /// node-local state that must survive a restart (the passkey sign
+    /// counters of [`crate::oidc::counters`]). Never the log's own tree.
+    pub fn side_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        if name.as_bytes() == b"oplog" || name.as_bytes() == b"__sled__default" {
+            return Err(StorageError::Damaged(format!("{name} is not a side tree")));
+        }
+        self.db.open_tree(name).map_err(read_error)
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }

@@ -100,8 +100,11 @@ pub struct EquivocationView {
     pub ops: [String; 2],
 }
 
-/// `GET /.well-known/jwks.json`: every current member's token key
-/// (RFC 7517 JWK set).
+/// `GET /.well-known/jwks.json`: every current member's token keys (RFC
+/// 7517 JWK set): its Ed25519 key (EdDSA, `kty OKP`), and its RSA (RS256)
+/// and P-256 (ES256) ID-token keys when its ledger entry carries them. Every
+/// `kid` is the key's RFC 7638 thumbprint, so a verifier picks the key by
+/// `kid` and can recompute it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Jwks {
     pub keys: Vec<serde_json::Value>,
@@ -198,8 +201,18 @@ pub fn network(state: &NodeState) -> Result<Network, Unavailable> {
 pub fn jwks(state: &NodeState) -> Result<Jwks, Unavailable> {
     let l = state.ledger.read().map_err(|_| Unavailable("ledger"))?;
     Ok(Jwks {
-        keys: l.members().iter().map(|m| identity::jwk(&m.key)).collect(),
+        keys: l.members().iter().flat_map(member_jwks).collect(),
     })
+}
+
+/// One member's JWKs: Ed25519 first (its `kid` is unchanged since the JWKS
+/// held only that key, so tokens issued before keep verifying), then RSA
+/// and P-256 when the ledger has them.
+fn member_jwks(m: &Member) -> Vec<serde_json::Value> {
+    let mut keys = vec![identity::jwk(&m.key)];
+    keys.extend(m.rsa.as_ref().map(|k| k.jwk()));
+    keys.extend(m.p256.as_ref().map(did_core::member::p256_jwk));
+    keys
 }
 
 /// The Prometheus text of `GET /metrics`.

@@ -42,6 +42,28 @@ pub fn blocking_client() -> BlockingClient {
     BlockingClient { rt, client }
 }
 
+/// Percent-encodes one form or query value (RFC 3986 unreserved characters
+/// kept, everything else `%XX`).
+pub fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `k1=v1&k2=v2`, each part percent-encoded.
+pub fn form_urlencode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 async fn answer(r: reqwest::Response) -> Answer {
     let status = r.status().as_u16();
     let body = r.json().await.unwrap_or(Value::Null);
@@ -58,6 +80,32 @@ impl BlockingClient {
     pub fn get_bearer(&self, url: &str, token: &str) -> Result<Answer, reqwest::Error> {
         self.rt.block_on(async {
             Ok(answer(self.client.get(url).bearer_auth(token).send().await?).await)
+        })
+    }
+
+    /// `GET url`: the status and the body as text (an HTML page).
+    pub fn get_text(&self, url: &str) -> Result<(u16, String), reqwest::Error> {
+        self.rt.block_on(async {
+            let r = self.client.get(url).send().await?;
+            let status = r.status().as_u16();
+            Ok((status, r.text().await?))
+        })
+    }
+
+    /// `POST url` with an `application/x-www-form-urlencoded` body made of
+    /// `fields` (an OAuth token request, RFC 6749 §4.1.3).
+    pub fn post_form(&self, url: &str, fields: &[(&str, &str)]) -> Result<Answer, reqwest::Error> {
+        let body = form_urlencode(fields);
+        self.rt.block_on(async {
+            Ok(answer(
+                self.client
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await?,
+            )
+            .await)
         })
     }
 
@@ -101,10 +149,16 @@ impl BlockingClient {
             .map(str::to_string)
     }
 
-    /// How many keys `{node}/.well-known/jwks.json` holds.
+    /// How many members `{node}/.well-known/jwks.json` holds keys for: its
+    /// Ed25519 (`OKP`) keys, one per member (a member's RSA and P-256
+    /// ID-token keys come with it when the ledger has them).
     pub fn jwks_len(&self, node: &str) -> usize {
         self.get_json(&format!("{node}/.well-known/jwks.json"))
-            .map(|a| a.body["keys"].as_array().map_or(0, Vec::len))
+            .map(|a| {
+                a.body["keys"]
+                    .as_array()
+                    .map_or(0, |keys| keys.iter().filter(|k| k["kty"] == "OKP").count())
+            })
             .unwrap_or(0)
     }
 

@@ -14,6 +14,7 @@
 //! | login through the real client library (`NodeClient::login`, phishing checks included) | [`login`] |
 //! | a token issuer that mints with the node's own code | [`issuer::TokenIssuer`] |
 //! | signed ops: deterministic keys, creates, updates, rotation keys | [`ops`] |
+//! | the OpenID code flow as the sign-in page drives it (client registration, authorize, sign-in, token) | [`oidc`] |
 //! | a blocking HTTP client for plain `#[test]` functions | [`http`] |
 //!
 //! Users: `node/tests/*.rs` (in-process), `client/tests/end_to_end.rs` and
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod http;
 pub mod issuer;
 pub mod login;
+pub mod oidc;
 pub mod ops;
 pub mod router;
 pub mod spawn;

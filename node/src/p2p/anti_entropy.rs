@@ -214,11 +214,11 @@ impl AntiEntropy {
                         why: "busy".into(),
                     })
                 }
-                SyncResponse::Ops(_) => {
+                SyncResponse::Ops(_) | SyncResponse::Consumed(_) => {
                     self.misbehaved(peer).await;
                     return Err(P2pError::Request {
                         peer,
-                        why: "ops in answer to a reconciliation".into(),
+                        why: "ops or a consume verdict in answer to a reconciliation".into(),
                     });
                 }
             };
@@ -284,7 +284,9 @@ impl AntiEntropy {
                         Err(_) => SyncResponse::Busy,
                     }
                 }
-                SyncRequest::Malformed(_) => SyncResponse::Busy, // handled by the event loop
+                // Both handled by the event loop (consume requests go to
+                // crate::oidc::consume, never here).
+                SyncRequest::Malformed(_) | SyncRequest::Consume(_) => SyncResponse::Busy,
                 SyncRequest::Fetch(cids) => {
                     let ops = this.ingest.state.ledger.read().map(|l| {
                         cids.iter()

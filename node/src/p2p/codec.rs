@@ -1,7 +1,7 @@
 //! The `/didmesh/sync/1` request-response protocol: the libp2p codec that
 //! reads and writes length-prefixed frames (`len:u32be body`, one per
-//! stream direction). The bodies — reconciliation messages and op fetches
-//! — are did-core's [`did_core::sync_frame`] (pure, fuzzed there); their
+//! stream direction). The bodies — reconciliation messages, op fetches and
+//! authorization-code consumes — are did-core's [`did_core::sync_frame`] (pure, fuzzed there); their
 //! format is documented with them.
 //!
 //! A frame's length is checked against its limit before anything is read,
@@ -16,8 +16,8 @@
 use crate::metrics::P2pMetrics;
 use async_trait::async_trait;
 pub use did_core::sync_frame::{
-    FrameError, SyncRequest, SyncResponse, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES,
+    ConsumeVerdict, FrameError, SyncRequest, SyncResponse, MAX_CODE_BYTES, MAX_FETCH_CIDS,
+    MAX_OP_WIRE_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
 };
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -65,6 +65,24 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> i
 }
 
 impl SyncCodec {
+    /// Counts a frame's bytes as reconciliation or fetch traffic. Consume
+    /// frames (a few hundred bytes per sign-in) are neither and not counted.
+    fn count_request(&self, req: &SyncRequest, n: usize) {
+        match req {
+            SyncRequest::Reconcile(_) => self.count(true, n),
+            SyncRequest::Fetch(_) => self.count(false, n),
+            SyncRequest::Consume(_) | SyncRequest::Malformed(_) => {}
+        }
+    }
+
+    fn count_response(&self, resp: &SyncResponse, n: usize) {
+        match resp {
+            SyncResponse::Ops(_) => self.count(false, n),
+            SyncResponse::Consumed(_) => {}
+            SyncResponse::Reconcile(_) | SyncResponse::Busy => self.count(true, n),
+        }
+    }
+
     fn count(&self, reconcile: bool, n: usize) {
         let bytes = 4 + n as u64;
         if reconcile {
@@ -101,7 +119,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         };
         match SyncRequest::decode(&body) {
             Ok(req) => {
-                self.count(matches!(req, SyncRequest::Reconcile(_)), body.len());
+                self.count_request(&req, body.len());
                 Ok(req)
             }
             Err(e) => Ok(SyncRequest::Malformed(e.reason())),
@@ -114,7 +132,7 @@ impl libp2p::request_response::Codec for SyncCodec {
     {
         let body = read_frame(io, MAX_RESPONSE_BYTES).await?;
         let resp = SyncResponse::decode(&body).map_err(|e| invalid(e.reason()))?;
-        self.count(!matches!(resp, SyncResponse::Ops(_)), body.len());
+        self.count_response(&resp, body.len());
         Ok(resp)
     }
 
@@ -131,7 +149,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         if body.is_empty() || body.len() > MAX_REQUEST_BYTES {
             return Err(invalid("sync request empty or above the limit"));
         }
-        self.count(matches!(req, SyncRequest::Reconcile(_)), body.len());
+        self.count_request(&req, body.len());
         write_frame(io, &body).await
     }
 
@@ -148,7 +166,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         if body.len() > MAX_RESPONSE_BYTES {
             return Err(invalid("sync response above the limit"));
         }
-        self.count(!matches!(resp, SyncResponse::Ops(_)), body.len());
+        self.count_response(&resp, body.len());
         write_frame(io, &body).await
     }
 }

@@ -6,6 +6,11 @@
 //! module: the client's typed methods are the only way to send one. The
 //! loop never awaits anything but its channels and the swarm, so a slow
 //! disk or a burst of signature checks cannot stall the network.
+//!
+//! Inbound `/didmesh/sync/1` requests go to anti-entropy, except consume
+//! requests (single use of authorization codes across nodes), which go to
+//! [`crate::oidc::consume`] on a channel of their own, so a busy
+//! reconciliation never delays a sign-in and the reverse.
 
 use super::budget::{ban_key, BannedAddrs, Budgets};
 use super::codec::{SyncCodec, SyncRequest, SyncResponse, PROTOCOL};
@@ -33,6 +38,10 @@ pub const GOSSIP_CHANNEL: usize = 1024;
 /// Sync events (new connections, inbound requests) waiting for
 /// anti-entropy. When full, inbound requests are answered `Busy`.
 pub const SYNC_EVENT_CHANNEL: usize = 256;
+/// Inbound consume requests waiting for [`crate::oidc::consume`]. When
+/// full, they are answered `Busy` (the redeemer then refuses the code:
+/// fail closed).
+pub const CONSUME_CHANNEL: usize = 256;
 /// Most peers kept connected; inbound connections beyond are closed.
 pub const MAX_PEERS: usize = 50;
 /// Banned peer ids remembered; when full, the ban that ends soonest is
@@ -164,6 +173,20 @@ impl Client {
         .await
     }
 
+    /// Asks `peer`, the member that issued an authorization code, to
+    /// consume it. Unlike [`Self::request`], the peer need not be connected
+    /// now: request-response dials it with the addresses discovery learnt.
+    /// No timeout here beyond the protocol's; the caller bounds the wait.
+    pub(crate) async fn consume(
+        &self,
+        peer: PeerId,
+        code: Vec<u8>,
+    ) -> Result<SyncResponse, P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Consume { peer, code, reply }).await?;
+        rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
     /// Sends a sync request and waits for the answer.
     pub(crate) async fn request(
         &self,
@@ -223,6 +246,11 @@ enum Command {
         channel: ResponseChannel<SyncResponse>,
         response: SyncResponse,
     },
+    Consume {
+        peer: PeerId,
+        code: Vec<u8>,
+        reply: oneshot::Sender<Result<SyncResponse, P2pError>>,
+    },
     Punish {
         peer: PeerId,
     },
@@ -249,10 +277,20 @@ pub(crate) enum SyncEvent {
     },
 }
 
+/// A peer asks this node to consume an authorization code it issued
+/// ([`SyncRequest::Consume`]); answer on `channel` with
+/// [`Client::respond`].
+pub(crate) struct ConsumeRequest {
+    pub peer: PeerId,
+    pub code: Vec<u8>,
+    pub channel: ResponseChannel<SyncResponse>,
+}
+
 /// The receiving ends handed to the tasks around the event loop.
 pub(crate) struct Inbound {
     pub gossip: mpsc::Receiver<GossipMessage>,
     pub sync: mpsc::Receiver<SyncEvent>,
+    pub consume: mpsc::Receiver<ConsumeRequest>,
 }
 
 struct PeerEntry {
@@ -267,6 +305,7 @@ pub struct EventLoop {
     commands: mpsc::Receiver<Command>,
     gossip_tx: mpsc::Sender<GossipMessage>,
     sync_tx: mpsc::Sender<SyncEvent>,
+    consume_tx: mpsc::Sender<ConsumeRequest>,
     view_tx: watch::Sender<Arc<PeerView>>,
     metrics: Arc<P2pMetrics>,
     topic: IdentTopic,
@@ -362,6 +401,7 @@ impl EventLoop {
         let (cmd_tx, commands) = mpsc::channel(COMMAND_CHANNEL);
         let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_CHANNEL);
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_EVENT_CHANNEL);
+        let (consume_tx, consume_rx) = mpsc::channel(CONSUME_CHANNEL);
         let view = PeerView {
             peer_id: peer_id.to_string(),
             ..Default::default()
@@ -379,6 +419,7 @@ impl EventLoop {
             commands,
             gossip_tx,
             sync_tx,
+            consume_tx,
             view_tx,
             metrics,
             topic,
@@ -398,6 +439,7 @@ impl EventLoop {
             Inbound {
                 gossip: gossip_rx,
                 sync: sync_rx,
+                consume: consume_rx,
             },
         ))
     }
@@ -504,6 +546,24 @@ impl EventLoop {
                     return;
                 }
                 let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Command::Consume { peer, code, reply } => {
+                if self.banned.contains_key(&peer) {
+                    let _ = reply.send(Err(P2pError::Request {
+                        peer,
+                        why: "banned".into(),
+                    }));
+                    return;
+                }
+                // Dials the peer if needed (addresses from Kademlia and
+                // identify): the issuer of a code is a member, but not
+                // necessarily among our connections right now.
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, SyncRequest::Consume(code));
                 self.pending.insert(id, reply);
             }
             Command::Respond { channel, response } => {
@@ -747,6 +807,25 @@ impl EventLoop {
             } => {
                 if self.banned.contains_key(&peer) {
                     return; // dropping the channel fails the request
+                }
+                if let SyncRequest::Consume(code) = request {
+                    let busy = match self.consume_tx.try_send(ConsumeRequest {
+                        peer,
+                        code,
+                        channel,
+                    }) {
+                        Ok(()) => None,
+                        Err(mpsc::error::TrySendError::Full(r))
+                        | Err(mpsc::error::TrySendError::Closed(r)) => Some(r.channel),
+                    };
+                    if let Some(channel) = busy {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, SyncResponse::Busy);
+                    }
+                    return;
                 }
                 if let Err(mpsc::error::TrySendError::Full(SyncEvent::Request {
                     channel, ..

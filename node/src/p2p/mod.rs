@@ -58,7 +58,7 @@
 //! | `/didmesh/id/1.0.0` (identify) | agent, listen addresses, protocols |
 //! | `/didmesh/kad/1.0.0` (Kademlia) | learn more peers than `--bootstrap` names |
 //! | gossipsub topic `/didmesh/<network_id>/ops/1` | push: one op's canonical bytes per message, message id = blake3 of those bytes |
-//! | `/didmesh/sync/1` | pull: reconciliation rounds and op fetches, see [`codec`] |
+//! | `/didmesh/sync/1` | pull: reconciliation rounds and op fetches, see [`codec`]; and the consume requests that keep authorization codes single-use across nodes ([`crate::oidc::consume`]) |
 
 pub mod anti_entropy;
 pub mod budget;
@@ -113,6 +113,13 @@ pub async fn start(
         state.ledger.clone(),
     ));
     tokio::spawn(sweep_orphans(budgets, state.ledger.clone()));
+    // Peers redeeming this node's authorization codes ask it to consume
+    // them (single use across nodes).
+    tokio::spawn(crate::oidc::consume::serve_peers(
+        state.clone(),
+        client.clone(),
+        inbound.consume,
+    ));
     let sync = anti_entropy::AntiEntropy::new(client.clone(), index, ingest, config.sync_interval);
     tokio::spawn(sync.run(inbound.sync));
     tracing::info!(peer_id = %local, listen = %config.listen, "p2p started");

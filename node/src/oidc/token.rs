@@ -1,0 +1,422 @@
+//! `POST /oidc/token` (RFC 6749 §4.1.3, §5; RFC 7636 §4.5-4.6; OpenID
+//! Connect Core §3.1.3): an authorization code for an ID token and an
+//! access token.
+//!
+//! Client authentication (RFC 6749 §2.3.1): `client_secret_basic` (HTTP
+//! Basic with the form-encoded id and secret) or `client_secret_post`; a
+//! public client authenticates with nothing (`none`) and must prove PKCE.
+//! Using two methods at once is `invalid_request` (§2.3). Errors are §5.2's,
+//! 400 except `invalid_client`, which is 401 and, when Basic was tried,
+//! carries `WWW-Authenticate: Basic`. Every answer is `no-store`.
+//!
+//! The code is checked in full (signature by a current member, expiry,
+//! client, redirect URI, PKCE, the DID still in good standing) before its
+//! issuer is asked to consume it ([`super::consume`]), so a request that
+//! would fail anyway does not use it up; only a confirmed first use yields
+//! tokens.
+
+use super::code::{self, redirect_uri_hash, CodeFacts};
+use super::{find_client, ClientError};
+use crate::NodeState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use did_core::client::{ClientReg, IdTokenAlg};
+use did_core::proto::{Claims, TOKEN_TYPE};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `acr` of every didmesh sign-in for now: one factor.
+pub const ACR_1FA: &str = "urn:didmesh:acr:1fa";
+
+/// A §5.2 error answer.
+#[derive(Debug)]
+pub struct TokenError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// The client tried HTTP Basic: a 401 names that scheme.
+    basic: bool,
+}
+
+impl TokenError {
+    fn new(error: &'static str, description: impl Into<String>) -> TokenError {
+        let status = match error {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        TokenError {
+            status,
+            error,
+            description: description.into(),
+            basic: false,
+        }
+    }
+
+    fn grant(description: impl Into<String>) -> TokenError {
+        TokenError::new("invalid_grant", description)
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        // `reason` too: every error of the node's API carries one.
+        let body = serde_json::json!({
+            "error": self.error,
+            "error_description": self.description,
+            "reason": self.description,
+        });
+        let mut r = (self.status, Json(body)).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED && self.basic {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"didmesh\""),
+            );
+        }
+        r
+    }
+}
+
+/// Answer of a successful token request (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub id_token: String,
+    pub scope: String,
+}
+
+/// The claims of an ID token (OIDC Core §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub azp: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub auth_time: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub amr: Vec<String>,
+    pub acr: String,
+}
+
+/// Form parameters: single values; a repeated one is an error (§3.2).
+fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, TokenError> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(TokenError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if v.is_empty() {
+            continue;
+        }
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(TokenError::new(
+                "invalid_request",
+                format!("{k} is repeated"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The credentials of an `Authorization: Basic` header (RFC 6749 §2.3.1:
+/// id and secret form-encoded, then RFC 7617).
+fn basic(headers: &HeaderMap) -> Result<Option<(String, String)>, TokenError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || TokenError {
+        basic: true,
+        ..TokenError::new("invalid_client", "malformed Basic credentials")
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    let Some((scheme, creds)) = text.split_once(' ') else {
+        return Err(bad());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = STANDARD.decode(creds.trim()).map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let unform = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unform(id), unform(secret))))
+}
+
+/// Authenticates the client (module doc).
+fn authenticate(
+    state: &NodeState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<(ClientReg, String), TokenError> {
+    let basic = basic(headers)?;
+    let used_basic = basic.is_some();
+    let fail = |why: &str| TokenError {
+        basic: used_basic,
+        ..TokenError::new("invalid_client", why)
+    };
+    let body_id = params.get("client_id");
+    let body_secret = params.get("client_secret");
+    let (client_id, secret) = match (&basic, body_secret) {
+        (Some(_), Some(_)) => {
+            return Err(TokenError::new(
+                "invalid_request",
+                "use one client authentication method, not Basic and client_secret both",
+            ))
+        }
+        (Some((id, secret)), None) => {
+            if body_id.is_some_and(|b| b != id) {
+                return Err(TokenError::new(
+                    "invalid_request",
+                    "client_id differs from the Basic credentials",
+                ));
+            }
+            (id.clone(), Some(secret.clone()))
+        }
+        (None, secret) => (
+            body_id
+                .cloned()
+                .ok_or_else(|| fail("no client_id and no client authentication"))?,
+            secret.cloned(),
+        ),
+    };
+    let client = find_client(state, &client_id).map_err(|e| match e {
+        ClientError::Busy => TokenError::new("temporarily_unavailable", "ledger busy"),
+        e => fail(&e.to_string()),
+    })?;
+    match (client.confidential(), secret) {
+        (true, Some(s)) if client.secret_matches(&s) => Ok((client, client_id)),
+        (true, Some(_)) => Err(fail("wrong client secret")),
+        (true, None) => Err(fail("a confidential client must authenticate")),
+        (false, None) => Ok((client, client_id)),
+        (false, Some(_)) => Err(fail("a public client has no secret")),
+    }
+}
+
+/// RFC 7636 §4.1: 43-128 characters of `[A-Za-z0-9-._~]`.
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Every check of the code except single use.
+fn check_code(
+    state: &NodeState,
+    client: &ClientReg,
+    client_id: &str,
+    params: &HashMap<String, String>,
+    now: u64,
+) -> Result<(String, CodeFacts), TokenError> {
+    let code_text = params
+        .get("code")
+        .ok_or_else(|| TokenError::new("invalid_request", "code is missing"))?;
+    let redirect_uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| TokenError::new("invalid_request", "redirect_uri is missing"))?;
+    let facts = code::facts(state, code_text).map_err(|e| TokenError::grant(e.to_string()))?;
+    if facts.expires_at <= now {
+        return Err(TokenError::grant("authorization code expired"));
+    }
+    if facts.client_id != client_id {
+        return Err(TokenError::grant(
+            "authorization code issued to another client",
+        ));
+    }
+    if facts.redirect_uri_hash != redirect_uri_hash(redirect_uri) {
+        return Err(TokenError::grant(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    match (&facts.code_challenge, params.get("code_verifier")) {
+        (Some(challenge), Some(v)) => {
+            if !valid_verifier(v) {
+                return Err(TokenError::new(
+                    "invalid_request",
+                    "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
+                ));
+            }
+            let got: [u8; 32] = Sha256::digest(v.as_bytes()).into();
+            if got != *challenge {
+                return Err(TokenError::grant(
+                    "code_verifier does not match the code_challenge",
+                ));
+            }
+        }
+        (Some(_), None) => return Err(TokenError::grant("code_verifier is missing")),
+        // RFC 9700 §2.1.1: a verifier without a challenge is refused.
+        (None, Some(_)) => {
+            return Err(TokenError::grant(
+                "code_verifier sent for a code issued without code_challenge",
+            ))
+        }
+        (None, None) if !client.confidential() => {
+            return Err(TokenError::grant("a public client's code needs PKCE"))
+        }
+        (None, None) => {}
+    }
+    // The DID may have been deactivated or disputed since the code.
+    let ledger = state
+        .ledger
+        .read()
+        .map_err(|_| TokenError::new("temporarily_unavailable", "ledger busy"))?;
+    if facts.sub.starts_with("did:mesh:") {
+        match ledger.resolve(&facts.sub) {
+            Some(view) if view.disputed.is_none() && view.state.is_some() => {}
+            _ => return Err(TokenError::grant("the DID is deactivated or disputed")),
+        }
+    }
+    Ok((code_text.clone(), facts))
+}
+
+/// `POST /oidc/token`.
+pub async fn token(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, TokenError> {
+    let body = body.map_err(|r| TokenError::new("invalid_request", r.body_text()))?;
+    let params = form(&headers, &body)?;
+    match params.get("grant_type").map(String::as_str) {
+        None => return Err(TokenError::new("invalid_request", "grant_type is missing")),
+        Some("authorization_code") => {}
+        Some(_) => {
+            return Err(TokenError::new(
+                "unsupported_grant_type",
+                "only authorization_code is supported",
+            ))
+        }
+    }
+    let (client, client_id) = authenticate(&state, &headers, &params)?;
+    let now = crate::now();
+    let result = check_code(&state, &client, &client_id, &params, now);
+    let (code_text, facts) = result.inspect_err(|_| state.metrics.logins_failed.inc())?;
+    if !state.is_member() {
+        return Err(TokenError::new(
+            "temporarily_unavailable",
+            "this node is not a member of the network; try another node",
+        ));
+    }
+    let alg = client.id_token_alg;
+    let listed = state
+        .ledger
+        .read()
+        .map(|l| state.token_keys.listed(alg, l.members()))
+        .unwrap_or(false);
+    if !listed {
+        return Err(TokenError::new(
+            "temporarily_unavailable",
+            format!(
+                "this node's {} key is not on the ledger yet; try another node",
+                alg.as_str()
+            ),
+        ));
+    }
+    super::consume::consume_code(&state, &facts.member_key, facts.peer.as_deref(), &code_text)
+        .await
+        .map_err(|e| {
+            state.metrics.logins_failed.inc();
+            tracing::info!(reason = %e, "authorization code refused");
+            TokenError::grant(e.to_string())
+        })?;
+    let answer = mint(&state, alg, &client_id, &facts, now)?;
+    state.metrics.tokens_issued.inc();
+    let mut r = Json(answer).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// The ID token (signed with the client's alg) and the access token (the
+/// node's usual EdDSA token, audience = the client).
+fn mint(
+    state: &NodeState,
+    alg: IdTokenAlg,
+    client_id: &str,
+    facts: &CodeFacts,
+    now: u64,
+) -> Result<TokenAnswer, TokenError> {
+    let settings = &state.oidc.settings;
+    let ttl = settings.token_ttl;
+    let id_claims = IdTokenClaims {
+        iss: settings.issuer.clone(),
+        sub: facts.sub.clone(),
+        aud: client_id.to_string(),
+        azp: client_id.to_string(),
+        exp: now.saturating_add(ttl),
+        iat: now,
+        auth_time: facts.auth_time,
+        nonce: facts.nonce.clone(),
+        amr: facts.amr.clone(),
+        acr: ACR_1FA.to_string(),
+    };
+    let failed = |e: crate::token_keys::SignError| {
+        tracing::error!(error = %e, "token not signed");
+        TokenError::new("server_error", "token signing failed")
+    };
+    let id_token = state.token_keys.sign(alg, &id_claims).map_err(failed)?;
+    let mut jti = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut jti);
+    let mut access = Claims::for_login(&settings.issuer, &facts.sub, client_id, now, ttl, jti);
+    access.auth_time = facts.auth_time;
+    access.amr = facts.amr.clone();
+    let access_token = state
+        .token_keys
+        .sign(IdTokenAlg::EdDSA, &access)
+        .map_err(failed)?;
+    Ok(TokenAnswer {
+        access_token,
+        token_type: TOKEN_TYPE.to_string(),
+        expires_in: ttl,
+        id_token,
+        scope: "openid".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifiers_follow_rfc_7636() {
+        assert!(valid_verifier(&"a".repeat(43)));
+        assert!(valid_verifier(&"-._~".repeat(11)));
+        assert!(!valid_verifier(&"a".repeat(42)));
+        assert!(!valid_verifier(&"a".repeat(129)));
+        assert!(!valid_verifier(&format!("{}+", "a".repeat(43))));
+    }
+}

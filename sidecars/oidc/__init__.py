@@ -1,0 +1,1 @@
+"""Relying-party tests against a real didmesh network (see test_rp.py)."""
