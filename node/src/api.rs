@@ -144,13 +144,17 @@ pub fn router(state: Arc<NodeState>) -> Router {
             state.clone(),
             auth_rate_limit,
         ));
-    let ops_routes =
-        Router::new()
-            .route(OPS_PATH, post(submit_op))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                ops_rate_limit,
-            ));
+    // The sign-in page creates DIDs and adds passkeys from the browser,
+    // from the issuer's origin (a front door) to this node: CORS for the
+    // page's origins (ops are accepted from anyone anyway; the layer only
+    // lets those pages read the answer).
+    let ops_routes = Router::new()
+        .route(OPS_PATH, post(submit_op))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ops_rate_limit,
+        ))
+        .layer(crate::oidc::page_cors(&state));
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/status", get(status))

@@ -816,35 +816,42 @@ async fn the_page_carries_the_request_safely_with_strict_headers() {
         let s = send(&n, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(s.status, StatusCode::OK, "{path}");
     }
-    // CORS: an accepted origin is echoed (preflight too), another is not
-    let pre = send(
-        &n,
-        Request::options("/oidc/signin/challenge")
-            .header(header::ORIGIN, "http://localhost:7000")
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert!(pre.status.is_success(), "{}", pre.status);
-    assert_eq!(
-        pre.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-        "http://localhost:7000"
-    );
-    let evil = send(
-        &n,
-        Request::options("/oidc/signin/challenge")
-            .header(header::ORIGIN, "https://evil.example")
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert!(evil
-        .headers
-        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-        .is_none());
+    // CORS: an accepted origin is echoed (preflight too), another is not.
+    // `/v1/ops` too: the page creates DIDs and adds passkeys from the
+    // issuer's origin (the front door) at its node.
+    for path in ["/oidc/signin/challenge", "/v1/ops"] {
+        let pre = send(
+            &n,
+            Request::options(path)
+                .header(header::ORIGIN, "http://localhost:7000")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert!(pre.status.is_success(), "{path}: {}", pre.status);
+        assert_eq!(
+            pre.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://localhost:7000",
+            "{path}"
+        );
+        let evil = send(
+            &n,
+            Request::options(path)
+                .header(header::ORIGIN, "https://evil.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            evil.headers
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none(),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -163,24 +163,13 @@ pub fn find_client(state: &NodeState, client_id: &str) -> Result<ClientReg, Clie
 
 /// The provider's routes (merged by [`crate::api::router`]); `limited`
 /// wraps the browser-facing ones in the per-network login limiter.
+///
+/// CORS of the routes the sign-in page calls ([`page_cors`]).
 pub fn routes(
     state: &Arc<NodeState>,
     limited: impl Fn(Router<Arc<NodeState>>) -> Router<Arc<NodeState>>,
 ) -> Router<Arc<NodeState>> {
-    // The page's JSON calls go to node_url, which differs from the page's
-    // origin behind a front door: CORS for the accepted origins only.
-    let origins: Vec<HeaderValue> = state
-        .oidc
-        .settings
-        .origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600));
+    let cors = page_cors(state);
     let signin = Router::new()
         .route("/oidc/signin/challenge", post(signin::challenge))
         .route("/oidc/signin/complete", post(signin::complete));
@@ -197,4 +186,24 @@ pub fn routes(
         .route("/oidc/static/signin.js", get(authorize::script))
         .route("/oidc/static/signin.css", get(authorize::style))
         .merge(browser)
+}
+
+/// CORS for the routes the sign-in page calls. The page's JSON calls go to
+/// `node_url`, which differs from the page's origin behind a front door, so
+/// those routes answer the accepted origins (the issuer's, this node's,
+/// `--webauthn-origin`) and no other: another site's script cannot drive a
+/// sign-in from a visitor's browser.
+pub fn page_cors(state: &NodeState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .oidc
+        .settings
+        .origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
