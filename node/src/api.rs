@@ -181,7 +181,45 @@ pub fn router(state: Arc<NodeState>) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
         .with_state(state.clone());
+    let routes = if state.trusted_proxies.is_empty() {
+        routes
+    } else {
+        routes.layer(middleware::from_fn_with_state(
+            state.clone(),
+            forwarded_client,
+        ))
+    };
     guard(routes, Some(state))
+}
+
+/// Behind a trusted proxy (`--trusted-proxy`), the client every handler
+/// and rate limit sees is the last `X-Forwarded-For` entry: the address the
+/// proxy itself appended. Entries before it were written by the client and
+/// prove nothing; a request that does not come from a trusted proxy keeps
+/// its TCP peer, whatever it claims.
+async fn forwarded_client(
+    State(state): State<Arc<NodeState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    if state.trusted_proxies.contains(&peer.ip()) {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .last()
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(ip, peer.port())));
+        }
+    }
+    next.run(req).await
 }
 
 /// The layers around every route (module doc). `state`, when given, counts

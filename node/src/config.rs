@@ -120,6 +120,19 @@ pub struct Config {
     )]
     pub max_connections_per_network: usize,
 
+    /// Address of a reverse proxy or front door in front of this node
+    /// (repeatable; env comma-separated). For requests from these addresses
+    /// only, the last `X-Forwarded-For` entry (the address the proxy saw,
+    /// which it appends) is the client for rate limits; everyone else's
+    /// `X-Forwarded-For` is ignored, so it cannot be spoofed. List only
+    /// proxies that append the real peer (Envoy `use_remote_address`).
+    #[arg(
+        long = "trusted-proxy",
+        env = "DIDMESH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Address the peer-to-peer layer (libp2p: TCP, noise, yamux) listens
     /// on. Loopback by default, like --http-addr; use /ip4/0.0.0.0/tcp/7101
     /// to accept peers from other hosts. Port 0 picks a free port; the

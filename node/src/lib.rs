@@ -109,6 +109,8 @@ pub struct NodeState {
     pub ops_limiter: Option<PrefixLimiter>,
     /// `Cache-Control: max-age` of the JWKS (`--jwks-max-age`).
     pub jwks_max_age: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Header timeout and connection cap of the accept loop.
     pub serve_options: server::ServeOptions,
     /// The OpenID provider's settings and state ([`oidc`]).
@@ -205,6 +207,7 @@ impl NodeState {
             auth_limiter: PrefixLimiter::new(config.auth_rate, 2),
             ops_limiter: PrefixLimiter::new(config.ops_rate, 5),
             jwks_max_age: config.jwks_max_age,
+            trusted_proxies: config.trusted_proxies.clone(),
             serve_options: server::ServeOptions {
                 header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
                 max_connections: config.max_connections,

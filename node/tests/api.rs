@@ -442,3 +442,50 @@ async fn op_bursts_beyond_the_limit_get_429_with_retry_after() {
         assert_eq!(status, StatusCode::OK, "{cid}");
     }
 }
+
+/// Sends `n` creates through `app`, each with the `X-Forwarded-For` that
+/// `xff(i)` gives; how many were accepted.
+async fn creates_with_xff(app: &Router, n: u8, seed: u8, xff: impl Fn(u8) -> String) -> usize {
+    let mut accepted = 0;
+    for i in 0..n {
+        let key = SigningKey::from_bytes(&[seed.wrapping_add(i); 32]);
+        let op = Operation::create(DidState::single_key(public_of(&key)), now(), &key).unwrap();
+        let resp = router::send(
+            app,
+            Request::builder()
+                .method("POST")
+                .uri("/v1/ops")
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", xff(i))
+                .body(Body::from(serde_json::to_vec(&op).unwrap()))
+                .unwrap(),
+        )
+        .await;
+        match resp.status() {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    accepted
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_can_name_the_client_for_rate_limits() {
+    // --ops-rate 1: bursts of 5 per network. The front door is 127.0.9.9.
+    let n = RouterNode::start_with(&["--ops-rate", "1", "--trusted-proxy", "127.0.9.9"]).await;
+    let door = n.from_client(SocketAddr::from(([127, 0, 9, 9], 40000)));
+    // Twelve browsers in twelve networks behind the door: each has its own
+    // budget (the door appends the address it saw, last).
+    let through_door =
+        creates_with_xff(&door, 12, 10, |i| format!("203.0.113.1, 198.51.{i}.7")).await;
+    assert_eq!(through_door, 12, "clients behind the door share one budget");
+    // One client behind the door lying in the entries before the door's:
+    // still one network.
+    let liar = creates_with_xff(&door, 12, 40, |i| format!("198.51.{i}.7, 192.0.2.55")).await;
+    assert!((5..=6).contains(&liar), "{liar}");
+    // A client that is not the door claims other addresses: ignored.
+    let direct = n.from_client(SocketAddr::from(([10, 1, 2, 3], 5000)));
+    let spoofer = creates_with_xff(&direct, 12, 70, |i| format!("198.51.{i}.7")).await;
+    assert!((5..=6).contains(&spoofer), "{spoofer}");
+}
