@@ -177,6 +177,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 auth_rate_limit,
             ))
         }))
+        .merge(crate::federation::routes(&state, |r| {
+            r.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth_rate_limit,
+            ))
+        }))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -212,7 +218,7 @@ async fn forwarded_client(
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .last()
+            .next_back()
             .and_then(|v| v.parse::<std::net::IpAddr>().ok());
         if let Some(ip) = forwarded {
             req.extensions_mut()
