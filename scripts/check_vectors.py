@@ -16,7 +16,12 @@ challenge text (PROTOCOL.md §6), rendered here from its fields.
 And a member entry with ID-token keys: the RSA key must be 2048 bits (256
 bytes, top bit set, odd) with e = AQAB in canonical base64url, the P-256
 Multikey (multicodec 0x1200, compressed point) is rebuilt from its private
-scalar, and each JWK and its RFC 7638 thumbprint `kid` is recomputed."""
+scalar, and each JWK and its RFC 7638 thumbprint `kid` is recomputed.
+
+And a federated link (PROTOCOL.md, "Federated links"): the account
+commitment from (network_id, iss, sub), the attestation bytes, the member's
+Ed25519 signature over them, and the update op that carries the link (which
+must not contain the subject in the clear)."""
 import base64
 import json
 import sys
@@ -168,6 +173,43 @@ def check_token_keys(v) -> list:
     return errors
 
 
+def check_link(v, ops) -> list:
+    errors = []
+    pre = b"didmesh federated account v1\0" + "\0".join(
+        (v["network_id"], v["iss"], v["sub"])
+    ).encode()
+    commitment = b64url_encode(blake3.blake3(pre).digest())
+    if commitment != v["commitment"]:
+        errors.append(f"commitment differs: {commitment}")
+    link = v["link"]
+    body = {
+        "type": "didmesh-link-attestation/1",
+        "network_id": v["network_id"],
+        "did": v["did"],
+        "provider": link["provider"],
+        "commitment": commitment,
+        "attested_at": link["attested_at"],
+    }
+    signed = canonical(body)
+    if signed.hex() != v["attestation_bytes_hex"]:
+        errors.append("attestation bytes differ")
+    priv = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["member_seed_hex"]))
+    pub = priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if multibase_ed25519(pub) != link["attested_by"]:
+        errors.append("attested_by differs from the member seed")
+    if b64url_encode(priv.sign(signed)) != link["attestation"]:
+        errors.append("attestation signature differs (Ed25519 is deterministic)")
+    if link["commitment"] != commitment:
+        errors.append("link commitment differs")
+    carrying = [o for o in ops if link in (o["op"].get("state") or {}).get("links", [])]
+    if len(carrying) != 1:
+        errors.append("no op vector carries the link")
+    for o in carrying:
+        if v["sub"].encode() in bytes.fromhex(o["op_bytes_hex"]):
+            errors.append("the subject is in the op in the clear")
+    return errors
+
+
 def rfc3339(unix: int) -> str:
     return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -196,6 +238,10 @@ def main(path: str) -> int:
         + [("network", v, check_network) for v in doc["networks"]]
         + [("login message", v, check_login_message) for v in doc["login_messages"]]
         + [("member token keys", v, check_token_keys) for v in doc["member_token_keys"]]
+        + [
+            ("federated link", v, lambda v: check_link(v, doc["vectors"]))
+            for v in doc["federated_links"]
+        ]
     )
     failed = 0
     for kind, v, fn in checks:

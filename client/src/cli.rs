@@ -16,6 +16,9 @@ Examples:
   didmesh bench login --concurrency 32 --duration 10
   didmesh client register --name 'My app' --redirect-uri https://app.example/cb --confidential
   didmesh approve ABCD-EFGH                # sign a browser sign-in waiting for this wallet
+  didmesh link --via acme                  # link your account at provider acme (prints `open: URL`)
+  didmesh login --via acme                 # sign in through acme: no wallet needed
+  didmesh unlink acme                      # remove that link again
 
 Environment:
   DIDMESH_WALLET       wallet file (default ~/.didmesh/wallet.json)
@@ -65,6 +68,20 @@ pub enum Command {
     /// someone who sends you a code is asking you to sign in to THEIR
     /// browser session as you (device-code phishing).
     Approve(ApproveArgs),
+    /// Link your DID to your account at an external OpenID provider the
+    /// nodes are configured with, so that `login --via NAME` signs in as it.
+    ///
+    /// Prints `open: URL` on a line of its own: open it in your browser and
+    /// sign in at the provider. The node verifies that sign-in and attests
+    /// the link; this command checks the attestation (a current member's
+    /// signature over your DID) and adds the link with an update signed by
+    /// your main key, then prints `linked: NAME`. The ledger holds only a
+    /// commitment to your account, never its identifier (README.md).
+    Link(LinkArgs),
+    /// Remove a link made with `link --via` (an update signed by your main
+    /// key); every node that holds the op refuses that account at once.
+    /// Prints `unlinked: ID`.
+    Unlink(UnlinkArgs),
     /// Load generators (not the wallet's keys: fresh in-memory ones).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -78,6 +95,13 @@ pub enum WalletCmd {
         /// generating a key. It ends up in shell history: prefer a fresh key.
         #[arg(long, value_name = "HEX")]
         seed_hex: Option<String>,
+        /// Restore the recovery key of a DID made on the browser sign-in
+        /// page from its 32 recovery words, in order (any spacing or case).
+        /// `-` reads them from stdin, which keeps them out of shell
+        /// history; prefer it. Prints the key to compare with the DID's
+        /// rotation_keys[0].
+        #[arg(long, value_name = "WORDS", conflicts_with = "seed_hex")]
+        recovery_words: Option<String>,
         /// Replace an existing wallet (the old file is renamed to
         /// `<file>.bak-<unix time>`, not deleted).
         #[arg(long)]
@@ -199,6 +223,13 @@ pub enum DidCmd {
 pub struct LoginArgs {
     #[command(flatten)]
     pub node: NodeArg,
+    /// Sign in through the external OpenID provider NAME (as the node's
+    /// operator names it) instead of with a wallet key: prints `open: URL`
+    /// for your browser, waits up to 10 minutes for the sign-in there, then
+    /// prints the token. The account must be linked to a DID (`didmesh link
+    /// --via NAME`). Needs no wallet.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["audience", "did", "did_key"])]
+    pub via: Option<String>,
     /// The relying party the token is for (`aud`) [default: the node's].
     #[arg(long)]
     pub audience: Option<String>,
@@ -209,6 +240,28 @@ pub struct LoginArgs {
     /// Log in as the main key's did:key even if the wallet has a DID.
     #[arg(long)]
     pub did_key: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// The provider's name, as the node's operator configured it.
+    #[arg(long, value_name = "NAME")]
+    pub via: String,
+    #[command(flatten)]
+    pub node: NodeArg,
+    /// Entry id of the link within your DID ([A-Za-z0-9_-], 1-32)
+    /// [default: the provider's name, or NAME-2, …].
+    #[arg(long, value_name = "ENTRY")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnlinkArgs {
+    /// The link's entry id, or the provider's name when your DID has one
+    /// link there.
+    pub name: String,
+    #[command(flatten)]
+    pub node: NodeArg,
 }
 
 #[derive(Debug, Clone, Args)]

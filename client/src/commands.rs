@@ -37,9 +37,16 @@ pub fn run(cli: Cli) -> Result<(), ClientError> {
 
 async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Wallet(WalletCmd::Init { seed_hex, force }) => {
-            wallet_init(wallet, seed_hex.as_deref(), force)
-        }
+        Command::Wallet(WalletCmd::Init {
+            seed_hex,
+            recovery_words,
+            force,
+        }) => wallet_init(
+            wallet,
+            seed_hex.as_deref(),
+            recovery_words.map(Zeroizing::new),
+            force,
+        ),
         Command::Wallet(WalletCmd::Show { json }) => wallet_show(wallet, json),
         Command::Did(DidCmd::Create {
             node,
@@ -61,13 +68,15 @@ async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError>
         Command::Did(DidCmd::Rotate { node }) => did_rotate(wallet, &node).await,
         Command::Did(DidCmd::Deactivate { node, yes }) => did_deactivate(wallet, &node, yes).await,
         Command::Login(args) => {
-            let (_, token) = login(wallet, &args).await?;
+            let token = login(wallet, &args).await?;
             emit(&token.access_token)?;
             Ok(())
         }
         Command::Get(args) => get(wallet, &args).await,
         Command::Client(cmd) => crate::rp::run(wallet, cmd).await,
         Command::Approve(args) => crate::rp::approve(wallet, &args).await,
+        Command::Link(args) => crate::federation::link(wallet, &args).await,
+        Command::Unlink(args) => crate::federation::unlink(wallet, &args).await,
         Command::Bench(_) => Err(ClientError::usage("bench runs on its own runtime")),
     }
 }
@@ -172,8 +181,13 @@ pub(crate) fn node_client(
     NodeClient::new(&url)
 }
 
-fn wallet_init(path: &Path, seed_hex: Option<&str>, force: bool) -> Result<(), ClientError> {
-    let seed = match seed_hex {
+fn wallet_init(
+    path: &Path,
+    seed_hex: Option<&str>,
+    recovery_words: Option<Zeroizing<String>>,
+    force: bool,
+) -> Result<(), ClientError> {
+    let mut seed = match seed_hex {
         Some(s) => Some(parse_seed_hex(s).ok_or_else(|| {
             ClientError::usage("--seed-hex needs exactly 64 hex digits (32 bytes)")
         })?),
@@ -182,10 +196,43 @@ fn wallet_init(path: &Path, seed_hex: Option<&str>, force: bool) -> Result<(), C
     if path.exists() && !force {
         return Err(WalletError::Exists(path.to_path_buf()).into());
     }
+    // After the existence check: nobody types 32 words to learn the file exists.
+    let from_words = recovery_words.is_some();
+    if let Some(words) = recovery_words {
+        seed = Some(seed_from_recovery_words(words)?);
+    }
     let pass = passphrase(true)?;
     let wallet = Wallet::create(path, pass.as_bytes(), seed, kdf_cost(), force, crate::now())?;
     eprintln!("wallet written to {} (main key key-1)", path.display());
+    if from_words {
+        eprintln!(
+            "recovery key {}: it must be rotation_keys[0] of your DID (`did recover` checks); another key means a wrong word",
+            wallet.main_public()
+        );
+    }
     emit(wallet.main_public().did_key())
+}
+
+/// The seed of `--recovery-words` (`-`: read from stdin, prompted on a
+/// terminal), decoded as the sign-in page encodes it ([`crate::words`]).
+fn seed_from_recovery_words(words: Zeroizing<String>) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+    let words = if words.trim() == "-" {
+        let stdin = std::io::stdin();
+        let interactive = stdin.is_terminal();
+        if interactive {
+            eprintln!(
+                "Type the {} recovery words in order (reading stops at the last word or an empty line):",
+                crate::words::SEED_WORDS
+            );
+        }
+        crate::words::read_words(stdin.lock(), interactive).map_err(|e| {
+            ClientError::usage(format!("cannot read the recovery words from stdin: {e}"))
+        })?
+    } else {
+        words
+    };
+    crate::words::decode_seed(&words)
+        .map_err(|e| ClientError::usage(format!("--recovery-words: {e}")))
 }
 
 fn wallet_show(path: &Path, json: bool) -> Result<(), ClientError> {
@@ -659,8 +706,12 @@ fn login_identity<'w>(
     }
 }
 
-/// Logs in as [`login_identity`] says; returns the client and the token.
-async fn login(path: &Path, args: &LoginArgs) -> Result<(NodeClient, Token), ClientError> {
+/// Logs in as [`login_identity`] says (or through a provider with
+/// `--via`); returns the token.
+async fn login(path: &Path, args: &LoginArgs) -> Result<Token, ClientError> {
+    if let Some(provider) = &args.via {
+        return crate::federation::login(path, &args.node, provider).await;
+    }
     let mut wallet = open_wallet(path)?;
     let client = node_client(&args.node, Some(wallet.public()))?;
     let own = wallet.public().did.as_ref().map(|d| d.did.clone());
@@ -683,11 +734,11 @@ async fn login(path: &Path, args: &LoginArgs) -> Result<(NodeClient, Token), Cli
         wallet.set_node(client.base());
         wallet.save()?;
     }
-    Ok((client, token))
+    Ok(token)
 }
 
 async fn get(path: &Path, args: &GetArgs) -> Result<(), ClientError> {
-    let (_, token) = login(path, &args.login).await?;
+    let token = login(path, &args.login).await?;
     // Redirects are not followed (as curl): the token goes to the URL the
     // user named and nowhere else.
     let http = reqwest::Client::builder()

@@ -19,6 +19,11 @@ pub enum ClientError {
     #[error("{0}")]
     Transport(String),
 
+    /// A sign-in through an external provider that the node refused (or
+    /// that expired), with the node's code and reason.
+    #[error("sign-in refused: {reason} ({code})")]
+    Refused { code: String, reason: String },
+
     /// The node answered 2xx with something that is not what the API says.
     #[error("unexpected answer from the node: {0}")]
     Protocol(String),

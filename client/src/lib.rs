@@ -12,6 +12,8 @@
 //!   script wants, stderr the rest.
 //! * [`wallet`] — the wallet file: argon2id + XChaCha20-Poly1305, atomic
 //!   writes, mode 0600, zeroized secrets. The file format is in its doc.
+//! * [`words`] — recovery words (PGP word list) of a key made on the
+//!   browser sign-in page, for `wallet init --recovery-words`.
 //! * [`node`] — a typed client of the node's HTTP API; verifies the head op
 //!   it builds updates on.
 //! * [`login`] — the checks made before signing a challenge (domain, DID,
@@ -19,6 +21,9 @@
 //! * [`oidc`] — the OpenID Connect pieces: the sign-in endpoints as a
 //!   browser calls them, PKCE, the redirect and ID-token checks, and what
 //!   `didmesh approve` checks before it signs.
+//! * [`federation`] — `login --via`, `link --via`, `unlink`: sign-in
+//!   through an external OpenID provider and the DID's links to accounts
+//!   there.
 //! * [`rp`] — `didmesh client …` (relying parties on the ledger) and
 //!   `didmesh approve`.
 //! * [`bench`](mod@bench) — the load generator: one keep-alive hyper connection per
@@ -41,6 +46,9 @@
 //! didmesh bench login --concurrency 32 --duration 10   # node with --auth-rate 0 --ops-rate 0
 //! didmesh client register --name "My app" --redirect-uri http://localhost:5000/cb
 //! didmesh approve ABCD-EFGH              # a browser sign-in waiting for this wallet
+//! didmesh link --via acme                # prints `open: URL`; then `linked: acme`
+//! didmesh login --via acme               # prints `open: URL`; then the token
+//! didmesh unlink acme
 //! ```
 //!
 //! The passphrase comes from `DIDMESH_PASSPHRASE` or a terminal prompt. Key
@@ -56,11 +64,13 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod federation;
 pub mod login;
 pub mod node;
 pub mod oidc;
 pub mod rp;
 pub mod wallet;
+pub mod words;
 
 pub use error::ClientError;
 

@@ -138,7 +138,7 @@ fn check_name(name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn valid_entry(id: &str) -> bool {
+pub(crate) fn valid_entry(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ENTRY_LEN
         && id
@@ -192,7 +192,7 @@ fn own_entry<'c>(client_id: &'c str, did: &str) -> Result<&'c str, ClientError> 
 
 /// Signs an update of `did` to `state` on `head`, checks it locally as a
 /// node would, and submits it.
-async fn submit_state(
+pub(crate) async fn submit_state(
     wallet: &crate::wallet::Wallet,
     client: &NodeClient,
     did: &str,

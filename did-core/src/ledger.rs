@@ -30,6 +30,15 @@
 //!
 //! Ops whose parent is unknown can wait in a bounded orphan pool
 //! ([`Ledger::apply`]) until the parent arrives.
+//!
+//! **Link index** ([`Ledger::linked_dids`]): commitment → the DIDs whose
+//! head state lists it ([`crate::federation`]). It is updated wherever a
+//! DID's head changes (create, update, a fork-rule switch, a dispute, a
+//! deactivation, an orphan released), so it always equals a scan of every
+//! DID's [`DidView::state`]. A disputed DID stays listed (its head state is
+//! the state at the disputed op, and a higher key may settle the dispute
+//! either way); a deactivated one is not (it has no state). The index is
+//! derived, not part of any digest.
 
 use crate::encoding::Cid;
 use crate::keys::PublicKey;
@@ -215,6 +224,8 @@ pub struct Ledger {
     member_evidence: Vec<Equivocation>,
     /// Digest of the membership outcome (leaves and effective set).
     member_digest: [u8; 32],
+    /// Link commitment → DIDs whose head state lists it (module doc).
+    links: HashMap<String, BTreeSet<String>>,
 }
 
 impl Default for Ledger {
@@ -242,6 +253,7 @@ impl Ledger {
             effective_members: vec![],
             member_evidence: vec![],
             member_digest: [0; 32],
+            links: HashMap::new(),
         }
     }
 
@@ -571,6 +583,7 @@ impl Ledger {
                 let mut audit = BTreeSet::new();
                 audit.insert((created_at, cid));
                 xor_into(&mut self.state_xor, &head_digest(&did, &cid, false));
+                reindex_links(&mut self.links, &self.ops, &did, None, Some(cid));
                 self.dids.insert(
                     did,
                     DidEntry {
@@ -632,6 +645,9 @@ impl Ledger {
         if new_digest != old_digest {
             xor_into(&mut self.state_xor, &old_digest);
             xor_into(&mut self.state_xor, &new_digest);
+        }
+        if tip != old_tip {
+            reindex_links(&mut self.links, &self.ops, did, Some(old_tip), Some(tip));
         }
     }
 
@@ -699,6 +715,23 @@ impl Ledger {
             version: entry.chain.len(),
             disputed: entry.dispute.as_ref(),
         })
+    }
+
+    /// The DIDs whose head state lists a link with `commitment`, sorted.
+    /// Includes disputed DIDs (module doc): a caller that signs someone in
+    /// keeps only usable states with a valid attestation
+    /// ([`crate::federation::find_linked`]).
+    pub fn linked_dids(&self, commitment: &str) -> Vec<&str> {
+        self.links
+            .get(commitment)
+            .map(|dids| dids.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of (commitment, DID) pairs in the link index (for metrics
+    /// and for checking the index against a scan).
+    pub fn link_index_len(&self) -> usize {
+        self.links.values().map(BTreeSet::len).sum()
     }
 
     /// A DID's ops in audit order (created_at, then CID), winners marked.
@@ -774,6 +807,43 @@ pub fn choose(ops: &HashMap<Cid, StoredOp>, cid: &Cid) -> Choice {
 /// were verified by [`Ledger::validate`] before the op was committed.
 fn signer_keys(op: &Operation) -> impl Iterator<Item = &PublicKey> {
     std::iter::once(&op.signer).chain(op.cosigs.iter().map(|c| &c.signer))
+}
+
+/// Moves `did`'s entries in the link index from the state at `old` to the
+/// state at `new` (`None` or a deactivation = no links).
+fn reindex_links(
+    index: &mut HashMap<String, BTreeSet<String>>,
+    ops: &HashMap<Cid, StoredOp>,
+    did: &str,
+    old: Option<Cid>,
+    new: Option<Cid>,
+) {
+    let links_at = |cid: Option<Cid>| -> Vec<&str> {
+        cid.and_then(|c| ops.get(&c))
+            .and_then(|s| s.op.state.as_ref())
+            .map(|st| st.links.iter().map(|l| l.commitment.as_str()).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (links_at(old), links_at(new));
+    for c in &before {
+        if after.contains(c) {
+            continue;
+        }
+        if let Some(dids) = index.get_mut(*c) {
+            dids.remove(did);
+            if dids.is_empty() {
+                index.remove(*c);
+            }
+        }
+    }
+    for c in after {
+        if !before.contains(&c) {
+            index
+                .entry(c.to_string())
+                .or_default()
+                .insert(did.to_string());
+        }
+    }
 }
 
 fn head_digest(did: &str, head: &Cid, disputed: bool) -> [u8; 32] {

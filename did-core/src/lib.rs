@@ -13,11 +13,14 @@
 //! * [`op`] — DID operations (`create`, `update`, `deactivate`), their
 //!   limits and self-checks; `did:mesh` identifiers.
 //! * [`ledger`] — the state machine: validation against `prev`, the fork
-//!   rule, the orphan pool, resolution, audit logs, set digests.
+//!   rule, the orphan pool, resolution, audit logs, set digests, the
+//!   index from link commitments to DIDs.
 //! * [`ingest`] — whether bytes from a peer are an acceptable op (size,
 //!   canonical parse, clock, known / new / orphan / invalid).
 //! * [`client`] — OpenID relying parties registered in their owner's DID
 //!   state; `client_id` and the secret hash.
+//! * [`federation`] — links to accounts at external OpenID providers:
+//!   the account commitment, member attestations and sign-in lookup.
 //! * [`passkey`] — passkeys (WebAuthn ES256) as authentication keys and
 //!   the check of an assertion over a login challenge.
 //! * [`member`] — network membership: members, quorum co-signatures.
@@ -44,6 +47,7 @@
 pub mod client;
 pub mod document;
 pub mod encoding;
+pub mod federation;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;

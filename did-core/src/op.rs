@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_also_known_as: usize,
     /// Relying parties one DID may register.
     pub max_clients: usize,
+    /// Links to external accounts one DID state may hold
+    /// ([`crate::federation`]).
+    pub max_links: usize,
     /// How far in the future `created_at` may be, in seconds, when an op is
     /// ingested (checked against the receiver's clock, see [`check_clock`]).
     pub max_clock_skew_secs: u64,
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_services: 10,
             max_also_known_as: 10,
             max_clients: 5,
+            max_links: crate::federation::MAX_LINKS,
             max_clock_skew_secs: 300,
         }
     }
@@ -98,6 +102,11 @@ pub struct DidState {
     /// when empty, like `passkeys`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<crate::client::ClientReg>,
+    /// Links to accounts at external OpenID providers
+    /// ([`crate::federation`]): commitments, never the raw subject. Absent
+    /// when empty, like `passkeys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<crate::federation::FedLink>,
 }
 
 impl DidState {
@@ -115,12 +124,18 @@ impl DidState {
             also_known_as: vec![],
             passkeys: vec![],
             clients: vec![],
+            links: vec![],
         }
     }
 
     /// The registered client with entry id `entry`.
     pub fn client(&self, entry: &str) -> Option<&crate::client::ClientReg> {
         self.clients.iter().find(|c| c.id == entry)
+    }
+
+    /// The link with entry id `entry`.
+    pub fn link(&self, entry: &str) -> Option<&crate::federation::FedLink> {
+        self.links.iter().find(|l| l.id == entry)
     }
 
     /// Keys holding a relationship.
@@ -251,6 +266,27 @@ impl DidState {
             c.check()?;
             if self.clients[..i].iter().any(|o| o.id == c.id) {
                 return Err(OpError::Invalid(format!("duplicate client id {}", c.id)));
+            }
+        }
+        if self.links.len() > limits.max_links {
+            return Err(OpError::Limit(format!(
+                "at most {} links",
+                limits.max_links
+            )));
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            l.check()?;
+            if self.links[..i].iter().any(|o| o.id == l.id) {
+                return Err(OpError::Invalid(format!("duplicate link id {}", l.id)));
+            }
+            // One account appears once per state: the index maps a
+            // commitment to DIDs, and two entries for one account would
+            // make "remove the link" ambiguous.
+            if self.links[..i].iter().any(|o| o.commitment == l.commitment) {
+                return Err(OpError::Invalid(format!(
+                    "link {}: the same account is linked twice",
+                    l.id
+                )));
             }
         }
         Ok(())

@@ -2,7 +2,9 @@
 //! the op, the hex of its signing and signed bytes, the signature, the CID
 //! and the DID; a genesis with the bytes its network id hashes and the id;
 //! a login challenge and its message text; a member entry with RS256 and
-//! ES256 ID-token keys and their RFC 7638 JWK thumbprints.
+//! ES256 ID-token keys and their RFC 7638 JWK thumbprints; a federated
+//! link (account commitment and member attestation) and an update op whose
+//! state carries it.
 //! `scripts/check_vectors.py`
 //! recomputes every field with Python's json, blake3 and cryptography
 //! packages, independently of this code.
@@ -40,8 +42,16 @@ fn vectors() -> Value {
         public_key_multibase: public_of(&b),
         relationships: vec![Relationship::Authentication],
     });
-    let update = Operation::update(&did, genesis, next, 1_790_000_060, &b).unwrap();
+    let update = Operation::update(&did, genesis, next.clone(), 1_790_000_060, &b).unwrap();
     let deactivate = Operation::deactivate(&did, update.cid().unwrap(), 1_790_000_120, &a).unwrap();
+    // A link to an external account, attested by a member (seed 5).
+    let link = link_vector(&did);
+    let mut linked = next.clone();
+    linked.links.push(
+        serde_json::from_value::<did_core::federation::FedLink>(link["link"].clone()).unwrap(),
+    );
+    let update_link =
+        Operation::update(&did, update.cid().unwrap(), linked, 1_790_000_090, &a).unwrap();
     // A membership change by two members (author a, co-signer b): the
     // co-signature is outside the signed body and outside the CID.
     let member_add = Operation::membership(
@@ -88,12 +98,49 @@ fn vectors() -> Value {
             entry("create", &seed_a, &create),
             entry("update-by-second-rotation-key", &seed_b, &update),
             entry("deactivate", &seed_a, &deactivate),
+            entry("update-with-federated-link", &seed_a, &update_link),
             entry("member-add-with-cosignature", &seed_a, &member_add),
             entry("member-add-with-token-keys", &seed_a, &member_add_token_keys),
         ],
         "member_token_keys": [token_keys_vector(&token_member)],
         "networks": [network_vector()],
         "login_messages": [login_vector()],
+        "federated_links": [link],
+    })
+}
+
+/// A federated link (PROTOCOL.md, "Federated links"): commitment =
+/// base64url(blake3("didmesh federated account v1\0" ‖ network_id ‖ "\0" ‖
+/// iss ‖ "\0" ‖ sub)); the member signs canonical JSON of {attested_at,
+/// commitment, did, network_id, provider, type}.
+fn link_vector(did: &str) -> Value {
+    use did_core::federation::{attestation_bytes, commitment, sign_attestation};
+    let member_seed = [5u8; 32];
+    let (network_id, iss, sub) = (
+        "mesh-abcdefghijklmnop",
+        "https://accounts.example",
+        "248289761001",
+    );
+    let (provider, attested_at) = ("acme", 1_790_000_080);
+    let c = commitment(network_id, iss, sub);
+    let att = sign_attestation(
+        &SigningKey::from_bytes(&member_seed),
+        network_id,
+        did,
+        provider,
+        &c,
+        attested_at,
+    );
+    json!({
+        "name": "acme-account",
+        "member_seed_hex": hex::encode(member_seed),
+        "network_id": network_id,
+        "iss": iss,
+        "sub": sub,
+        "did": did,
+        "commitment": c,
+        "attestation_bytes_hex": hex::encode(attestation_bytes(network_id, did, provider, &c, attested_at)),
+        "link": att.into_link("acme-1"),
     })
 }
 

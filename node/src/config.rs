@@ -52,6 +52,17 @@ pub struct Config {
     #[arg(long, env = "DIDMESH_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// External OpenID providers users may sign in through ("Continue with
+    /// NAME"): a TOML file of `[[provider]]` tables (name, display_name,
+    /// issuer, client_id, client_secret or client_secret_file, optional
+    /// scopes and algs). Each provider must allow this node's callback URL
+    /// PUBLIC/federation/NAME/callback as a redirect URI, where PUBLIC is
+    /// --public-url (each node has its own: a flow's state stays at the
+    /// node that started it). A bad file stops the node at start; SIGHUP
+    /// reloads it (a bad reload keeps the providers in force).
+    #[arg(long, env = "DIDMESH_PROVIDERS", value_name = "FILE")]
+    pub providers: Option<PathBuf>,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub token_ttl: u64,

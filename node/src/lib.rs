@@ -19,6 +19,8 @@
 //! * [`didkey`] — `did:key` resolution through ssi.
 //! * [`admin`] — `init-network`, `member-add`, `member-remove`.
 //! * [`oidc`] — the OpenID provider: authorize, sign-in, codes, token.
+//! * [`federation`] — sign-in through external OpenID providers
+//!   (`--providers`): the node as their relying party.
 //! * [`api`] — the axum router and its one error type.
 //! * [`views`] — the typed JSON views (status, network, JWKS) and the
 //!   gauges of `/metrics`.
@@ -46,6 +48,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod didkey;
+pub mod federation;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
@@ -84,6 +87,8 @@ pub enum NodeError {
     Storage(#[from] storage::StorageError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Providers(#[from] federation::config::ConfigError),
     #[error("cannot start the ledger writer thread: {0}")]
     Writer(#[source] std::io::Error),
 }
@@ -115,6 +120,9 @@ pub struct NodeState {
     pub serve_options: server::ServeOptions,
     /// The OpenID provider's settings and state ([`oidc`]).
     pub oidc: oidc::Oidc,
+    /// External providers and federated sign-ins in progress
+    /// ([`federation`]).
+    pub federation: federation::Federation,
     /// The peer-to-peer layer, once started (`main` starts it after
     /// `open`; in-process tests run without it).
     pub p2p: std::sync::OnceLock<p2p::Client>,
@@ -123,6 +131,8 @@ pub struct NodeState {
 impl NodeState {
     /// Opens (or creates) the data folder, verifies and replays the log.
     pub fn open(config: &Config) -> Result<Arc<NodeState>, NodeError> {
+        // First: a bad providers file stops the node before anything else.
+        let federation = federation::Federation::load(config.providers.as_deref())?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
@@ -214,6 +224,7 @@ impl NodeState {
                 max_connections_per_network: config.max_connections_per_network,
             },
             oidc,
+            federation,
             p2p: std::sync::OnceLock::new(),
         });
         state.spawn_housekeeping();
@@ -251,6 +262,7 @@ impl NodeState {
         }
         self.auth.prune(now());
         self.oidc.prune(now());
+        self.federation.prune(now());
     }
 
     /// Whether `key` is the token key of a current member.

@@ -37,6 +37,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    reload_providers_on_sighup(state.clone());
     if !config.no_p2p {
         let p2p = didmesh_node::p2p::P2pConfig {
             listen: config.p2p_addr.clone(),
@@ -151,6 +153,30 @@ fn install_panic_hook() {
             .unwrap_or_default();
         tracing::error!(%location, "panic: {what}");
     }));
+}
+
+/// SIGHUP reloads the providers file (`--providers`); a bad file keeps the
+/// providers in force, and the log line says why.
+#[cfg(unix)]
+fn reload_providers_on_sighup(state: std::sync::Arc<NodeState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the providers file is read at start only");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match state.federation.reload() {
+                Ok(names) => tracing::info!(providers = ?names, "providers file reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "providers file refused; the providers in force stay")
+                }
+            }
+        }
+    });
 }
 
 /// Completes on SIGINT or SIGTERM (what `scripts/cluster.sh down` and

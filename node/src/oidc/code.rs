@@ -8,7 +8,7 @@
 //! payload = version(1) id[16] issued_at(u64) expires_at(u64) auth_time(u64)
 //!           member_key[32] str(peer id) str(client_id) sha256(redirect_uri)[32]
 //!           has_challenge(1) [sha256 of the PKCE verifier, 32] str(nonce) str(sub)
-//!           amr_count(1) str(amr)…
+//!           amr_count(1) str(amr)…  [str(idp), version 2 only]
 //! str     = len(u8) bytes
 //! signature = Ed25519(member key, "didmesh oidc code v1\0" ‖ payload)
 //! ```
@@ -18,7 +18,10 @@
 //! redirect URI (by hash, which is all an equality check needs), the PKCE
 //! challenge (decoded) and the nonce, which the ID token echoes. It names
 //! the member that signed it and that member's libp2p peer id, which the
-//! redeeming node asks to consume it. The context string keeps a code from
+//! redeeming node asks to consume it. A sign-in through an external
+//! provider ([`crate::federation`]) names the provider (`idp`), which the
+//! tokens carry; such a code is version 2, every other code stays
+//! version 1, so nodes of the previous release still read those. The context string keeps a code from
 //! ever being read as any other message the member key signs (ops, tokens).
 //!
 //! The code is not encrypted: it carries the DID and the nonce, both of
@@ -36,6 +39,8 @@ use ed25519_dalek::Signer as _;
 use sha2::{Digest as _, Sha256};
 
 const VERSION: u8 = 1;
+/// A code that names the external provider of a federated sign-in.
+const VERSION_IDP: u8 = 2;
 const CONTEXT: &[u8] = b"didmesh oidc code v1\0";
 /// Longest code text accepted (base64url of 1,024 bytes would be 1,366;
 /// a code is at most ~940 characters, [`MAX_CODE_BYTES`] on the wire).
@@ -76,8 +81,11 @@ pub struct CodeFacts {
     pub nonce: Option<String>,
     /// The DID that signed in.
     pub sub: String,
-    /// RFC 8176 methods (`swk`, `hwk`, `user`).
+    /// RFC 8176 methods (`swk`, `hwk`, `user`; `fed` for a sign-in
+    /// through an external provider).
     pub amr: Vec<String>,
+    /// The external provider of a federated sign-in (its configured name).
+    pub idp: Option<String>,
 }
 
 /// SHA-256 of a redirect URI, as a code binds it.
@@ -126,7 +134,11 @@ impl<'a> Reader<'a> {
 
 fn encode(f: &CodeFacts) -> Result<Vec<u8>, CodeError> {
     let mut out = Vec::with_capacity(512);
-    out.push(VERSION);
+    out.push(if f.idp.is_some() {
+        VERSION_IDP
+    } else {
+        VERSION
+    });
     out.extend_from_slice(&f.id);
     for n in [f.issued_at, f.expires_at, f.auth_time] {
         out.extend_from_slice(&n.to_be_bytes());
@@ -149,12 +161,16 @@ fn encode(f: &CodeFacts) -> Result<Vec<u8>, CodeError> {
     for m in &f.amr {
         put_str(&mut out, m, "amr")?;
     }
+    if let Some(idp) = &f.idp {
+        put_str(&mut out, idp, "idp")?;
+    }
     Ok(out)
 }
 
 fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
     let mut r = Reader(payload);
-    if r.byte()? != VERSION {
+    let version = r.byte()?;
+    if version != VERSION && version != VERSION_IDP {
         return Err(CodeError::Malformed);
     }
     let id = r.array()?;
@@ -173,7 +189,11 @@ fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
     let amr = (0..r.byte()?)
         .map(|_| r.string())
         .collect::<Result<Vec<_>, _>>()?;
-    if !r.0.is_empty() {
+    let idp = match version {
+        VERSION_IDP => Some(r.string()?).filter(|s| !s.is_empty()),
+        _ => None,
+    };
+    if (version == VERSION_IDP) != idp.is_some() || !r.0.is_empty() {
         return Err(CodeError::Malformed);
     }
     Ok(CodeFacts {
@@ -189,6 +209,7 @@ fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
         nonce,
         sub,
         amr,
+        idp,
     })
 }
 
@@ -206,6 +227,18 @@ pub fn issue(
     req: &AuthRequest,
     did: &str,
     amr: &[&str],
+) -> Result<String, CodeError> {
+    issue_with_idp(state, req, did, amr, None)
+}
+
+/// [`issue`] for a sign-in through the external provider `idp` (its
+/// configured name), which the code and then the tokens carry.
+pub fn issue_with_idp(
+    state: &NodeState,
+    req: &AuthRequest,
+    did: &str,
+    amr: &[&str],
+    idp: Option<&str>,
 ) -> Result<String, CodeError> {
     let now = crate::now();
     // Random, with a tag only this run of the node can check: the issuer
@@ -234,6 +267,7 @@ pub fn issue(
         nonce: req.nonce.clone(),
         sub: did.to_string(),
         amr: amr.iter().map(|s| s.to_string()).collect(),
+        idp: idp.map(str::to_string),
     };
     let mut payload = encode(&facts)?;
     let sig = state.oidc.member_key().sign(&signing_input(&payload));
@@ -339,6 +373,7 @@ mod tests {
             nonce: Some("n".repeat(MAX_NONCE)),
             sub: format!("did:key:z6Mk{}", "x".repeat(44)),
             amr: vec!["hwk".into(), "user".into()],
+            idp: None,
         }
     }
 
@@ -359,6 +394,14 @@ mod tests {
         longer.push(0);
         assert!(decode(&longer).is_err());
         assert!(decode(&payload[..payload.len() - 1]).is_err());
+        // a federated sign-in's code (version 2) names its provider
+        let mut fed = f.clone();
+        fed.amr = vec!["fed".into()];
+        fed.idp = Some("p".repeat(32));
+        let payload = encode(&fed).unwrap();
+        assert_eq!(payload[0], VERSION_IDP);
+        assert_eq!(decode(&payload).unwrap(), fed);
+        assert!((payload.len() + 64).div_ceil(3) * 4 <= MAX_CODE_TEXT);
         let mut long_nonce = f;
         long_nonce.nonce = Some("n".repeat(MAX_NONCE + 1));
         assert!(encode(&long_nonce).is_err());

@@ -114,6 +114,20 @@ pub struct IdTokenClaims {
     pub nonce: Option<String>,
     pub amr: Vec<String>,
     pub acr: String,
+    /// The external provider of a federated sign-in (`amr` has `fed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+}
+
+/// A didmesh access token's claims, with the external provider of a
+/// federated sign-in when there was one (federation/routes.rs mints the
+/// CLI's token with it too).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessClaims<'a> {
+    #[serde(flatten)]
+    pub claims: &'a Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<&'a str>,
 }
 
 /// Form parameters: single values; a repeated one is an error (§3.2).
@@ -383,6 +397,7 @@ fn mint(
         nonce: facts.nonce.clone(),
         amr: facts.amr.clone(),
         acr: ACR_1FA.to_string(),
+        idp: facts.idp.clone(),
     };
     let failed = |e: crate::token_keys::SignError| {
         tracing::error!(error = %e, "token not signed");
@@ -396,7 +411,13 @@ fn mint(
     access.amr = facts.amr.clone();
     let access_token = state
         .token_keys
-        .sign(IdTokenAlg::EdDSA, &access)
+        .sign(
+            IdTokenAlg::EdDSA,
+            &AccessClaims {
+                claims: &access,
+                idp: facts.idp.as_deref(),
+            },
+        )
         .map_err(failed)?;
     Ok(TokenAnswer {
         access_token,
