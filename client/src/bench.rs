@@ -759,11 +759,11 @@ pub async fn oidc(opts: OidcOptions) -> Result<Report, ClientError> {
             .map(str::to_string)
             .ok_or_else(|| ClientError::protocol(format!("discovery has no {k}")))
     };
-    let (issuer, network_id, jwks_uri) = (
-        text("issuer")?,
-        text("didmesh_network_id")?,
-        text("jwks_uri")?,
-    );
+    let (issuer, network_id) = (text("issuer")?, text("didmesh_network_id")?);
+    // The node's own JWKS (every node serves every member's keys): the
+    // discovery document names the issuer's, which a bench against one node
+    // behind no front door may not reach.
+    let jwks_uri = format!("{}/.well-known/jwks.json", target.url.trim_end_matches('/'));
     if discovery["authorization_endpoint"].as_str().is_none() {
         return Err(ClientError::usage(format!(
             "{} is not an OpenID provider (no authorization_endpoint in its discovery document)",

@@ -98,6 +98,7 @@ class Node:
     child: Child
     url: str  # its public URL, http://localhost:<port>
     addr: str  # http://127.0.0.1:<port>, what the front door dials
+    data_dir: Path | None = None  # its --data-dir (the sled folder is inside)
 
     def status(self) -> dict:
         r = session().get(self.addr + "/v1/status", timeout=5)
@@ -199,7 +200,7 @@ class Mesh:
             child = Child([str(a) for a in argv], self.logs / f"node{i}.log",
                           env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
             self.stack.callback(child.stop)
-            node = Node(child, origins[i - 1], f"http://127.0.0.1:{port}")
+            node = Node(child, origins[i - 1], f"http://127.0.0.1:{port}", net / f"node{i}")
             child.wait_http(node.addr + "/healthz", timeout=60)
             self.nodes.append(node)
             if i == 1:
