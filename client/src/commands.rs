@@ -512,6 +512,7 @@ async fn did_add_key(
         id: name.clone(),
         public_key_multibase: public,
         relationships: rels.clone(),
+        device: None,
     });
     let op = Operation::update(
         &did,
@@ -587,6 +588,7 @@ pub fn rotated_state(state: &DidState, old: &PublicKey, new: PublicKey, name: &s
             id: name.to_string(),
             public_key_multibase: new,
             relationships: vec![Relationship::Authentication, Relationship::Assertion],
+            device: None,
         },
     );
     next
@@ -898,6 +900,7 @@ mod tests {
             id: "key-2".into(),
             public_key_multibase: key(2),
             relationships: vec![Relationship::Assertion],
+            device: None,
         });
         let next = rotated_state(&state, &key(1), key(3), "key-3");
         assert_eq!(next.rotation_keys, vec![key(3)]);

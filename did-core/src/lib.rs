@@ -23,6 +23,8 @@
 //!   the account commitment, member attestations and sign-in lookup.
 //! * [`passkey`] — passkeys (WebAuthn ES256) as authentication keys and
 //!   the check of an assertion over a login challenge.
+//! * [`policy`] — a DID's login policy ("N of these factors"), phone
+//!   commitments, device tags.
 //! * [`member`] — network membership: members, quorum co-signatures.
 //! * [`network`] — the network's genesis and the derivation of its id.
 //! * [`document`] — W3C DID documents and resolution results.
@@ -56,6 +58,7 @@ pub mod member;
 pub mod network;
 pub mod op;
 pub mod passkey;
+pub mod policy;
 pub mod proto;
 pub mod sync;
 pub mod sync_frame;

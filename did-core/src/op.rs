@@ -72,6 +72,10 @@ pub struct VerificationMethod {
     pub id: String,
     pub public_key_multibase: PublicKey,
     pub relationships: Vec<Relationship>,
+    /// The device that holds the key (`laptop`, `phone`), shown to the
+    /// owner when a login asks for a second factor; absent when untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +111,13 @@ pub struct DidState {
     /// when empty, like `passkeys`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<crate::federation::FedLink>,
+    /// Committed phone numbers for SMS codes ([`crate::policy`]); absent
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<crate::policy::Phone>,
+    /// What a login needs ([`crate::policy`]); absent = any one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_policy: Option<crate::policy::LoginPolicy>,
 }
 
 impl DidState {
@@ -119,12 +130,15 @@ impl DidState {
                 id: "key-1".into(),
                 public_key_multibase: key,
                 relationships: vec![Relationship::Authentication, Relationship::Assertion],
+                device: None,
             }],
             services: vec![],
             also_known_as: vec![],
             passkeys: vec![],
             clients: vec![],
             links: vec![],
+            phones: vec![],
+            login_policy: None,
         }
     }
 
@@ -289,7 +303,12 @@ impl DidState {
                 )));
             }
         }
-        Ok(())
+        for vm in &self.verification_methods {
+            if let Some(device) = &vm.device {
+                check_text("device", device, 32)?;
+            }
+        }
+        self.check_policy()
     }
 }
 

@@ -41,6 +41,7 @@ fn vectors() -> Value {
         id: "phone".into(),
         public_key_multibase: public_of(&b),
         relationships: vec![Relationship::Authentication],
+        device: None,
     });
     let update = Operation::update(&did, genesis, next.clone(), 1_790_000_060, &b).unwrap();
     let deactivate = Operation::deactivate(&did, update.cid().unwrap(), 1_790_000_120, &a).unwrap();

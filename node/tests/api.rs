@@ -181,6 +181,7 @@ async fn served_documents_parse_with_ssi() {
                 did_core::Relationship::Authentication,
                 did_core::Relationship::Assertion,
             ],
+            device: None,
         });
     state.services.push(did_core::Service {
         id: "home".into(),
