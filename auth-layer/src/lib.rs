@@ -18,6 +18,7 @@
 //! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation (`sub` a DID, bounded `exp`, no future `iat`), the cache, counters; `verify_offline`, the synchronous parsing entry point |
 //! | [`layer`] | [`AuthLayer`]: takes the `Authorization: Bearer` token, verifies it, puts the claims in the request extensions; [`AuthMode`] `Optional` or `Required` |
 //! | [`trusted_header`] | [`TrustedHeaderLayer`]: sidecar mode, reads claims that Envoy `jwt_authn` already verified (`forward_payload_header`) |
+//! | [`stepup`] | [`RequireAuthn`]: a per-route requirement on `amr`, `acr` and `auth_time` (a layer), the [`Mfa`] extractor, and their 401 (RFC 9470 `insufficient_user_authentication`) |
 //! | [`error`] | [`AuthError`]: the 401 answer (RFC 6750 §3 `WWW-Authenticate` + JSON body) |
 //! | `testkit` | (feature `testkit`) an in-memory issuer that mints tokens for tests |
 //!
@@ -64,6 +65,11 @@
 //! carries no verified claims, `Option<VerifiedClaims>` is `None` then. It
 //! dereferences to [`Claims`] (`claims.sub`, `claims.aud`, …).
 //!
+//! A route that needs a multi-factor login gets
+//! `get(handler).route_layer(RequireAuthn::mfa())` (or its handler takes
+//! [`Mfa`]); a token of a one-factor login then gets the RFC 9470 401 with
+//! `acr_values="urn:didmesh:acr:mfa"` (see [`stepup`]).
+//!
 //! ## Security notes
 //!
 //! * Only `EdDSA` is accepted; the algorithm is fixed by the verifier, never
@@ -87,6 +93,7 @@ pub mod claims;
 pub mod error;
 pub mod jwks;
 pub mod layer;
+pub mod stepup;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod token_cache;
@@ -97,6 +104,10 @@ pub use claims::{Claims, VerifiedClaims};
 pub use error::{AuthError, JwksError, Reason};
 pub use jwks::{JwksCache, JwksConfig};
 pub use layer::{AuthLayer, AuthMode, AuthService};
+pub use stepup::{
+    Mfa, RequireAuthn, RequireAuthnService, StepUpReason, StepUpRejection, StepUpRequired, ACR_1FA,
+    ACR_MFA, AMR_MFA,
+};
 pub use trusted_header::{TrustedHeaderLayer, TrustedHeaderService, DEFAULT_TRUSTED_HEADER};
 pub use verifier::{TokenVerifier, VerifierConfig, VerifierStats};
 

@@ -94,6 +94,19 @@ impl TestIssuer {
         )
     }
 
+    /// Claims of a login with two distinct factors, as a node mints them
+    /// (the spec of issue 11): [`Self::claims`] with `amr` `["swk", "mfa"]`
+    /// and `acr` [`crate::ACR_MFA`].
+    pub fn mfa_claims(iss: &str, aud: &str, sub: &str, lifetime: Duration) -> Claims {
+        let mut claims = Self::claims(iss, aud, sub, lifetime);
+        claims.amr = vec![
+            did_core::proto::AMR_SOFTWARE_KEY.to_owned(),
+            crate::AMR_MFA.to_owned(),
+        ];
+        claims.acr = Some(crate::ACR_MFA.to_owned());
+        claims
+    }
+
     /// A didmesh token: `alg: EdDSA`, `typ: JWT`, `kid`.
     pub fn mint(&self, claims: &Claims) -> String {
         self.mint_raw(claims)
@@ -139,5 +152,9 @@ mod tests {
             (c.iat, c.iat, c.iat, c.iat + 60)
         );
         assert!(c.jti.len() == 32 && c.jti.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(c.acr.as_deref(), Some(crate::ACR_1FA));
+        let m = TestIssuer::mfa_claims("iss", "aud", "did:key:z6Mk", Duration::from_secs(60));
+        assert!(m.is_mfa());
+        assert_eq!(m.acr.as_deref(), Some(crate::ACR_MFA));
     }
 }

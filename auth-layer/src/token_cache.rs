@@ -173,6 +173,7 @@ mod tests {
             jti: "j".into(),
             auth_time: 0,
             amr: vec![],
+            acr: None,
         })
     }
 

@@ -373,6 +373,7 @@ mod tests {
             jti: "j".into(),
             auth_time: 1000,
             amr: vec![],
+            acr: None,
         };
         let check = |f: &dyn Fn(&mut Claims)| {
             let mut c = base.clone();

@@ -508,12 +508,8 @@ async fn one_login(conn: &mut Conn, target: &Target, id: &BenchIdentity) -> Resu
     check_challenge(&ch.message, &target.authority, &id.did, &ch.nonce, None)
         .map_err(|e| FlowError::new("check", e))?;
     let signature = did_core::keys::sign_b64(&id.key, ch.message.as_bytes());
-    let token_body = serde_json::to_vec(&TokenRequest {
-        did: id.did.clone(),
-        nonce: ch.nonce,
-        signature,
-    })
-    .map_err(|e| FlowError::new("token", e))?;
+    let token_body = serde_json::to_vec(&TokenRequest::signed(&id.did, &ch.nonce, &signature))
+        .map_err(|e| FlowError::new("token", e))?;
     let req = request(
         Method::POST,
         Uri::from_static(TOKEN_PATH),

@@ -13,6 +13,9 @@ Examples:
   didmesh get http://127.0.0.1:8080/api/activities/home
   didmesh did add-key --relationship assertion
   didmesh did rotate                       # new main key, old one retired
+  didmesh did add-key --public-key z6Mk… --device phone   # another wallet's key
+  didmesh did policy --factors 2           # logins need two factors from now on
+  didmesh mfa add-phone +15550100134       # commit a number for SMS codes
   didmesh bench login --concurrency 32 --duration 10
   didmesh client register --name 'My app' --redirect-uri https://app.example/cb --confidential
   didmesh approve ABCD-EFGH                # sign a browser sign-in waiting for this wallet
@@ -50,7 +53,17 @@ pub enum Command {
     /// Register, show, change and deactivate your DID.
     #[command(subcommand)]
     Did(DidCmd),
+    /// Second factors: phone numbers for SMS codes, and what a login of
+    /// your DID needs.
+    #[command(subcommand)]
+    Mfa(MfaCmd),
     /// Log in to a node and print the access token (alone, on stdout).
+    ///
+    /// When the DID's login policy needs more than this wallet's key: a
+    /// second device prints `approve: CODE` on stdout and waits (up to the
+    /// challenge's life, 2 minutes) for `didmesh --wallet OTHER approve
+    /// CODE --node URL`; an SMS code prints `sms code sent to +1******34`
+    /// on stderr and reads the 6-digit code from one line of stdin.
     Login(LoginArgs),
     /// Log in, then GET a URL with `Authorization: Bearer`.
     ///
@@ -62,7 +75,9 @@ pub enum Command {
     Client(ClientCmd),
     /// Approve a browser sign-in that waits for this wallet: the sign-in
     /// page shows a code, this command shows which app and redirect target
-    /// it is for, asks, and signs.
+    /// it is for, asks, and signs. Also approves a second factor: the code
+    /// `didmesh login` prints (`approve: CODE`) when the DID's login policy
+    /// needs another key, held by this wallet.
     ///
     /// Only approve a code you asked for yourself, on a page you opened:
     /// someone who sends you a code is asking you to sign in to THEIR
@@ -130,8 +145,9 @@ pub enum RelationshipArg {
     Authentication,
     /// Can sign assertions (credentials).
     Assertion,
-    // No `mfa`: nothing enforces a second factor at login yet, so the CLI
-    // does not offer a relationship that would only look like protection.
+    // No `mfa` relationship: what a login needs is the DID's login policy
+    // (`did policy`), which counts authentication keys; a relationship
+    // nothing enforces would only look like protection.
 }
 
 impl From<RelationshipArg> for did_core::Relationship {
@@ -187,10 +203,21 @@ pub enum DidCmd {
         /// The DID to resolve [default: the wallet's DID].
         did: Option<String>,
     },
-    /// Generate a key in the wallet and add it to the DID document.
+    /// Generate a key in the wallet and add it to the DID document; with
+    /// --public-key, add another wallet's key instead (`didmesh wallet
+    /// show` there prints it), e.g. your phone's, as a second factor for
+    /// `did policy`.
     AddKey {
         #[command(flatten)]
         node: NodeArg,
+        /// Add this public key (multibase `z6Mk…`) held by another wallet
+        /// instead of generating one here.
+        #[arg(long, value_name = "MULTIBASE")]
+        public_key: Option<String>,
+        /// The device that holds the key (`laptop`, `phone`; 1-32 bytes),
+        /// shown when a login asks for that key.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
         /// Name of the key, also its verification method id (`did#name`)
         /// [default: the next free key-N].
         #[arg(long)]
@@ -198,6 +225,25 @@ pub enum DidCmd {
         /// Verification relationship(s) of the new key (repeatable).
         #[arg(long, value_enum, default_values_t = [RelationshipArg::Authentication])]
         relationship: Vec<RelationshipArg>,
+    },
+    /// Set what a login of your DID needs: N distinct factors out of the
+    /// listed ones (entry ids: authentication keys, passkeys, phones,
+    /// linked accounts; all of them when none is listed). Every node
+    /// checks it at login. `--factors 1` without --factor removes the
+    /// policy: any one key signs in, as before.
+    ///
+    /// A policy must count a key or passkey, may not need more factors
+    /// than it counts, and a one-factor policy cannot count a phone.
+    /// Prints the resulting requirement as JSON.
+    Policy {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Distinct factors a login needs (1-5).
+        #[arg(long, value_name = "N")]
+        factors: u8,
+        /// An entry id that counts (repeatable) [default: all].
+        #[arg(long = "factor", value_name = "ID")]
+        factor: Vec<String>,
     },
     /// Replace the main key: a new key takes its place among the rotation
     /// keys (a recovery key above it stays) and becomes the login key; the
@@ -240,6 +286,45 @@ pub struct LoginArgs {
     /// Log in as the main key's did:key even if the wallet has a DID.
     #[arg(long)]
     pub did_key: bool,
+    /// When the login policy counts both another device's key and a phone
+    /// this wallet knows, use the SMS code [default: the other device,
+    /// which cannot be phished by a SIM swap and costs the node nothing].
+    #[arg(long)]
+    pub sms: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCmd {
+    /// Commit a phone number for SMS codes: the DID gets only a salted
+    /// hash of it (a signed update); the number and the salt stay in the
+    /// wallet, encrypted. Prints the phone's entry id. Count it with `did
+    /// policy` (e.g. `--factors 2 --factor key-1 --factor phone-1`).
+    AddPhone {
+        /// E.164 number: `+`, country code, number (spaces and dashes are
+        /// dropped).
+        number: String,
+        #[command(flatten)]
+        node: NodeArg,
+        /// Entry id within your DID [default: phone-1, phone-2, …].
+        #[arg(long, value_name = "ENTRY")]
+        id: Option<String>,
+    },
+    /// Remove a committed phone from the DID and the wallet.
+    RemovePhone {
+        /// The phone's entry id.
+        id: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Show the DID's login policy and its phones (numbers masked, from
+    /// this wallet).
+    Show {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -61,14 +61,32 @@ async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError>
             node,
             name,
             relationship,
+            public_key: Some(public_key),
+            device,
         }) => {
             let rels: Vec<Relationship> = relationship.into_iter().map(Into::into).collect();
-            did_add_key(wallet, &node, name, rels).await
+            crate::mfa::add_foreign_key(wallet, &node, &public_key, name, rels, device).await
         }
+        Command::Did(DidCmd::AddKey {
+            node,
+            name,
+            relationship,
+            public_key: None,
+            device,
+        }) => {
+            let rels: Vec<Relationship> = relationship.into_iter().map(Into::into).collect();
+            did_add_key(wallet, &node, name, rels, device).await
+        }
+        Command::Did(DidCmd::Policy {
+            node,
+            factors,
+            factor,
+        }) => crate::mfa::set_policy(wallet, &node, factors, factor).await,
+        Command::Mfa(cmd) => crate::mfa::run(wallet, cmd).await,
         Command::Did(DidCmd::Rotate { node }) => did_rotate(wallet, &node).await,
         Command::Did(DidCmd::Deactivate { node, yes }) => did_deactivate(wallet, &node, yes).await,
         Command::Login(args) => {
-            let token = login(wallet, &args).await?;
+            let token = login(wallet, &args, crate::mfa::Announce::Stdout).await?;
             emit(&token.access_token)?;
             Ok(())
         }
@@ -482,6 +500,7 @@ async fn did_add_key(
     node: &NodeArg,
     name: Option<String>,
     mut rels: Vec<Relationship>,
+    device: Option<String>,
 ) -> Result<(), ClientError> {
     let (mut wallet, client, did, head) = open_did(path, node).await?;
     rels.sort();
@@ -512,7 +531,7 @@ async fn did_add_key(
         id: name.clone(),
         public_key_multibase: public,
         relationships: rels.clone(),
-        device: None,
+        device: device.clone(),
     });
     let op = Operation::update(
         &did,
@@ -521,6 +540,11 @@ async fn did_add_key(
         crate::now().max(head.created_at),
         wallet.main_key(),
     )?;
+    if let Err(e) = op.check_self(&did_core::Limits::default()) {
+        // Refused here as a node would (e.g. a bad --device): drop the key.
+        wallet.remove_key(index);
+        return Err(e.into());
+    }
     // Write-ahead: the key is on disk before the node may trust it.
     wallet.save()?;
     submit_with_pending_key(&mut wallet, &client, &op, index).await?;
@@ -710,7 +734,11 @@ fn login_identity<'w>(
 
 /// Logs in as [`login_identity`] says (or through a provider with
 /// `--via`); returns the token.
-async fn login(path: &Path, args: &LoginArgs) -> Result<Token, ClientError> {
+async fn login(
+    path: &Path,
+    args: &LoginArgs,
+    announce: crate::mfa::Announce,
+) -> Result<Token, ClientError> {
     if let Some(provider) = &args.via {
         return crate::federation::login(path, &args.node, provider).await;
     }
@@ -726,10 +754,16 @@ async fn login(path: &Path, args: &LoginArgs) -> Result<Token, ClientError> {
         _ => None,
     };
     let (did, key) = login_identity(&wallet, args, resolved.as_ref())?;
-    let token = client.login(&did, key, args.audience.as_deref()).await?;
+    let options = crate::mfa::LoginOptions {
+        audience: args.audience.as_deref(),
+        prefer_sms: args.sms,
+        announce,
+    };
+    let token = crate::mfa::login(&client, &wallet, &did, key, &options).await?;
     eprintln!(
-        "logged in to {} as {did} (token expires in {} s)",
+        "logged in to {} as {did}{} (token expires in {} s)",
         client.base(),
+        crate::mfa::amr_note(&token.access_token),
         token.expires_in
     );
     if wallet.public().node.as_deref() != Some(client.base()) {
@@ -740,7 +774,8 @@ async fn login(path: &Path, args: &LoginArgs) -> Result<Token, ClientError> {
 }
 
 async fn get(path: &Path, args: &GetArgs) -> Result<(), ClientError> {
-    let token = login(path, &args.login).await?;
+    // stdout is the body here: an `approve:` line goes to stderr.
+    let token = login(path, &args.login, crate::mfa::Announce::Stderr).await?;
     // Redirects are not followed (as curl): the token goes to the URL the
     // user named and nowhere else.
     let http = reqwest::Client::builder()

@@ -24,6 +24,10 @@
 //! * [`federation`] — `login --via`, `link --via`, `unlink`: sign-in
 //!   through an external OpenID provider and the DID's links to accounts
 //!   there.
+//! * [`mfa`] — multi-factor logins: `did add-key --public-key`, `did
+//!   policy`, `mfa add-phone|remove-phone|show`, the factors `login`
+//!   collects (a second device's `approve`, an SMS code) and `approve` of a
+//!   second factor.
 //! * [`rp`] — `didmesh client …` (relying parties on the ledger) and
 //!   `didmesh approve`.
 //! * [`bench`](mod@bench) — the load generator: one keep-alive hyper connection per
@@ -40,6 +44,9 @@
 //! didmesh did show                       # W3C resolution result
 //! didmesh did add-key --relationship assertion
 //! didmesh did rotate                     # new main key; the old one is retired
+//! didmesh did add-key --public-key z6Mk… --device phone   # another wallet's key
+//! didmesh did policy --factors 2         # then `login` prints `approve: CODE`
+//! didmesh mfa add-phone +15550100134     # an SMS factor (number kept in the wallet)
 //! TOKEN=$(didmesh login --audience home-api)
 //! didmesh get http://127.0.0.1:8080/api/activities/home
 //! didmesh did deactivate --yes
@@ -66,6 +73,7 @@ pub mod commands;
 pub mod error;
 pub mod federation;
 pub mod login;
+pub mod mfa;
 pub mod node;
 pub mod oidc;
 pub mod rp;

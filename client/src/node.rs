@@ -236,11 +236,7 @@ impl NodeClient {
         nonce: &str,
         signature: &str,
     ) -> Result<Token, ClientError> {
-        let body = TokenRequest {
-            did: did.to_string(),
-            nonce: nonce.to_string(),
-            signature: signature.to_string(),
-        };
+        let body = TokenRequest::signed(did, nonce, signature);
         json_ok(
             self.send(self.http.post(self.url(TOKEN_PATH)).json(&body))
                 .await?,

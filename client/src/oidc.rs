@@ -336,17 +336,37 @@ impl Jwks {
     }
 }
 
-/// `GET /v1/approvals/{code}`: a sign-in waiting for a wallet.
+/// `GET /v1/approvals/{code}`: a sign-in waiting for a wallet. Two kinds
+/// share the codes (mfa-spec, "Second device"): `login`, a browser
+/// sign-in to an OpenID client (the client fields are set), and `cosign`,
+/// a second factor for a `didmesh login` of the DID. A node from before
+/// kinds sends none: a `login`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Approval {
+    #[serde(default = "login_kind")]
+    pub kind: String,
     pub did: String,
+    #[serde(default)]
     pub client_id: String,
+    #[serde(default)]
     pub client_name: String,
+    #[serde(default)]
     pub redirect_uri: String,
     pub message: String,
     pub nonce: String,
     #[serde(default)]
     pub expires_at: u64,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// [`Approval::kind`] of a browser sign-in.
+pub const APPROVAL_LOGIN: &str = "login";
+/// [`Approval::kind`] of a second factor for a CLI login.
+pub const APPROVAL_COSIGN: &str = "cosign";
+
+fn login_kind() -> String {
+    APPROVAL_LOGIN.into()
 }
 
 /// Why `didmesh approve` will not sign.
@@ -368,6 +388,12 @@ pub enum ApprovalError {
     Expired,
     #[error("refusing to sign: {0}")]
     Client(String),
+    #[error(
+        "refusing to sign: the node shows audience {shown:?} but the challenge is for {found:?}"
+    )]
+    ShownAudience { shown: String, found: String },
+    #[error("refusing to sign: this code is a {0:?} approval, not a second factor for a login")]
+    Kind(String),
 }
 
 /// The checks `didmesh approve` makes before it signs (the login checks of
@@ -402,6 +428,43 @@ pub fn check_approval(
             expected: a.client_id.clone(),
             found: c.audience,
         });
+    }
+    if c.expires_at <= now {
+        return Err(ApprovalError::Expired);
+    }
+    Ok(c)
+}
+
+/// The checks `didmesh approve` makes before it signs a second factor (a
+/// `cosign` approval): its message is a challenge of the node the wallet
+/// talks to, for the DID the approval names, with the nonce given next to
+/// it, in `network_id`, for the audience shown, and not expired. Whether
+/// the DID lists a key of this wallet is the caller's check (the ledger).
+pub fn check_cosign(
+    a: &Approval,
+    node: &Authority,
+    network_id: &str,
+    now: u64,
+) -> Result<LoginChallenge, ApprovalError> {
+    if a.kind != APPROVAL_COSIGN {
+        return Err(ApprovalError::Kind(a.kind.clone()));
+    }
+    let c = check_challenge(&a.message, node, &a.did, &a.nonce, None)?;
+    if c.network_id != network_id {
+        return Err(ApprovalError::Network {
+            expected: network_id.to_string(),
+            found: c.network_id,
+        });
+    }
+    // What is shown is what is signed: an audience the node names must be
+    // the challenge's.
+    if let Some(aud) = &a.audience {
+        if *aud != c.audience {
+            return Err(ApprovalError::ShownAudience {
+                shown: aud.clone(),
+                found: c.audience,
+            });
+        }
     }
     if c.expires_at <= now {
         return Err(ApprovalError::Expired);
@@ -522,6 +585,7 @@ mod tests {
             expires_at: exp,
         };
         Approval {
+            kind: APPROVAL_LOGIN.into(),
             did: did.into(),
             client_id: "abc.app".into(),
             client_name: "App".into(),
@@ -529,7 +593,71 @@ mod tests {
             message: c.message(),
             nonce: "n1".into(),
             expires_at: exp,
+            audience: None,
         }
+    }
+
+    fn cosign(domain: &str, did: &str, network: &str, exp: u64) -> Approval {
+        let mut a = approval(domain, did, "home-api", network, exp);
+        a.kind = APPROVAL_COSIGN.into();
+        (a.client_id, a.client_name, a.redirect_uri) =
+            (String::new(), String::new(), String::new());
+        a.audience = Some("home-api".into());
+        a
+    }
+
+    #[test]
+    fn cosign_approvals_are_checked_like_logins() {
+        let node = Authority::of_url("http://127.0.0.1:7001").unwrap();
+        let did = "did:mesh:someone";
+        let good = cosign("127.0.0.1:7001", did, "net", 2_000);
+        let c = check_cosign(&good, &node, "net", 1_500).unwrap();
+        assert_eq!(c.audience, "home-api");
+        // another node's challenge (relayed by a phishing node)
+        assert!(matches!(
+            check_cosign(
+                &cosign("evil.example:7001", did, "net", 2_000),
+                &node,
+                "net",
+                1_500
+            ),
+            Err(ApprovalError::Challenge(
+                ChallengeError::DomainMismatch { .. }
+            ))
+        ));
+        // another network
+        assert!(matches!(
+            check_cosign(&good, &node, "other", 1_500),
+            Err(ApprovalError::Network { .. })
+        ));
+        // the DID shown is not the DID signed for
+        let mut other = good.clone();
+        other.did = "did:mesh:victim".into();
+        assert!(matches!(
+            check_cosign(&other, &node, "net", 1_500),
+            Err(ApprovalError::Challenge(ChallengeError::DidMismatch { .. }))
+        ));
+        // a nonce shown that is not the one signed
+        let mut other = good.clone();
+        other.nonce = "n2".into();
+        assert!(check_cosign(&other, &node, "net", 1_500).is_err());
+        // the audience shown is not the one signed
+        let mut other = good.clone();
+        other.audience = Some("bank".into());
+        assert!(matches!(
+            check_cosign(&other, &node, "net", 1_500),
+            Err(ApprovalError::ShownAudience { .. })
+        ));
+        assert_eq!(
+            check_cosign(&good, &node, "net", 2_000),
+            Err(ApprovalError::Expired)
+        );
+        // a browser sign-in is not a second factor
+        let login = approval("127.0.0.1:7001", did, "abc.app", "net", 2_000);
+        assert!(matches!(
+            check_cosign(&login, &node, "net", 1_500),
+            Err(ApprovalError::Kind(_))
+        ));
     }
 
     #[test]

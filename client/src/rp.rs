@@ -416,11 +416,24 @@ pub async fn approve(path: &Path, args: &ApproveArgs) -> Result<(), ClientError>
             args.code
         ))
     })?;
-    let did = own_did(path)?;
     let public = crate::wallet::Wallet::read_public(path)?;
     let client = node_client(&args.node, Some(&public))?;
     let approval_path = format!("{}/{code}", oidc::APPROVALS_PATH);
     let approval: Approval = client.get_json(&approval_path).await?;
+    match approval.kind.as_str() {
+        oidc::APPROVAL_LOGIN => {}
+        // A second factor for someone's `didmesh login` (crate::mfa).
+        oidc::APPROVAL_COSIGN => {
+            return crate::mfa::approve_cosign(path, args, &client, &approval_path, &approval).await
+        }
+        other => {
+            return Err(ClientError::protocol(format!(
+                "approval kind {:?} is unknown to this didmesh; nothing was signed",
+                other.chars().take(32).collect::<String>()
+            )))
+        }
+    }
+    let did = own_did(path)?;
     let discovery: Value = client.get_json(oidc::DISCOVERY_PATH).await?;
     let network = discovery["didmesh_network_id"]
         .as_str()
@@ -499,7 +512,7 @@ async fn check_against_ledger(client: &NodeClient, a: &Approval) -> Result<(), C
 
 /// Asks on stderr, reads one line of stdin: only `y`/`yes` is consent; an
 /// empty line, anything else or end of input is a no.
-fn confirm(prompt: &str) -> Result<bool, ClientError> {
+pub(crate) fn confirm(prompt: &str) -> Result<bool, ClientError> {
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

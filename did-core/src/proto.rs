@@ -22,6 +22,28 @@ pub const TOKEN_TYPE: &str = "Bearer";
 /// The RFC 8176 `amr` value of a didmesh login: proof of possession of a
 /// software-held key (the wallet's Ed25519 key).
 pub const AMR_SOFTWARE_KEY: &str = "swk";
+/// RFC 8176 `hwk`: a hardware-held key (a passkey).
+pub const AMR_HARDWARE_KEY: &str = "hwk";
+/// RFC 8176 `user`: the authenticator tested the user (passkey UV flag).
+pub const AMR_USER: &str = "user";
+/// RFC 8176 `sms`: a code sent to a committed phone.
+pub const AMR_SMS: &str = "sms";
+/// `fed` (didmesh's own; RFC 8176 has no value for it): a sign-in at a
+/// linked external OpenID provider.
+pub const AMR_FEDERATED: &str = "fed";
+/// RFC 8176 `mfa`: two or more distinct factors.
+pub const AMR_MFA: &str = "mfa";
+/// `acr` of a login with one factor.
+pub const ACR_1FA: &str = "urn:didmesh:acr:1fa";
+/// `acr` of a login with two or more distinct factors (what
+/// `acr_values=urn:didmesh:acr:mfa` asks for).
+pub const ACR_MFA: &str = "urn:didmesh:acr:mfa";
+/// `POST {did, nonce}` → [`CosignSlot`]: a slot for a second device's
+/// signature over the same challenge.
+pub const COSIGN_PATH: &str = "/v1/auth/cosign";
+/// Error code of a token request whose proofs are valid but too few for
+/// the DID's login policy ([`MoreFactorsNeeded`]).
+pub const MORE_FACTORS_NEEDED: &str = "more_factors_needed";
 
 /// Body of `POST /v1/auth/challenge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,17 +66,118 @@ pub struct ChallengeResponse {
     pub issued_at: u64,
     pub expires_at: u64,
     pub audience: String,
+    /// What a login of this DID needs ([`crate::DidState::login_requirement`]).
+    /// Every node answer for a DID has it; absent only in a challenge bound
+    /// to no DID (usernameless passkey) and from nodes before issue 11.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyAnswer>,
 }
 
-/// Body of `POST /v1/auth/token`: the challenge, signed.
+/// "`required` distinct factors out of `factors`", as a challenge answer
+/// states it (for a `did:key`: 1 of `[{"id":"key","kind":"key"}]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyAnswer {
+    pub required: u8,
+    pub factors: Vec<crate::policy::Factor>,
+}
+
+/// An SMS code for the token request: the phone entry's id and the code
+/// the node sent to it (`POST /v1/auth/sms`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsProof {
+    pub phone: String,
+    pub code: String,
+}
+
+impl std::fmt::Debug for SmsProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A live one-time code: never in a debug print or a log.
+        f.debug_struct("SmsProof")
+            .field("phone", &self.phone)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Body of `POST /v1/auth/token`: the challenge, with one or more proofs
+/// over its message. The node counts the distinct factors that verify
+/// against the DID's login policy; the old body (`signature` alone) is
+/// still a valid request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub did: String,
     /// The nonce of the challenge, as the node returned it.
     pub nonce: String,
     /// Base64url (no padding) of the Ed25519 signature over the message.
-    pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// More Ed25519 signatures over the same message (other devices' keys,
+    /// e.g. collected through a co-sign slot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
+    /// A WebAuthn assertion over SHA-256 of the message by a passkey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<crate::passkey::Assertion>,
+    /// An SMS code sent for this challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsProof>,
+}
+
+impl TokenRequest {
+    /// The one-signature request (the body before issue 11).
+    pub fn signed(did: &str, nonce: &str, signature: &str) -> TokenRequest {
+        TokenRequest {
+            did: did.to_string(),
+            nonce: nonce.to_string(),
+            signature: Some(signature.to_string()),
+            ..TokenRequest::default()
+        }
+    }
+
+    /// Every Ed25519 signature of the request: `signature`, then
+    /// `signatures`.
+    pub fn all_signatures(&self) -> impl Iterator<Item = &str> {
+        self.signature
+            .iter()
+            .chain(self.signatures.iter())
+            .map(String::as_str)
+    }
+}
+
+/// The 401 answer of `POST /v1/auth/token` (and of the sign-in page) when
+/// every proof verified but they are too few: `error` is
+/// [`MORE_FACTORS_NEEDED`], `presented` the factor ids that counted. The
+/// nonce is not used up: the wallet adds proofs and sends again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoreFactorsNeeded {
+    pub error: String,
+    pub reason: String,
+    pub required: u8,
+    pub presented: Vec<String>,
+}
+
+/// Answer of `POST /v1/auth/cosign`: an approval code another wallet
+/// signs the challenge under (`didmesh approve CODE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CosignSlot {
+    /// `XXXX-XXXX` (Crockford base32).
+    pub code: String,
+    pub expires_at: u64,
+}
+
+/// Answer of `GET /v1/auth/cosign/{code}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum CosignStatus {
+    Waiting,
+    /// The signatures given so far and the keys (entry ids) that made them.
+    Signed {
+        signatures: Vec<String>,
+        keys: Vec<String>,
+    },
+    Expired,
 }
 
 /// Answer of `POST /v1/auth/token` (RFC 6749 §5.1 field names).
@@ -126,8 +249,13 @@ pub struct Claims {
     pub jti: String,
     /// When the user proved possession of the key, seconds since the epoch.
     pub auth_time: u64,
-    /// Authentication methods: `["swk"]` ([`AMR_SOFTWARE_KEY`]).
+    /// Authentication methods (RFC 8176): `swk`, `hwk`, `user`, `sms`,
+    /// `fed`, and `mfa` when two or more distinct factors were presented.
     pub amr: Vec<String>,
+    /// Authentication context class: [`ACR_1FA`] or [`ACR_MFA`]. Tokens
+    /// of nodes before issue 11 have none (read it as one factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 impl Claims {
@@ -152,7 +280,14 @@ impl Claims {
             jti: data_encoding::HEXLOWER.encode(&jti),
             auth_time: now,
             amr: vec![AMR_SOFTWARE_KEY.to_string()],
+            acr: Some(ACR_1FA.to_string()),
         }
+    }
+
+    /// Whether the login presented two or more distinct factors (`amr`
+    /// has [`AMR_MFA`]).
+    pub fn is_mfa(&self) -> bool {
+        self.amr.iter().any(|m| m == AMR_MFA)
     }
 }
 
@@ -174,6 +309,36 @@ mod tests {
             json!({"did": "d", "nonce": "n", "signature": "s", "extra": true})
         )
         .is_err());
+        // the body before issue 11 still reads, and writes back the same
+        let old = json!({"did": "d", "nonce": "n", "signature": "s"});
+        let req: TokenRequest = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(req, TokenRequest::signed("d", "n", "s"));
+        assert_eq!(serde_json::to_value(&req).unwrap(), old);
+        let multi: TokenRequest = serde_json::from_value(json!({
+            "did": "d", "nonce": "n", "signatures": ["a", "b"],
+            "sms": {"phone": "phone-1", "code": "123456"},
+        }))
+        .unwrap();
+        assert_eq!(multi.all_signatures().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(!format!("{multi:?}").contains("123456"));
+        // a challenge answer of an old node (no policy) still reads
+        let ch: ChallengeResponse = serde_json::from_value(json!({
+            "nonce": "n", "message": "m", "issued_at": 1, "expires_at": 2, "audience": "a",
+        }))
+        .unwrap();
+        assert_eq!(ch.policy, None);
+        assert_eq!(
+            serde_json::to_value(CosignStatus::Signed {
+                signatures: vec!["s".into()],
+                keys: vec!["key-1".into()]
+            })
+            .unwrap(),
+            json!({"status": "signed", "signatures": ["s"], "keys": ["key-1"]})
+        );
+        assert_eq!(
+            serde_json::to_value(CosignStatus::Waiting).unwrap(),
+            json!({"status": "waiting"})
+        );
         let err: ErrorBody = serde_json::from_value(json!({"error": "not_found"})).unwrap();
         assert_eq!(err.reason, "");
         let op: OpSubmitted = serde_json::from_value(json!({"cid": "b", "did": "d"})).unwrap();
@@ -205,7 +370,7 @@ mod tests {
             json!({
                 "iss": "https://didmesh.local", "sub": "did:key:z6Mk", "aud": "home-api",
                 "iat": 100, "nbf": 100, "exp": 160, "jti": "ab".repeat(16),
-                "auth_time": 100, "amr": ["swk"],
+                "auth_time": 100, "amr": ["swk"], "acr": ACR_1FA,
             })
         );
     }

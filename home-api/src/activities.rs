@@ -1,8 +1,11 @@
-//! The one endpoint of the example: the home activities feed.
+//! The endpoints of the example: the home activities feed, and the
+//! caller's private activities.
 //!
-//! The handler is identical in every auth mode: it takes
-//! `Option<VerifiedClaims>`, which a layer filled in (or did not), and never
-//! looks at a header.
+//! The handlers are identical in every auth mode: they take
+//! `Option<VerifiedClaims>` or `VerifiedClaims`, which a layer filled in (or
+//! did not), and never look at a header. The private list needs a
+//! multi-factor sign-in; that rule sits on the route in [`crate::app`]
+//! (`RequireAuthn::mfa()`), not in the handler.
 
 use std::borrow::Cow;
 
@@ -88,6 +91,49 @@ pub fn feed_for(claims: Option<&Claims>) -> HomeFeed {
         c.sub.clone()
     });
     HomeFeed { activities, user }
+}
+
+/// The answer of `GET /api/activities/private`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateFeed {
+    /// The caller's DID (`sub`).
+    pub user: String,
+    /// Only the caller's private activities.
+    pub activities: Vec<Activity>,
+}
+
+/// Private notes worth a second factor; each user gets one, picked like the
+/// plan.
+const PRIVATE_NOTES: [&str; 4] = [
+    "Spare key: under the blue flowerpot",
+    "Alarm code change due on the 1st",
+    "Bank appointment moved to Friday 10:00",
+    "Parcel pick-up PIN is in the kitchen drawer",
+];
+
+/// The private activities of `sub`: the plan the home feed shows, and a note
+/// that only a multi-factor sign-in may see.
+pub fn private_for(sub: &str) -> PrivateFeed {
+    let pick = sub
+        .bytes()
+        .fold(0usize, |acc, b| acc.wrapping_add(usize::from(b)));
+    PrivateFeed {
+        user: sub.to_owned(),
+        activities: vec![
+            private_activity(sub),
+            Activity {
+                id: Cow::Borrowed("my-note"),
+                title: Cow::Borrowed(PRIVATE_NOTES[pick % PRIVATE_NOTES.len()]),
+                visibility: Visibility::Private,
+            },
+        ],
+    }
+}
+
+/// `GET /api/activities/private`: behind `RequireAuthn::mfa()`, so the
+/// claims here are always of a multi-factor login.
+pub async fn private(claims: VerifiedClaims) -> Json<PrivateFeed> {
+    Json(private_for(&claims.sub))
 }
 
 /// `GET /api/activities/home`.

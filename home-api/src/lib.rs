@@ -9,7 +9,7 @@
 //! | module | what lives there |
 //! | --- | --- |
 //! | this file | [`app`]: the router and its layers, [`Auth`]: how requests are authenticated |
-//! | [`activities`] | the `GET /api/activities/home` handler and its JSON types |
+//! | [`activities`] | the `GET /api/activities/home` and `/api/activities/private` handlers and their JSON types |
 //! | [`cli`] | command-line flags, start-up checks (sidecar mode only on loopback), building the auth layer |
 //! | `main.rs` | tracing, bind, serve, graceful shutdown |
 //!
@@ -18,6 +18,7 @@
 //! | method and path | answer |
 //! | --- | --- |
 //! | `GET /api/activities/home` | 200 `{"activities":[...]}`; with a valid token also the caller's private activity and `"user": "<did>"`; a bad token → 401 (RFC 6750) |
+//! | `GET /api/activities/private` | 200 `{"user": "<did>", "activities": [...]}` (the caller's private activities) with a token of a multi-factor login (`amr` has `mfa`); a one-factor token → 401 `insufficient_user_authentication` with `WWW-Authenticate: Bearer error="insufficient_user_authentication", error_description="…", acr_values="urn:didmesh:acr:mfa"` (RFC 9470); no token → 401 `missing_token`; a bad token → 401 `invalid_token` |
 //! | `GET /healthz` | 200 `ok`, never authenticated |
 //!
 //! ## Running
@@ -38,7 +39,7 @@ pub mod cli;
 
 use std::time::Duration;
 
-use auth_layer::{AuthLayer, TrustedHeaderLayer};
+use auth_layer::{AuthLayer, RequireAuthn, TrustedHeaderLayer};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -80,9 +81,16 @@ impl Default for AppOptions {
 }
 
 /// The application router. The same handlers serve every [`Auth`] mode;
-/// only the layer in front of `/api` changes.
+/// only the layer in front of `/api` changes. The step-up rule of the
+/// private route sits inside that layer, so it sees the claims the layer
+/// verified (or, in sidecar mode, the ones Envoy forwarded).
 pub fn app(auth: Auth, options: &AppOptions) -> Router {
-    let api = Router::new().route("/api/activities/home", get(activities::home));
+    let api = Router::new()
+        .route("/api/activities/home", get(activities::home))
+        .route(
+            "/api/activities/private",
+            get(activities::private).route_layer(RequireAuthn::mfa()),
+        );
     let api = match auth {
         Auth::Jwt(layer) => api.layer(layer),
         Auth::Sidecar(layer) => api.layer(layer),

@@ -8,7 +8,7 @@
 //! The login endpoints and `POST /v1/ops` are rate-limited per client
 //! network ([`crate::limits`]); a refusal is a 429 with `Retry-After`.
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, PasskeyProof, Proofs, SmsCheckError, SmsProof};
 use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
 use axum::body::Bytes;
@@ -21,8 +21,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use did_core::document::{resolution_error, resolution_result};
 use did_core::proto::{
-    ChallengeRequest, ChallengeResponse, ErrorBody, OpSubmitted, TokenRequest, CHALLENGE_PATH,
-    OPS_PATH, TOKEN_PATH,
+    ChallengeRequest, ChallengeResponse, ErrorBody, OpSubmitted, TokenRequest, ACR_1FA, ACR_MFA,
+    CHALLENGE_PATH, COSIGN_PATH, MORE_FACTORS_NEEDED, OPS_PATH, TOKEN_PATH,
 };
 use did_core::{OpError, Operation};
 use serde_json::json;
@@ -43,6 +43,9 @@ pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     reason: String,
+    /// More fields of the body beside `error` and `reason` (e.g.
+    /// `required` and `presented` of `more_factors_needed`).
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -51,17 +54,47 @@ impl ApiError {
             status,
             error,
             reason: reason.into(),
+            extra: None,
         }
+    }
+
+    /// The machine-readable code (`error`).
+    pub fn code(&self) -> &'static str {
+        self.error
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The sentence for a human (`reason`).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The error with more body fields.
+    pub fn with_fields(mut self, fields: serde_json::Map<String, serde_json::Value>) -> ApiError {
+        self.extra = Some(fields);
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.error.to_string(),
-            reason: self.reason,
+        let mut resp = match self.extra {
+            None => {
+                let body = ErrorBody {
+                    error: self.error.to_string(),
+                    reason: self.reason,
+                };
+                (self.status, Json(body)).into_response()
+            }
+            Some(mut fields) => {
+                fields.insert("error".into(), self.error.into());
+                fields.insert("reason".into(), self.reason.into());
+                (self.status, Json(serde_json::Value::Object(fields))).into_response()
+            }
         };
-        let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -119,6 +152,18 @@ impl From<SubmitError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
+        if let AuthError::MoreFactorsNeeded {
+            required,
+            presented,
+            reason,
+        } = e
+        {
+            let mut fields = serde_json::Map::new();
+            fields.insert("required".into(), required.into());
+            fields.insert("presented".into(), presented.into());
+            return ApiError::new(StatusCode::UNAUTHORIZED, MORE_FACTORS_NEEDED, reason)
+                .with_fields(fields);
+        }
         let (status, code) = match &e {
             AuthError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AuthError::UnknownDid(_) => (StatusCode::NOT_FOUND, "unknown_did"),
@@ -128,6 +173,13 @@ impl From<AuthError> for ApiError {
             AuthError::Expired => (StatusCode::BAD_REQUEST, "challenge_expired"),
             AuthError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             AuthError::Passkey(_) => (StatusCode::UNAUTHORIZED, "invalid_assertion"),
+            AuthError::Sms(SmsCheckError::Disabled) => {
+                (StatusCode::NOT_IMPLEMENTED, "sms_disabled")
+            }
+            AuthError::Sms(SmsCheckError::Invalid(_)) => {
+                (StatusCode::UNAUTHORIZED, "invalid_sms_code")
+            }
+            AuthError::MoreFactorsNeeded { .. } => (StatusCode::UNAUTHORIZED, MORE_FACTORS_NEEDED),
             AuthError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AuthError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -140,6 +192,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
     let auth_routes = Router::new()
         .route(CHALLENGE_PATH, post(challenge))
         .route(TOKEN_PATH, post(token))
+        .route(COSIGN_PATH, post(crate::oidc::pending::cosign_create))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth_rate_limit,
@@ -183,6 +236,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 auth_rate_limit,
             ))
         }))
+        .merge(crate::sms::routes::routes(|r| {
+            r.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth_rate_limit,
+            ))
+        }))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -217,8 +276,7 @@ async fn forwarded_client(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .next_back()
+            .rfind(|v| !v.is_empty())
             .and_then(|v| v.parse::<std::net::IpAddr>().ok());
         if let Some(ip) = forwarded {
             req.extensions_mut()
@@ -487,7 +545,7 @@ async fn discovery(State(state): State<Arc<NodeState>>) -> Response {
         "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
         "claims_supported":
             ["iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "amr", "acr"],
-        "acr_values_supported": [crate::oidc::token::ACR_1FA],
+        "acr_values_supported": [ACR_1FA, ACR_MFA],
         "prompt_values_supported": ["none", "login"],
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
@@ -546,6 +604,17 @@ async fn challenge(
     Ok(Json(resp))
 }
 
+/// The SMS module's check of a code for the token path (single use, five
+/// tries; [`crate::sms::check_code`]); without `--sms` the factor is off.
+fn check_sms(
+    state: &NodeState,
+    nonce_id: u64,
+    phone: &str,
+    code: &str,
+) -> Result<(), SmsCheckError> {
+    crate::sms::check_code(state, nonce_id, phone, code).map_err(SmsCheckError::from)
+}
+
 async fn token(
     State(state): State<Arc<NodeState>>,
     body: Result<Json<TokenRequest>, JsonRejection>,
@@ -554,14 +623,40 @@ async fn token(
     // Again at token time: a node removed from membership after handing
     // out a challenge must not sign a token with a key verifiers dropped.
     require_member(&state)?;
-    match state.auth.token(
-        &state.ledger,
-        &req.did,
-        &req.nonce,
-        &req.signature,
-        crate::now(),
-    ) {
-        Ok((resp, _claims)) => {
+    let signatures: Vec<&str> = req.all_signatures().collect();
+    let settings = &state.oidc.settings;
+    let checker = |nonce_id: u64, phone: &str, code: &str| check_sms(&state, nonce_id, phone, code);
+    let proofs = Proofs {
+        signatures: &signatures,
+        passkey: req.assertion.as_ref().map(|assertion| PasskeyProof {
+            assertion,
+            origins: &settings.origins,
+            rp_id: &settings.rp_id,
+        }),
+        sms: req.sms.as_ref().map(|s| SmsProof {
+            phone: &s.phone,
+            code: &s.code,
+            check: &checker,
+        }),
+    };
+    let result = state
+        .auth
+        .token_with(&state.ledger, &req.did, &req.nonce, &proofs, crate::now());
+    match result {
+        Ok((resp, _claims, verified)) => {
+            if let Some(p) = &verified.passkey {
+                // A cloned passkey is refused here as on the sign-in page.
+                if let Err(e) = state
+                    .oidc
+                    .counters
+                    .check_and_record(&req.did, &p.credential_id, p.sign_count)
+                    .await
+                {
+                    state.metrics.logins_failed.inc();
+                    tracing::warn!(reason = %e, "passkey login refused");
+                    return Err(crate::oidc::signin::counter_refusal(e));
+                }
+            }
             state.metrics.tokens_issued.inc();
             let mut r = Json(resp).into_response();
             // RFC 6749 §5.1: token responses are not cached.

@@ -36,14 +36,33 @@
 //! covers the empty string in its place, which no DID is) and whose DID
 //! comes from the assertion's user handle. Such a challenge can only be
 //! redeemed with a passkey assertion.
+//!
+//! ## Several factors (issue 11)
+//!
+//! A redemption may carry several proofs over the same message: Ed25519
+//! signatures (each distinct `authentication` key that signed is one
+//! factor), a passkey assertion (one) and an SMS code for a committed phone
+//! (one). [`Authenticator::verify_all`] checks every proof, then counts the
+//! distinct factors that the DID's login policy counts
+//! ([`did_core::DidState::login_requirement`], resolved *now*, so a key
+//! removed by a rotation no longer verifies and a policy change applies to
+//! the next redemption). A bad proof is its own error; proofs that all
+//! verify but are too few are [`AuthError::MoreFactorsNeeded`], and then the
+//! nonce is *not* used up, so the wallet can add a factor and send again
+//! until the challenge expires. Only a redemption that issues a token uses
+//! the nonce up. An SMS code is checked last, and only when it would
+//! complete the count, so a code is never spent on a refusal.
 
 use crate::didkey;
-use did_core::login::{
-    verify_did_key_login, verify_login, verify_passkey_login, LoginChallenge, LoginError,
-};
+use did_core::keys::signature_from_b64;
+use did_core::login::{verify_passkey_login, LoginChallenge, LoginError};
 use did_core::passkey::{Assertion, AssertionError};
-use did_core::proto::{ChallengeResponse, TokenResponse, TOKEN_TYPE};
-use did_core::{Claims, Ledger, PublicKey};
+use did_core::policy::{Factor, FactorKind};
+use did_core::proto::{
+    ChallengeResponse, PolicyAnswer, TokenResponse, ACR_1FA, ACR_MFA, AMR_FEDERATED,
+    AMR_HARDWARE_KEY, AMR_MFA, AMR_SMS, AMR_SOFTWARE_KEY, AMR_USER, TOKEN_TYPE,
+};
+use did_core::{Claims, Ledger, PublicKey, Relationship};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
 use std::collections::HashMap;
@@ -59,6 +78,12 @@ const NONCE_FIXED: usize = 1 + 8 + 8 + 16 + 16;
 const MAX_AUDIENCE: usize = 128;
 /// Domain separation of the MAC.
 const MAC_CONTEXT: &[u8] = b"didmesh login challenge v1";
+/// Most Ed25519 signatures one redemption may carry: a policy needs at
+/// most [`did_core::policy::MAX_REQUIRED`] factors, and each signature
+/// costs up to one verification per authentication key.
+pub const MAX_SIGNATURES: usize = did_core::policy::MAX_REQUIRED as usize;
+/// The factor id of a `did:key`'s one key.
+pub const DID_KEY_FACTOR: &str = "key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -78,6 +103,17 @@ pub enum AuthError {
     Signature(LoginError),
     #[error("{0}")]
     Passkey(AssertionError),
+    #[error("{0}")]
+    Sms(SmsCheckError),
+    /// Every proof verified, but they are fewer distinct counted factors
+    /// than the policy (or the request) needs. The nonce is still good.
+    #[error("{reason}")]
+    MoreFactorsNeeded {
+        required: u8,
+        /// Ids of the counted factors that were presented.
+        presented: Vec<String>,
+        reason: String,
+    },
     #[error("too many logins in flight; try again shortly")]
     Busy,
     #[error("token signing failed")]
@@ -165,6 +201,68 @@ impl Redeemed {
     }
 }
 
+/// Why an SMS code did not count (the SMS module's verdict).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmsCheckError {
+    /// This node has no SMS provider configured.
+    #[error("SMS codes are not enabled on this node")]
+    Disabled,
+    /// Wrong, used, expired or locked code (the sentence says which).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Checks an SMS code: `(nonce id, phone entry id, code)`, single use
+/// ([`crate::sms`] binds it; the nonce id is [`LiveNonce::id`]).
+pub type SmsCheck<'a> = &'a (dyn Fn(u64, &str, &str) -> Result<(), SmsCheckError> + Sync);
+
+/// A passkey assertion, and what it must have been made for.
+#[derive(Debug, Clone, Copy)]
+pub struct PasskeyProof<'a> {
+    pub assertion: &'a Assertion,
+    /// Origins the page may run on.
+    pub origins: &'a [String],
+    pub rp_id: &'a str,
+}
+
+/// An SMS code presented with the proofs, and how to check it.
+#[derive(Clone, Copy)]
+pub struct SmsProof<'a> {
+    /// The phone's entry id in the DID state.
+    pub phone: &'a str,
+    pub code: &'a str,
+    pub check: SmsCheck<'a>,
+}
+
+/// Every proof one redemption carries ([`Authenticator::verify_all`]).
+#[derive(Clone, Copy, Default)]
+pub struct Proofs<'a> {
+    /// Base64url Ed25519 signatures over the message.
+    pub signatures: &'a [&'a str],
+    pub passkey: Option<PasskeyProof<'a>>,
+    pub sms: Option<SmsProof<'a>>,
+}
+
+/// What a redemption must reach besides the DID's own policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Demand {
+    /// The challenge names no DID (usernameless passkey sign-in).
+    pub usernameless: bool,
+    /// At least this many distinct factors, whatever the policy says
+    /// (`acr_values=urn:didmesh:acr:mfa` asks for 2).
+    pub min_factors: u8,
+}
+
+/// A live nonce of this node for a DID: its MAC checks out, it is not used
+/// and not expired ([`Authenticator::live_nonce`]).
+#[derive(Debug, Clone)]
+pub struct LiveNonce {
+    /// The nonce's id (first 8 bytes of its MAC): what a one-time SMS code
+    /// is bound to.
+    pub id: u64,
+    pub challenge: LoginChallenge,
+}
+
 /// The login service.
 pub struct Authenticator {
     settings: AuthSettings,
@@ -188,7 +286,8 @@ struct Opened {
     id: u64,
 }
 
-/// How a DID proves possession of a key when it redeems a challenge.
+/// How a DID proves possession of a key when it redeems a challenge with
+/// one proof ([`Authenticator::verify`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Proof<'a> {
     /// Base64url Ed25519 signature over the message by an `authentication`
@@ -217,8 +316,107 @@ pub struct PasskeyUse {
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub challenge: LoginChallenge,
-    /// `None`: an Ed25519 signature; `Some`: a passkey.
+    /// The passkey, when an assertion was among the proofs.
     pub passkey: Option<PasskeyUse>,
+    /// The distinct factors that counted, in the order of the DID's
+    /// factors.
+    pub factors: Vec<Factor>,
+}
+
+impl Verified {
+    /// RFC 8176 methods of the factors that counted: `swk` (Ed25519 key),
+    /// `hwk` (+ `user` when the authenticator verified the user), `sms`,
+    /// `fed`, and `mfa` when two or more distinct factors counted.
+    pub fn amr(&self) -> Vec<String> {
+        amr_of(
+            &self.factors,
+            self.passkey.as_ref().is_some_and(|p| p.user_verified),
+        )
+    }
+
+    /// [`ACR_MFA`] for two or more distinct factors, else [`ACR_1FA`].
+    pub fn acr(&self) -> &'static str {
+        acr_of_count(self.factors.len())
+    }
+}
+
+/// `amr` for a set of distinct counted factors (see [`Verified::amr`]).
+pub fn amr_of(factors: &[Factor], user_verified: bool) -> Vec<String> {
+    let has = |k: FactorKind| factors.iter().any(|f| f.kind == k);
+    let mut amr = vec![];
+    if has(FactorKind::Key) {
+        amr.push(AMR_SOFTWARE_KEY);
+    }
+    if has(FactorKind::Passkey) {
+        amr.push(AMR_HARDWARE_KEY);
+        if user_verified {
+            amr.push(AMR_USER);
+        }
+    }
+    if has(FactorKind::Phone) {
+        amr.push(AMR_SMS);
+    }
+    if has(FactorKind::Link) {
+        amr.push(AMR_FEDERATED);
+    }
+    if factors.len() >= 2 {
+        amr.push(AMR_MFA);
+    }
+    amr.into_iter().map(str::to_string).collect()
+}
+
+/// `acr` for `n` distinct factors.
+pub fn acr_of_count(n: usize) -> &'static str {
+    if n >= 2 {
+        ACR_MFA
+    } else {
+        ACR_1FA
+    }
+}
+
+/// `acr` of a token or code whose `amr` is `amr`.
+pub fn acr_of_amr(amr: &[String]) -> &'static str {
+    if amr.iter().any(|m| m == AMR_MFA) {
+        ACR_MFA
+    } else {
+        ACR_1FA
+    }
+}
+
+impl LoginKeys {
+    /// What a login needs: (required, counted factors).
+    fn requirement(&self) -> (u8, Vec<Factor>) {
+        match self {
+            LoginKeys::Mesh(state) => state.login_requirement(),
+            LoginKeys::DidKey(_) => (
+                1,
+                vec![Factor {
+                    id: DID_KEY_FACTOR.to_string(),
+                    kind: FactorKind::Key,
+                }],
+            ),
+        }
+    }
+
+    /// The entry id of the authentication key that made `signature` over
+    /// `message` (a `did:key`'s one key is [`DID_KEY_FACTOR`]).
+    fn signer(&self, message: &[u8], signature: &str) -> Result<String, LoginError> {
+        let sig = signature_from_b64(signature).map_err(|_| LoginError::BadEncoding)?;
+        match self {
+            LoginKeys::Mesh(state) => state
+                .keys_for(Relationship::Authentication)
+                .find(|vm| vm.public_key_multibase.verify(message, &sig))
+                .map(|vm| vm.id.clone())
+                .ok_or(LoginError::NoMatchingKey),
+            LoginKeys::DidKey(key) if key.verify(message, &sig) => Ok(DID_KEY_FACTOR.to_string()),
+            LoginKeys::DidKey(_) => Err(LoginError::NoMatchingKey),
+        }
+    }
+}
+
+/// The policy part of a challenge answer.
+fn policy_answer((required, factors): (u8, Vec<Factor>)) -> PolicyAnswer {
+    PolicyAnswer { required, factors }
 }
 
 impl Authenticator {
@@ -306,8 +504,10 @@ impl Authenticator {
         audience: Option<&str>,
         now: u64,
     ) -> Result<ChallengeResponse, AuthError> {
-        self.resolve(ledger, did)?;
-        self.issue(did, audience, now)
+        let keys = self.resolve(ledger, did)?;
+        let mut answer = self.issue(did, audience, now)?;
+        answer.policy = Some(policy_answer(keys.requirement()));
+        Ok(answer)
     }
 
     /// A challenge bound to no DID, for a usernameless passkey sign-in
@@ -363,6 +563,7 @@ impl Authenticator {
             issued_at: challenge.issued_at,
             expires_at: challenge.expires_at,
             audience: challenge.audience,
+            policy: None,
         })
     }
 
@@ -409,10 +610,57 @@ impl Authenticator {
         })
     }
 
-    /// Redeems a challenge: checks the nonce's MAC for `did` (or, when
-    /// `usernameless`, for no DID), re-resolves the DID (deactivated and
-    /// disputed DIDs refused), checks `proof` over the rebuilt message and
-    /// records the nonce as used. Nothing is signed here.
+    /// A nonce of this node for `did` that can still be redeemed: MAC,
+    /// not used, not expired (the SMS endpoint checks this before it sends
+    /// anything). The DID itself is not resolved here.
+    pub fn live_nonce(&self, did: &str, nonce: &str, now: u64) -> Result<LiveNonce, AuthError> {
+        let opened = self.open(did, nonce)?;
+        if self.redeemed.contains(opened.id)? {
+            return Err(AuthError::UnknownNonce);
+        }
+        if opened.challenge.expires_at <= now {
+            return Err(AuthError::Expired);
+        }
+        Ok(LiveNonce {
+            id: opened.id,
+            challenge: opened.challenge,
+        })
+    }
+
+    /// [`Self::live_nonce`], and the DID in good standing now: what a
+    /// co-sign slot is made for.
+    pub fn live_challenge(
+        &self,
+        ledger: &RwLock<Ledger>,
+        did: &str,
+        nonce: &str,
+        now: u64,
+    ) -> Result<LoginChallenge, AuthError> {
+        let live = self.live_nonce(did, nonce, now)?;
+        self.resolve(ledger, did)?;
+        Ok(live.challenge)
+    }
+
+    /// A second device's signature for a co-sign slot: the nonce is live
+    /// for `did`, the DID is in good standing now, and `signature` over the
+    /// challenge message is by one of its authentication keys, whose entry
+    /// id is returned. Nothing is used up.
+    pub fn cosign(
+        &self,
+        ledger: &RwLock<Ledger>,
+        did: &str,
+        nonce: &str,
+        signature: &str,
+        now: u64,
+    ) -> Result<String, AuthError> {
+        let live = self.live_nonce(did, nonce, now)?;
+        let keys = self.resolve(ledger, did)?;
+        keys.signer(live.challenge.message().as_bytes(), signature)
+            .map_err(AuthError::Signature)
+    }
+
+    /// Redeems a challenge with one proof ([`Self::verify_all`]); the
+    /// DID's login policy applies all the same.
     pub fn verify(
         &self,
         ledger: &RwLock<Ledger>,
@@ -422,12 +670,66 @@ impl Authenticator {
         usernameless: bool,
         now: u64,
     ) -> Result<Verified, AuthError> {
-        if usernameless && matches!(proof, Proof::Signature(_)) {
+        let signatures: Vec<&str> = match proof {
+            Proof::Signature(s) => vec![s],
+            Proof::Passkey { .. } => vec![],
+        };
+        let passkey = match proof {
+            Proof::Signature(_) => None,
+            Proof::Passkey {
+                assertion,
+                origins,
+                rp_id,
+            } => Some(PasskeyProof {
+                assertion,
+                origins,
+                rp_id,
+            }),
+        };
+        let proofs = Proofs {
+            signatures: &signatures,
+            passkey,
+            sms: None,
+        };
+        let demand = Demand {
+            usernameless,
+            min_factors: 0,
+        };
+        self.verify_all(ledger, did, nonce, &proofs, demand, now)
+    }
+
+    /// Redeems a challenge (module doc, "Several factors"): checks the
+    /// nonce's MAC for `did` (or, when `demand.usernameless`, for no DID),
+    /// re-resolves the DID (deactivated and disputed DIDs refused), checks
+    /// every proof over the rebuilt message, counts the distinct factors
+    /// the DID's policy counts and, when they are enough, records the
+    /// nonce as used. Nothing is signed here.
+    pub fn verify_all(
+        &self,
+        ledger: &RwLock<Ledger>,
+        did: &str,
+        nonce: &str,
+        proofs: &Proofs<'_>,
+        demand: Demand,
+        now: u64,
+    ) -> Result<Verified, AuthError> {
+        if proofs.signatures.is_empty() && proofs.passkey.is_none() {
+            return Err(AuthError::InvalidRequest(
+                "send a signature or a passkey assertion (an SMS code alone is never a login)"
+                    .into(),
+            ));
+        }
+        if proofs.signatures.len() > MAX_SIGNATURES {
+            return Err(AuthError::InvalidRequest(format!(
+                "at most {MAX_SIGNATURES} signatures"
+            )));
+        }
+        if demand.usernameless && (!proofs.signatures.is_empty() || proofs.sms.is_some()) {
             return Err(AuthError::InvalidRequest(
                 "a challenge for no DID is redeemed with a passkey assertion only".into(),
             ));
         }
-        let opened = self.open(if usernameless { "" } else { did }, nonce)?;
+        let opened = self.open(if demand.usernameless { "" } else { did }, nonce)?;
         // Cheap refusal of a replay before any signature work.
         if self.redeemed.contains(opened.id)? {
             return Err(AuthError::UnknownNonce);
@@ -435,41 +737,91 @@ impl Authenticator {
         let challenge = opened.challenge;
         let message = challenge.message();
         let keys = self.resolve(ledger, did)?;
-        let passkey = match (proof, keys) {
-            (Proof::Signature(sig), LoginKeys::Mesh(state)) => {
-                verify_login(&state, message.as_bytes(), sig).map_err(AuthError::Signature)?;
-                None
+        // Every proof must verify: a bad one is refused as such, never
+        // silently dropped (the wallet learns which of its proofs is wrong).
+        let mut presented: Vec<String> = vec![];
+        for sig in proofs.signatures {
+            let id = keys
+                .signer(message.as_bytes(), sig)
+                .map_err(AuthError::Signature)?;
+            if !presented.contains(&id) {
+                presented.push(id);
             }
-            (Proof::Signature(sig), LoginKeys::DidKey(key)) => {
-                verify_did_key_login(&key, message.as_bytes(), sig)
-                    .map_err(AuthError::Signature)?;
-                None
-            }
-            (
-                Proof::Passkey {
-                    assertion,
-                    origins,
-                    rp_id,
-                },
-                LoginKeys::Mesh(state),
-            ) => {
-                let v = verify_passkey_login(&state, message.as_bytes(), assertion, origins, rp_id)
-                    .map_err(AuthError::Passkey)?;
-                Some(PasskeyUse {
-                    credential_id: v.passkey.credential_id.clone(),
-                    sign_count: v.sign_count,
-                    user_verified: v.user_verified,
-                })
-            }
-            (Proof::Passkey { .. }, LoginKeys::DidKey(_)) => {
+        }
+        let mut passkey = None;
+        if let Some(p) = proofs.passkey {
+            let LoginKeys::Mesh(state) = &keys else {
                 return Err(AuthError::Passkey(AssertionError(
                     "a did:key has no passkeys",
-                )))
+                )));
+            };
+            let v =
+                verify_passkey_login(state, message.as_bytes(), p.assertion, p.origins, p.rp_id)
+                    .map_err(AuthError::Passkey)?;
+            presented.push(v.passkey.id.clone());
+            passkey = Some(PasskeyUse {
+                credential_id: v.passkey.credential_id.clone(),
+                sign_count: v.sign_count,
+                user_verified: v.user_verified,
+            });
+        }
+        let (policy_required, counted) = keys.requirement();
+        let required = policy_required.max(demand.min_factors);
+        let counts = |id: &str| counted.iter().any(|f| f.id == id);
+        let mut have: Vec<&str> = presented
+            .iter()
+            .map(String::as_str)
+            .filter(|id| counts(id))
+            .collect();
+        let mut sms_note = "";
+        if let Some(sms) = proofs.sms {
+            let committed = match &keys {
+                LoginKeys::Mesh(state) => state.phone(sms.phone).is_some(),
+                LoginKeys::DidKey(_) => false,
+            };
+            if !committed {
+                return Err(AuthError::Sms(SmsCheckError::Invalid(format!(
+                    "the DID has no phone {:?}",
+                    sms.phone.chars().take(64).collect::<String>()
+                ))));
             }
-        };
-        // Signed by the DID: the nonce is used up, whatever follows. Kept
-        // at least until it expires (or now, for a late one), after which
-        // the expiry check refuses it on its own.
+            if !counts(sms.phone) {
+                sms_note = " (the phone is not one of the factors the policy counts; its code was not checked)";
+            } else if have.len() + 1 < usize::from(required) {
+                // It would not be enough: keep the code for the retry.
+                sms_note = " (the SMS code was not checked: it would not be enough on its own; it stays valid)";
+            } else {
+                (sms.check)(opened.id, sms.phone, sms.code).map_err(AuthError::Sms)?;
+                have.push(sms.phone);
+            }
+        }
+        if have.len() < usize::from(required) {
+            if challenge.expires_at <= now {
+                return Err(AuthError::Expired);
+            }
+            let why = if policy_required >= demand.min_factors {
+                "this DID's login policy needs"
+            } else {
+                "this sign-in asks for"
+            };
+            return Err(AuthError::MoreFactorsNeeded {
+                required,
+                presented: have.iter().map(|s| s.to_string()).collect(),
+                reason: format!(
+                    "{why} {required} distinct factors; {} presented{}{sms_note}; add another \
+                     factor and send the same nonce again before the challenge expires",
+                    have.len(),
+                    if have.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", have.join(", "))
+                    },
+                ),
+            });
+        }
+        // Enough: the nonce is used up, whatever follows. Kept at least
+        // until it expires (or now, for a late one), after which the expiry
+        // check refuses it on its own.
         if !self
             .redeemed
             .insert(opened.id, challenge.expires_at.max(now), now)?
@@ -479,10 +831,19 @@ impl Authenticator {
         if challenge.expires_at <= now {
             return Err(AuthError::Expired);
         }
-        Ok(Verified { challenge, passkey })
+        let factors = counted
+            .into_iter()
+            .filter(|f| have.contains(&f.id.as_str()))
+            .collect();
+        Ok(Verified {
+            challenge,
+            passkey,
+            factors,
+        })
     }
 
-    /// Step 2: exchanges a signed challenge for an access token.
+    /// Step 2: exchanges a signed challenge for an access token (one
+    /// signature; [`Self::token_with`] for several proofs).
     pub fn token(
         &self,
         ledger: &RwLock<Ledger>,
@@ -491,19 +852,45 @@ impl Authenticator {
         signature: &str,
         now: u64,
     ) -> Result<(TokenResponse, Claims), AuthError> {
-        let challenge = self
-            .verify(ledger, did, nonce, Proof::Signature(signature), false, now)?
-            .challenge;
+        let verified = self.verify(ledger, did, nonce, Proof::Signature(signature), false, now)?;
+        self.mint(did, &verified, now)
+    }
+
+    /// Step 2 with every proof of the request: the token is issued only
+    /// when the DID's policy is met ([`Self::verify_all`]).
+    pub fn token_with(
+        &self,
+        ledger: &RwLock<Ledger>,
+        did: &str,
+        nonce: &str,
+        proofs: &Proofs<'_>,
+        now: u64,
+    ) -> Result<(TokenResponse, Claims, Verified), AuthError> {
+        let verified = self.verify_all(ledger, did, nonce, proofs, Demand::default(), now)?;
+        let (resp, claims) = self.mint(did, &verified, now)?;
+        Ok((resp, claims, verified))
+    }
+
+    /// The access token for a verified redemption: `amr` and `acr` say
+    /// which factors counted.
+    fn mint(
+        &self,
+        did: &str,
+        verified: &Verified,
+        now: u64,
+    ) -> Result<(TokenResponse, Claims), AuthError> {
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
-        let claims = Claims::for_login(
+        let mut claims = Claims::for_login(
             &self.settings.issuer,
             did,
-            &challenge.audience,
+            &verified.challenge.audience,
             now,
             self.settings.token_ttl,
             jti,
         );
+        claims.amr = verified.amr();
+        claims.acr = Some(verified.acr().to_string());
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
@@ -611,6 +998,180 @@ mod tests {
         ));
         assert_eq!(a.redeemed_nonces(), 0);
         assert!(a.token(&l, &did, &ch.nonce, &sig, 1001).is_ok());
+    }
+
+    /// A ledger holding a DID with keys `keys` (key-1…), phone-1 (when
+    /// `required` > 1: a one-factor policy cannot count a phone) and
+    /// "`required` of every factor".
+    fn mesh_did(keys: &[&ed25519_dalek::SigningKey], required: u8) -> (RwLock<Ledger>, String) {
+        let mut state = did_core::DidState::single_key(public_of(keys[0]));
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            state
+                .verification_methods
+                .push(did_core::VerificationMethod {
+                    id: format!("key-{}", i + 1),
+                    public_key_multibase: public_of(k),
+                    relationships: vec![Relationship::Authentication],
+                    device: None,
+                });
+        }
+        if required > 1 {
+            state.phones.push(did_core::policy::Phone {
+                id: "phone-1".into(),
+                commitment: did_core::policy::phone_commitment(&[1; 16], "+15555550100"),
+            });
+        }
+        state.login_policy = Some(did_core::policy::LoginPolicy {
+            required,
+            factors: vec![],
+        });
+        let op = did_core::Operation::create(state, 1000, keys[0]).unwrap();
+        let did = did_core::op::did_from_genesis(&op.cid().unwrap());
+        let mut ledger = Ledger::new(did_core::Limits::default());
+        ledger.apply(op).unwrap();
+        (RwLock::new(ledger), did)
+    }
+
+    #[test]
+    fn too_few_factors_keep_the_nonce_and_an_sms_code_is_checked_only_when_it_completes() {
+        let a = auth(120);
+        let (k1, k2) = (
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+        );
+        // 3 of key-1, key-2, phone-1
+        let (l, did) = mesh_did(&[&k1, &k2], 3);
+        let ch = a.challenge(&l, &did, None, 1000).unwrap();
+        assert_eq!(ch.policy.as_ref().map(|p| p.required), Some(3));
+        let s1 = sign_b64(&k1, ch.message.as_bytes());
+        let s2 = sign_b64(&k2, ch.message.as_bytes());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let check = |_: u64, phone: &str, code: &str| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(phone, "phone-1");
+            if code == "123456" {
+                Ok(())
+            } else {
+                Err(SmsCheckError::Invalid("wrong".into()))
+            }
+        };
+        let sms = |code| SmsProof {
+            phone: "phone-1",
+            code,
+            check: &check,
+        };
+        let proofs = |sigs, code| Proofs {
+            signatures: sigs,
+            passkey: None,
+            sms: Some(sms(code)),
+        };
+        // one key + a code: the code would not be enough, so it is not
+        // checked (not spent), and the nonce stays good
+        let one = [s1.as_str()];
+        match a.verify_all(
+            &l,
+            &did,
+            &ch.nonce,
+            &proofs(&one, "123456"),
+            Demand::default(),
+            1001,
+        ) {
+            Err(AuthError::MoreFactorsNeeded {
+                required: 3,
+                presented,
+                reason,
+            }) => {
+                assert_eq!(presented, ["key-1"]);
+                assert!(reason.contains("stays valid"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(a.redeemed_nonces(), 0);
+        // two keys + a wrong code: checked, refused as such
+        let two = [s1.as_str(), s2.as_str()];
+        assert!(matches!(
+            a.verify_all(
+                &l,
+                &did,
+                &ch.nonce,
+                &proofs(&two, "000000"),
+                Demand::default(),
+                1001
+            ),
+            Err(AuthError::Sms(SmsCheckError::Invalid(_)))
+        ));
+        // two keys + the right code: three factors, sms and mfa
+        let v = a
+            .verify_all(
+                &l,
+                &did,
+                &ch.nonce,
+                &proofs(&two, "123456"),
+                Demand::default(),
+                1001,
+            )
+            .unwrap();
+        assert_eq!(v.amr(), ["swk", "sms", "mfa"]);
+        assert_eq!(v.acr(), ACR_MFA);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(a.redeemed_nonces(), 1);
+        // and the nonce is gone
+        assert!(matches!(
+            a.verify_all(
+                &l,
+                &did,
+                &ch.nonce,
+                &proofs(&two, "123456"),
+                Demand::default(),
+                1002
+            ),
+            Err(AuthError::UnknownNonce)
+        ));
+    }
+
+    #[test]
+    fn a_demand_raises_the_policy_and_an_expired_challenge_is_expired_not_more() {
+        let a = auth(120);
+        let k1 = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let k2 = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+        let (l, did) = mesh_did(&[&k1, &k2], 1);
+        let ch = a.challenge(&l, &did, None, 1000).unwrap();
+        let s1 = sign_b64(&k1, ch.message.as_bytes());
+        let one = [s1.as_str()];
+        let proofs = Proofs {
+            signatures: &one,
+            ..Proofs::default()
+        };
+        let mfa = Demand {
+            usernameless: false,
+            min_factors: 2,
+        };
+        assert!(matches!(
+            a.verify_all(&l, &did, &ch.nonce, &proofs, mfa, 1001),
+            Err(AuthError::MoreFactorsNeeded { required: 2, .. })
+        ));
+        assert!(matches!(
+            a.verify_all(&l, &did, &ch.nonce, &proofs, mfa, 1120),
+            Err(AuthError::Expired)
+        ));
+        assert_eq!(a.redeemed_nonces(), 0);
+        let v = a
+            .verify_all(&l, &did, &ch.nonce, &proofs, Demand::default(), 1001)
+            .unwrap();
+        assert_eq!(v.amr(), ["swk"]);
+        assert_eq!(v.acr(), ACR_1FA);
+        // more signatures than any policy can use are refused up front
+        let many = [s1.as_str(); MAX_SIGNATURES + 1];
+        let ch = a.challenge(&l, &did, None, 1000).unwrap();
+        let proofs = Proofs {
+            signatures: &many,
+            ..Proofs::default()
+        };
+        assert!(matches!(
+            a.verify_all(&l, &did, &ch.nonce, &proofs, Demand::default(), 1001),
+            Err(AuthError::InvalidRequest(_))
+        ));
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub struct Config {
     #[arg(long, default_value_t = 120)]
     pub challenge_ttl: u64,
 
+    /// SMS one-time codes, a login factor for DIDs that commit to a phone:
+    /// a TOML file with the Twilio account (api_base, account_sid,
+    /// auth_token or auth_token_file, from), monthly_budget, allow_prefixes,
+    /// a [prices] table (prefix = price per message) and the caps (README,
+    /// "SMS codes"). SMS costs money: the node refuses to send beyond the
+    /// budget and the caps. Without it the SMS factor is off.
+    #[arg(long, env = "DIDMESH_SMS", value_name = "FILE")]
+    pub sms: Option<PathBuf>,
+
     /// Lifetime of OpenID authorization codes, in seconds (RFC 6749
     /// §4.1.2: short; single use is enforced by the issuing node).
     #[arg(long, env = "DIDMESH_CODE_TTL", default_value_t = 60,

@@ -21,6 +21,7 @@
 //! * [`oidc`] — the OpenID provider: authorize, sign-in, codes, token.
 //! * [`federation`] — sign-in through external OpenID providers
 //!   (`--providers`): the node as their relying party.
+//! * [`sms`] — SMS one-time codes (`--sms`): Twilio, the spend guard.
 //! * [`api`] — the axum router and its one error type.
 //! * [`views`] — the typed JSON views (status, network, JWKS) and the
 //!   gauges of `/metrics`.
@@ -55,6 +56,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod p2p;
 pub mod server;
+pub mod sms;
 pub mod storage;
 pub mod tls;
 pub mod token_keys;
@@ -89,6 +91,8 @@ pub enum NodeError {
     Config(String),
     #[error(transparent)]
     Providers(#[from] federation::config::ConfigError),
+    #[error(transparent)]
+    Sms(#[from] sms::config::SmsConfigError),
     #[error("cannot start the ledger writer thread: {0}")]
     Writer(#[source] std::io::Error),
 }
@@ -123,6 +127,9 @@ pub struct NodeState {
     /// External providers and federated sign-ins in progress
     /// ([`federation`]).
     pub federation: federation::Federation,
+    /// SMS one-time codes and their spend guard ([`sms`]); `None` without
+    /// `--sms`.
+    pub sms: Option<sms::Sms>,
     /// The peer-to-peer layer, once started (`main` starts it after
     /// `open`; in-process tests run without it).
     pub p2p: std::sync::OnceLock<p2p::Client>,
@@ -133,6 +140,7 @@ impl NodeState {
     pub fn open(config: &Config) -> Result<Arc<NodeState>, NodeError> {
         // First: a bad providers file stops the node before anything else.
         let federation = federation::Federation::load(config.providers.as_deref())?;
+        let sms_config = config.sms.as_deref().map(sms::config::load).transpose()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
@@ -166,6 +174,7 @@ impl NodeState {
         let started = std::time::Instant::now();
         let store = Store::open(dir, &mut ledger)?;
         let counters = oidc::counters::SignCounters::open(&store)?;
+        let sms = sms::Sms::open(sms_config, &store)?;
         tracing::info!(
             ops = ledger.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -225,6 +234,7 @@ impl NodeState {
             },
             oidc,
             federation,
+            sms,
             p2p: std::sync::OnceLock::new(),
         });
         state.spawn_housekeeping();
@@ -263,6 +273,9 @@ impl NodeState {
         self.auth.prune(now());
         self.oidc.prune(now());
         self.federation.prune(now());
+        if let Some(sms) = &self.sms {
+            sms.prune(now());
+        }
     }
 
     /// Whether `key` is the token key of a current member.

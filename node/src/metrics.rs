@@ -192,6 +192,74 @@ pub fn render(node: &Metrics, gauges: NodeGauges, p2p: Option<(&P2pMetrics, P2pG
     t.0
 }
 
+/// What `/metrics` shows of the SMS factor ([`crate::sms`]), gathered by
+/// [`crate::views`].
+#[derive(Debug, Clone, Default)]
+pub struct SmsGauges {
+    pub enabled: bool,
+    /// This month's spend and budget, in currency units.
+    pub spent: f64,
+    pub budget: f64,
+    /// Messages the provider accepted, since the guard's store was made.
+    pub sent_total: u64,
+    /// Refusals by reason, since the guard's store was made.
+    pub refused_total: Vec<(&'static str, u64)>,
+    /// Prefixes the velocity alarm blocks now.
+    pub blocked_prefixes: Vec<String>,
+}
+
+/// The SMS lines of `/metrics`. Its counters survive restarts (they are
+/// kept in sled by the spend guard), so they only ever increase.
+pub fn render_sms(g: &SmsGauges) -> String {
+    let mut t = Text::default();
+    t.gauge(
+        "didmesh_sms_enabled",
+        "1 when SMS codes are configured (--sms).",
+        u64::from(g.enabled),
+    );
+    if !g.enabled {
+        return t.0;
+    }
+    let _ = write!(
+        t.0,
+        "# HELP didmesh_sms_spent This month's SMS spend (UTC calendar month), in the configured currency.\n\
+         # TYPE didmesh_sms_spent gauge\ndidmesh_sms_spent {}\n\
+         # HELP didmesh_sms_budget The monthly SMS budget, in the configured currency.\n\
+         # TYPE didmesh_sms_budget gauge\ndidmesh_sms_budget {}\n",
+        g.spent, g.budget
+    );
+    t.metric(
+        "counter",
+        "didmesh_sms_sent_total",
+        "SMS codes the provider accepted.",
+        g.sent_total,
+    );
+    let _ = write!(
+        t.0,
+        "# HELP didmesh_sms_refused_total SMS codes not sent, by the limit that refused them (or provider_error).\n\
+         # TYPE didmesh_sms_refused_total counter\n"
+    );
+    for (reason, n) in &g.refused_total {
+        let _ = writeln!(t.0, "didmesh_sms_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    t.gauge(
+        "didmesh_sms_blocked_prefixes",
+        "Destination prefixes the velocity alarm blocks now.",
+        g.blocked_prefixes.len() as u64,
+    );
+    if !g.blocked_prefixes.is_empty() {
+        let _ = write!(
+            t.0,
+            "# HELP didmesh_sms_prefix_blocked 1 for each destination prefix blocked now.\n\
+             # TYPE didmesh_sms_prefix_blocked gauge\n"
+        );
+        for p in &g.blocked_prefixes {
+            let _ = writeln!(t.0, "didmesh_sms_prefix_blocked{{prefix=\"{p}\"}} 1");
+        }
+    }
+    t.0
+}
+
 fn render_p2p(t: &mut Text, p: &P2pMetrics, g: P2pGauges) {
     t.counter(
         "didmesh_p2p_gossip_received_total",

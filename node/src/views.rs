@@ -50,6 +50,9 @@ pub struct Status {
     pub ledger_digest: String,
     /// Hex digest of the resolved state.
     pub state_digest: String,
+    /// SMS codes: `{"enabled": false}`, or this month's spend, budget,
+    /// blocked prefixes and counts ([`crate::sms::SmsStatus`]).
+    pub sms: crate::sms::SmsStatus,
     #[serde(flatten)]
     pub p2p: P2pStatus,
 }
@@ -165,6 +168,7 @@ pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
         log_head,
         ledger_digest,
         state_digest,
+        sms: crate::sms::status(state.sms.as_ref(), crate::now()),
         p2p,
     })
 }
@@ -238,7 +242,30 @@ pub fn metrics_text(state: &NodeState) -> Result<String, Unavailable> {
         };
         (c.metrics(), gauges)
     });
-    Ok(metrics::render(&state.metrics, gauges, p2p))
+    let mut text = metrics::render(&state.metrics, gauges, p2p);
+    text.push_str(&metrics::render_sms(&sms_gauges(state)));
+    Ok(text)
+}
+
+/// The SMS figures of `/metrics` (zeros when the guard's store fails: the
+/// status view says why).
+fn sms_gauges(state: &NodeState) -> metrics::SmsGauges {
+    let Some(sms) = &state.sms else {
+        return metrics::SmsGauges::default();
+    };
+    let now = crate::now();
+    let view = sms.guard.view(now).ok();
+    let totals = sms.guard.totals().unwrap_or_default();
+    metrics::SmsGauges {
+        enabled: true,
+        spent: view.as_ref().map_or(0.0, |v| v.spent),
+        budget: view.as_ref().map_or(0.0, |v| v.budget),
+        sent_total: totals.sent,
+        refused_total: totals.refused.into_iter().collect(),
+        blocked_prefixes: view
+            .map(|v| v.blocked_prefixes.into_iter().map(|b| b.prefix).collect())
+            .unwrap_or_default(),
+    }
 }
 
 impl NodeState {

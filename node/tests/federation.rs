@@ -364,6 +364,15 @@ impl Answer {
         let at = self.text.find("data-error=\"")? + "data-error=\"".len();
         Some(self.text[at..].split('"').next()?.to_string())
     }
+    /// The cookie that binds a link offer to this browser (`name=value`).
+    fn fedlink_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("didmesh_fedlink_"))
+            .map(|c| c.split(';').next().unwrap().to_string())
+    }
     fn cookie(&self) -> Option<String> {
         self.headers
             .get_all(header::SET_COOKIE)
@@ -384,6 +393,25 @@ async fn send(n: &RouterNode, req: Request<Body>) -> Answer {
         headers,
         text: String::from_utf8_lossy(&bytes).into_owned(),
     }
+}
+
+/// `POST /federation/attest` from a browser holding `cookie` (or none).
+async fn attest(n: &RouterNode, fed: &str, did: &str, cookie: Option<&str>) -> (StatusCode, Value) {
+    let mut req =
+        Request::post("/federation/attest").header(header::CONTENT_TYPE, "application/json");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let a = send(
+        n,
+        req.body(Body::from(json!({"fed": fed, "did": did}).to_string()))
+            .unwrap(),
+    )
+    .await;
+    (
+        a.status,
+        serde_json::from_str(&a.text).unwrap_or(Value::Null),
+    )
 }
 
 async fn fetch(n: &RouterNode, uri: &str, cookie: Option<&str>) -> Answer {
@@ -715,19 +743,32 @@ async fn an_unlinked_account_on_the_page_gets_the_offer_to_create_and_link() {
     // the browser wallet made a DID; the node attests the verified account
     let owner = SigningKey::from_bytes(&[3; 32]);
     let (did, genesis) = w.did(&owner).await;
-    let (status, v) = w
-        .node
-        .post("/federation/attest", json!({"fed": fed, "did": did}))
-        .await;
+    let bound = page
+        .fedlink_cookie()
+        .expect("the not-linked page binds the offer to this browser");
+    // The offer forwarded to another browser (no cookie, or the cookie of
+    // another offer): nothing is attested.
+    let (status, v) = attest(&w.node, &fed, &did, None).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("fed_not_this_browser")),
+        "{v}"
+    );
+    let (status, v) = attest(
+        &w.node,
+        &fed,
+        &did,
+        Some("didmesh_fedlink_0000000000000000=x"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, v) = attest(&w.node, &fed, &did, Some(&bound)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let att: Attestation = serde_json::from_value(v["link"].clone()).unwrap();
     let network = w.node.state.genesis.network_id.clone();
     assert!(att.verify(&did, &network, &w.members()));
     // single use
-    let (status, v) = w
-        .node
-        .post("/federation/attest", json!({"fed": fed, "did": did}))
-        .await;
+    let (status, v) = attest(&w.node, &fed, &did, Some(&bound)).await;
     assert_eq!(
         (status, v["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_fed"))
@@ -738,6 +779,298 @@ async fn an_unlinked_account_on_the_page_gets_the_offer_to_create_and_link() {
     w.update(&did, genesis, state, &owner).await;
     let (_, polled) = w.cli("login", None).await;
     assert_eq!(polled["did"], did.as_str(), "{polled}");
+}
+
+// ---------------------------------------------------------------- the sign-in page
+
+impl World {
+    /// A relying party whose client (`app`, redirect [`RP_REDIRECT`]) is
+    /// public (PKCE required) or confidential; its client_id.
+    async fn rp(&self, confidential: bool) -> String {
+        let rp_owner = SigningKey::from_bytes(&[7; 32]);
+        let (rp_did, rp_genesis) = self.did(&rp_owner).await;
+        let mut rp_state = DidState::single_key(public_of(&rp_owner));
+        rp_state.clients.push(ClientReg {
+            id: "app".into(),
+            name: "App".into(),
+            redirect_uris: vec![RP_REDIRECT.into()],
+            secret_hash: confidential.then(|| secret_hash(RP_SECRET)),
+            id_token_alg: IdTokenAlg::ES256,
+        });
+        self.update(&rp_did, rp_genesis, rp_state, &rp_owner).await;
+        client_id(&rp_did, "app").unwrap()
+    }
+}
+
+/// The query parameters of an authorization request, in order.
+type AuthParams = Vec<(&'static str, String)>;
+
+/// A request `/oidc/authorize` accepts for the public client `rp`.
+fn good_authorize(rp: &str) -> AuthParams {
+    vec![
+        ("response_type", "code".into()),
+        ("client_id", rp.into()),
+        ("redirect_uri", RP_REDIRECT.into()),
+        ("scope", "openid".into()),
+        ("state", "rp-state".into()),
+        (
+            "code_challenge",
+            URL_SAFE_NO_PAD.encode(Sha256::digest([b'v'; 43])),
+        ),
+        ("code_challenge_method", "S256".into()),
+    ]
+}
+
+async fn authorize(w: &World, p: &[(&str, String)]) -> Answer {
+    let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fetch(&w.node, &format!("/oidc/authorize?{}", query(&pairs)), None).await
+}
+
+fn page_json(a: &Answer) -> Value {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    didmesh_tests::oidc::page_request(&a.text).expect("the page's #didmesh-request JSON")
+}
+
+/// `href` of the element with `data-testid="{testid}"`, HTML-unescaped.
+fn href_of(html: &str, testid: &str) -> String {
+    let at = html
+        .find(&format!("data-testid=\"{testid}\""))
+        .unwrap_or_else(|| panic!("no {testid} in {html}"));
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag = &html[tag_start..tag_start + html[tag_start..].find('>').unwrap()];
+    let h = tag.find("href=\"").unwrap() + "href=\"".len();
+    tag[h..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+}
+
+#[tokio::test]
+async fn the_sign_in_page_lists_the_providers_and_carries_the_fed_handle() {
+    let w = world("dora@acme").await;
+    let rp = w.rp(false).await;
+
+    // The page of a plain request: one button per configured provider, no offer.
+    let data = page_json(&authorize(&w, &good_authorize(&rp)).await);
+    assert_eq!(
+        data["providers"],
+        json!([{"name": "acme", "display_name": "Acme acme"}])
+    );
+    assert_eq!(data["fed"], Value::Null);
+    assert_eq!(data["fed_provider"], Value::Null);
+
+    // "Continue with Acme acme" → provider → an account no DID links → the
+    // not-linked page, whose create-and-link goes back to the sign-in page.
+    let start = fetch(
+        &w.node,
+        &format!(
+            "/federation/acme/start?{}",
+            query(&[("request", data["request"].as_str().unwrap())])
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.text);
+    let cookie = start.cookie().unwrap();
+    let q = w.fake.authorize(&start.location(), &w.node_url());
+    let not_linked = w.callback(&q, Some(&cookie)).await;
+    assert!(not_linked.text.contains("data-testid=\"not-linked\""));
+    let at = not_linked.text.find("data-fed=\"").unwrap() + "data-fed=\"".len();
+    let fed = not_linked.text[at..].split('"').next().unwrap().to_string();
+    let create = href_of(&not_linked.text, "create-and-link");
+    let path = create
+        .strip_prefix(&w.node_url())
+        .unwrap_or_else(|| panic!("{create} is not at this node"));
+    assert!(path.starts_with("/oidc/authorize?"), "{create}");
+    assert_eq!(params(&create)["fed"], fed);
+
+    // That link is a request /oidc/authorize accepts (fed is not an error),
+    // and the page it gives carries the handle and its provider.
+    let back = fetch(&w.node, path, None).await;
+    let data = page_json(&back);
+    assert_eq!(data["fed"], fed.as_str());
+    assert_eq!(data["fed_provider"], "acme");
+    assert_eq!(data["client_id"], rp.as_str());
+    assert_eq!(data["redirect_uri"], RP_REDIRECT);
+    assert!(data["request"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(data["providers"].as_array().is_some_and(|p| p.len() == 1));
+    // Showing the page used nothing up: the handle still attests once.
+    let owner = SigningKey::from_bytes(&[4; 32]);
+    let (did, _) = w.did(&owner).await;
+    let bound = not_linked.fedlink_cookie().unwrap();
+    let (status, v) = attest(&w.node, &fed, &did, Some(&bound)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["link"]["provider"], "acme");
+    // Used now: the page says the node does not know it.
+    let data = page_json(&fetch(&w.node, path, None).await);
+    assert_eq!(data["fed"], fed.as_str());
+    assert_eq!(data["fed_provider"], Value::Null);
+
+    // A made-up handle is passed on but names no provider; one that is not
+    // a handle's shape (or would break out of the script element) is not
+    // passed on at all.
+    let mut p = good_authorize(&rp);
+    p.push(("fed", "AAAAAAAAAAAAAAAAAAAAAA".into()));
+    let data = page_json(&authorize(&w, &p).await);
+    assert_eq!(data["fed"], "AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(data["fed_provider"], Value::Null);
+    for bad in ["</script><script>alert(1)</script>", &"A".repeat(65)] {
+        let mut p = good_authorize(&rp);
+        p.push(("fed", bad.to_string()));
+        let a = authorize(&w, &p).await;
+        assert!(!a.text.contains("<script>alert"), "{}", a.text);
+        assert_eq!(page_json(&a)["fed"], Value::Null, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_without_providers_lists_none() {
+    let node = RouterNode::start().await;
+    let w = World {
+        node,
+        fake: Fake::start("nobody").await,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let rp = w.rp(false).await;
+    let data = page_json(&authorize(&w, &good_authorize(&rp)).await);
+    assert_eq!(data["providers"], json!([]));
+    assert_eq!(data["fed"], Value::Null);
+}
+
+/// What a refused authorization request gives the browser: the status and
+/// either the redirect's `error` or the error page's text.
+fn outcome(a: &Answer) -> (StatusCode, String) {
+    let loc = a.location();
+    if loc.is_empty() {
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+        let at = a.text.find("data-testid=\"error\">").unwrap() + "data-testid=\"error\">".len();
+        (
+            a.status,
+            a.text[at..].split('<').next().unwrap().to_string(),
+        )
+    } else {
+        assert!(loc.starts_with(RP_REDIRECT), "{loc}");
+        (a.status, params(&loc)["error"].clone())
+    }
+}
+
+#[tokio::test]
+async fn authorize_with_fed_still_refuses_everything_it_refused() {
+    let w = world("erin@acme").await;
+    let rp = w.rp(false).await;
+    let set = |k: &'static str, v: &str| {
+        let mut p = good_authorize(&rp);
+        p.retain(|(n, _)| *n != k);
+        if !v.is_empty() {
+            p.push((k, v.to_string()));
+        }
+        p
+    };
+    let with = |mut p: AuthParams, k: &'static str, v: &str| {
+        p.push((k, v.to_string()));
+        p
+    };
+    // (what is wrong, the request, the error the browser must see)
+    let cases: Vec<(&str, AuthParams, &str)> = vec![
+        (
+            "unknown client",
+            set("client_id", "did:mesh:nobody#app"),
+            "not registered",
+        ),
+        (
+            "unregistered redirect",
+            set("redirect_uri", "https://evil.example/cb"),
+            "is not registered",
+        ),
+        (
+            "no redirect",
+            set("redirect_uri", ""),
+            "names no redirect_uri",
+        ),
+        (
+            "repeated client_id",
+            with(good_authorize(&rp), "client_id", &rp),
+            "client_id is repeated",
+        ),
+        (
+            "repeated state",
+            with(good_authorize(&rp), "state", "again"),
+            "invalid_request",
+        ),
+        (
+            "implicit flow",
+            set("response_type", "token"),
+            "unsupported_response_type",
+        ),
+        (
+            "no response_type",
+            set("response_type", ""),
+            "invalid_request",
+        ),
+        ("no openid scope", set("scope", "profile"), "invalid_scope"),
+        (
+            "public client without PKCE",
+            set("code_challenge", ""),
+            "invalid_request",
+        ),
+        (
+            "plain PKCE",
+            set("code_challenge_method", "plain"),
+            "invalid_request",
+        ),
+        (
+            "prompt=none",
+            with(good_authorize(&rp), "prompt", "none"),
+            "login_required",
+        ),
+        (
+            "request object",
+            with(good_authorize(&rp), "request", "eyJ9.e30."),
+            "request_not_supported",
+        ),
+        (
+            "request_uri",
+            with(good_authorize(&rp), "request_uri", "https://x.example/r"),
+            "request_uri_not_supported",
+        ),
+        (
+            "response_mode",
+            with(good_authorize(&rp), "response_mode", "fragment"),
+            "invalid_request",
+        ),
+        (
+            "bad max_age",
+            with(good_authorize(&rp), "max_age", "soon"),
+            "invalid_request",
+        ),
+    ];
+    let handle = "AAAAAAAAAAAAAAAAAAAAAA";
+    for (what, p, want) in cases {
+        let without = outcome(&authorize(&w, &p).await);
+        assert!(without.1.contains(want), "{what}: {without:?}");
+        // with a handle, first or last, the same refusal, never the page
+        let mut first = vec![("fed", handle.to_string())];
+        first.extend(p.iter().cloned());
+        for q in [with(p.clone(), "fed", handle), first] {
+            let a = authorize(&w, &q).await;
+            assert!(
+                didmesh_tests::oidc::page_request(&a.text).is_none(),
+                "{what}: a page"
+            );
+            assert_eq!(outcome(&a), without, "{what}");
+        }
+    }
+    // fed sent twice is a repeated parameter, like any other
+    let p = with(with(good_authorize(&rp), "fed", handle), "fed", "BBBB");
+    let a = authorize(&w, &p).await;
+    assert_eq!(outcome(&a).1, "invalid_request");
+    assert!(params(&a.location())["error_description"].contains("fed is repeated"));
+    // and alone it is no error
+    let data = page_json(&authorize(&w, &with(good_authorize(&rp), "fed", handle)).await);
+    assert_eq!(data["fed"], handle);
 }
 
 // ---------------------------------------------------------------- refusals

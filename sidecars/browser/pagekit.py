@@ -51,6 +51,7 @@ class PageServer:
         self.raw_html = raw_html
         self.ops: list[dict] = []  # answers of POST /v1/ops, in order
         self.calls: list[tuple[str, str]] = []
+        self.posted: list[tuple[str, object]] = []  # (path, JSON body) of every POST, in order
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         # localhost, not 127.0.0.1: WebAuthn refuses IP addresses as RP IDs.
@@ -114,6 +115,10 @@ class PageServer:
             def do_POST(self):
                 kit.calls.append(("POST", self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    kit.posted.append((self.path, json.loads(body or b"null")))
+                except ValueError:
+                    kit.posted.append((self.path, body))
                 if self.path in kit.answers:
                     self._json(200, kit.answers[self.path])
                 elif self.path == "/v1/ops" and kit.node_url:

@@ -309,3 +309,102 @@ def test_page_makes_dids_a_real_node_accepts(browsers, page, node):
     assert held and held[0]["state"]["passkeys"] == [want], "the node holds the passkey in the DID's state"
     doc = s.get(f"{node}/1.0/identifiers/{did2}", timeout=10).json()["didDocument"]
     assert want["public_key_multibase"] in json.dumps(doc)
+
+
+# --- External providers (issue 10) ---------------------------------------------
+
+
+def test_page_shows_a_continue_button_per_provider_that_goes_to_the_node(browsers, page):
+    """Display names are shown as text; an entry that is not a provider name
+    a node configures is left out; the button is a top-level navigation to
+    node_url/federation/NAME/start with the request handle."""
+    srv = page(request={"providers": [
+        {"name": "acme", "display_name": "Acme <b>Corp</b>"},
+        {"name": "Bad Name", "display_name": "Nope"},
+        {"name": "empty", "display_name": ""},
+        "umbrella",
+    ]})
+    driver = browsers.new(authenticator=False)
+    open_page(driver, srv)
+    assert driver.find_element(*tid("federation")).is_displayed()
+    buttons = driver.find_elements(By.CSS_SELECTOR, '[data-testid="providers"] button')
+    assert [(b.get_attribute("data-testid"), b.text) for b in buttons] == [
+        ("continue-with-acme", "Continue with Acme <b>Corp</b>")]
+    assert not driver.find_element(*tid("fed-offer")).is_displayed()
+    driver.find_element(*tid("continue-with-acme")).click()
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.startswith(srv.url + "/federation/"))
+    assert driver.current_url == srv.url + "/federation/acme/start?request=test-request-handle"
+    assert ("GET", "/federation/acme/start?request=test-request-handle") in srv.calls
+
+
+def test_page_without_providers_shows_no_provider_section(browsers, page):
+    srv = page()  # a request from a node without providers (no `providers` at all)
+    driver = browsers.new(authenticator=False)
+    open_page(driver, srv)
+    assert not driver.find_element(*tid("federation")).is_displayed()
+    assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="providers"] button') == []
+    assert not driver.find_element(*tid("fed-offer")).is_displayed()
+    assert not driver.find_element(*tid("error")).is_displayed()
+
+
+def test_page_with_a_fed_handle_the_node_does_not_know_offers_no_link(browsers, page):
+    srv = page(request={"providers": [{"name": "acme", "display_name": "Acme"}], "fed": "gone", "fed_provider": None})
+    driver = browsers.new(authenticator=False)
+    open_page(driver, srv)
+    error = driver.find_element(*tid("error"))
+    assert error.is_displayed() and "unknown, used or expired" in error.text
+    assert not driver.find_element(*tid("fed-offer")).is_displayed()
+    assert driver.find_element(*tid("continue-with-acme")).is_enabled(), "the way to start again"
+
+
+def test_create_and_link_makes_a_link_op_a_real_node_accepts_and_a_retry_repeats_nothing(browsers, page, node):
+    """create-and-link: the create op (browser key), POST /federation/attest
+    {fed, did}, then an update (prev = the create, signed by the browser
+    key) adding {id: "acme", ...the attestation}; a real node accepts both
+    (the ledger checks a link's shape; whether its attestation is good is a
+    sign-in's business). The stand-in has no sign-in endpoints, so the page
+    stops there with the reason; clicking again goes straight to the
+    sign-in: no second DID, no second attestation."""
+    member = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    attestation = {
+        "provider": "acme",
+        "commitment": b64url(bytes(range(32))),
+        "attested_by": "z" + b58encode(b"\xed\x01" + member),
+        "attested_at": 1_700_000_000,
+        "attestation": b64url(bytes(64)),
+    }
+    srv = page(node_url=node, answers={"/federation/attest": {"link": attestation}},
+               request={"providers": [{"name": "acme", "display_name": "Acme"}], "fed": "handle-1",
+                        "fed_provider": "acme"})
+    driver = browsers.new(authenticator=False)
+    open_page(driver, srv)
+    offer = driver.find_element(*tid("fed-offer"))
+    assert offer.is_displayed()
+    assert driver.find_element(*tid("fed-explanation")).text == (
+        "Your account at Acme is not linked to a DID yet. Create a DID in this browser and link it?")
+    assert driver.switch_to.active_element.get_attribute("data-testid") == "fed-offer-heading"
+    assert driver.find_element(*tid("fed-link-command")).text == f"didmesh link --via acme --node {srv.url}"
+
+    words, created = create_did(driver, srv, "create-and-link")
+    did = created["did"]
+    assert [p for p in srv.posted if p[0] == "/federation/attest"] == [("/federation/attest", {"fed": "handle-1", "did": did})]
+    create, update = srv.ops[-2], srv.ops[-1]
+    assert create["body"] == created and update["status"] == 201, update
+    assert update["op"]["type"] == "update" and update["op"]["did"] == did
+    assert update["op"]["prev"] == created["cid"]
+    assert update["op"]["signer"] == create["op"]["state"]["rotation_keys"][1]  # the browser key
+    assert create["op"]["state"]["rotation_keys"][0] == recovery_multibase(words)
+    assert update["op"]["state"]["links"] == [{"id": "acme", **attestation}]
+    held = [e["op"] for e in did_log(node, did)["ops"] if e["winning"] and e["cid"] == update["body"]["cid"]]
+    assert held and held[0]["state"]["links"] == [{"id": "acme", **attestation}], "the node holds the link"
+    # The sign-in after it went to the node (the stand-in has none: not_here).
+    assert [p for p in srv.posted if p[0] == "/oidc/signin/challenge"] == [
+        ("/oidc/signin/challenge", {"request": "test-request-handle", "did": did})]
+
+    ops_before, posts_before = len(srv.ops), len(srv.posted)
+    driver.find_element(*tid("create-and-link")).click()
+    WebDriverWait(driver, 10).until(lambda d: len(srv.posted) > posts_before)
+    WebDriverWait(driver, 10).until(EC.visibility_of_element_located(tid("error")))
+    assert len(srv.ops) == ops_before, "no second DID, no second link op"
+    assert [p[0] for p in srv.posted[posts_before:]] == ["/oidc/signin/challenge"]
+    assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="recovery-words"] li') == []

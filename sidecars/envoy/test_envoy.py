@@ -1,4 +1,6 @@
 """Envoy (jwt_authn) in front of the stand-in home-api, JWKS from a stand-in node.
+The step-up tests (the private route needs "mfa" in amr: RBAC on jwt_authn's
+payload metadata, RFC 9470 401) put Envoy in front of a path-echoing upstream.
 
 Starts the real Envoy through run.sh, so the template, render.py and the
 launcher are what is tested.
@@ -6,9 +8,14 @@ launcher are what is tested.
 
 from __future__ import annotations
 
+import http.client
+import json
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -176,3 +183,160 @@ def test_member_keys_change_only_when_the_cache_expires(tmp_path, node, upstream
     finally:
         child.stop()
         fake.stop()
+
+
+# --- Step-up (RFC 9470): /api/activities/private needs "mfa" in amr -------
+
+PRIVATE = "/api/activities/private"
+MFA_CHALLENGE = ('Bearer error="insufficient_user_authentication", '
+                 'error_description="this resource requires a sign-in with two or more factors", '
+                 'acr_values="urn:didmesh:acr:mfa"')
+ONE_FACTOR = {"amr": ["swk"], "acr": "urn:didmesh:acr:1fa"}
+MFA = {"amr": ["swk", "mfa"], "acr": "urn:didmesh:acr:mfa"}
+
+
+class PathEcho:
+    """An upstream that reads paths the way a WSGI app does (percent-decoded,
+    dot segments kept: PATH_INFO) and counts the requests that reached the
+    private route, so a test sees whether Envoy let one through."""
+
+    def __init__(self):
+        echo = self
+        self.private_hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = unquote(self.path.split("?")[0])
+                if path not in (HOME, PRIVATE):
+                    return self._json(404, {"error": "not_found", "path": path})
+                if path == PRIVATE:
+                    echo.private_hits += 1
+                payload = self.headers.get("x-jwt-payload")
+                claims = json.loads(jose.b64url_decode(payload)) if payload else None
+                self._json(200, {"path": path, "claims": claims})
+
+            def _json(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="path-echo", daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def step_up(tmp_path_factory, node):
+    echo = PathEcho()
+    child, url = start_envoy(tmp_path_factory.mktemp("envoy-stepup"), node, echo)
+    base = url.removesuffix(HOME)
+    yield base, echo
+    child.stop()
+    echo.stop()
+
+
+def raw_get(base: str, path: str, token: str | None = None) -> tuple[int, dict, dict]:
+    """GET with the path exactly as given (requests/urllib3 would resolve
+    dot segments first): status, headers, JSON body (or {})."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = conn.getresponse()
+        body = response.read()
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            parsed = {"text": body.decode(errors="replace")}
+        return response.status, dict(response.headers), parsed
+    finally:
+        conn.close()
+
+
+def test_step_up_route_asks_a_one_factor_token_for_mfa(step_up, node):
+    base, echo = step_up
+    hits = echo.private_hits
+    for claims in (ONE_FACTOR, {}):  # {}: a token of a node before issue 11 (no acr)
+        status, headers, body = raw_get(base, PRIVATE, node.mint(**claims))
+        assert status == 401, (claims, body)
+        assert headers["www-authenticate"] == MFA_CHALLENGE
+        assert body == {"error": "insufficient_user_authentication", "reason": "mfa_required",
+                        "acr_values": "urn:didmesh:acr:mfa"}
+    assert echo.private_hits == hits, "a refused request reached the upstream"
+
+
+def test_step_up_route_passes_an_mfa_token(step_up, node):
+    base, echo = step_up
+    hits = echo.private_hits
+    token = node.mint("did:mesh:stepped", **MFA)
+    status, _, body = raw_get(base, PRIVATE, token)
+    assert status == 200, body
+    assert body["path"] == PRIVATE
+    assert body["claims"]["sub"] == "did:mesh:stepped"
+    assert body["claims"]["amr"] == ["swk", "mfa"]
+    assert echo.private_hits == hits + 1
+
+
+def test_other_routes_are_unaffected_by_the_step_up_rule(step_up, node):
+    base, _ = step_up
+    status, _, body = raw_get(base, HOME, node.mint("did:mesh:one", **ONE_FACTOR))
+    assert status == 200 and body["claims"]["sub"] == "did:mesh:one"
+    status, _, body = raw_get(base, HOME)
+    assert status == 200 and body["claims"] is None
+
+
+def test_step_up_route_needs_a_token(step_up, node, inputs):
+    base, echo = step_up
+    hits = echo.private_hits
+    status, headers, body = raw_get(base, PRIVATE)
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
+    status, _, body = raw_get(base, PRIVATE, matrix.expired(inputs))
+    assert status == 401 and body["error"] == "invalid_token"
+    assert echo.private_hits == hits
+
+
+def test_only_an_amr_list_holding_mfa_counts(step_up, node):
+    """amr "mfa" as a string, nested, or only an mfa acr: not a multi-factor login."""
+    base, echo = step_up
+    hits = echo.private_hits
+    for claims in ({"amr": "mfa", "acr": "urn:didmesh:acr:mfa"},
+                   {"amr": [["mfa"]]},
+                   {"amr": ["swk"], "acr": "urn:didmesh:acr:mfa"}):
+        status, _, body = raw_get(base, PRIVATE, node.mint(**claims))
+        assert status == 401, (claims, body)
+        assert body["error"] == "insufficient_user_authentication", claims
+    assert echo.private_hits == hits
+
+
+@pytest.mark.parametrize("path", [
+    "/api/activities/./private",
+    "//api/activities/private",
+    "/api/activities//private",
+    "/api/activities/x/../private",
+    "/api/activities/%70rivate",
+    "/api/activities/privat%65",
+    "/api/%61ctivities/private",
+    "/api/activities/private?via=query",
+    "/api/activities%2Fprivate",
+    "/api/activities/private#frag",
+])
+def test_path_spellings_cannot_skip_the_rule(step_up, node, path):
+    """A one-factor token never reaches the upstream's private route,
+    however the path is spelled (the upstream decodes like WSGI)."""
+    base, echo = step_up
+    hits = echo.private_hits
+    status, _, body = raw_get(base, path, node.mint(**ONE_FACTOR))
+    assert echo.private_hits == hits, f"{path} reached the private route with one factor: {status} {body}"
+    assert status in (400, 401, 404), (status, body)

@@ -37,6 +37,16 @@ seconds of the last fetch (so junk kids cannot make us hammer the node).
 
 A request cannot forge claims: they live under an environ key with a dot,
 which no HTTP header can produce (headers arrive as HTTP_*).
+
+Step-up (RFC 9470): a view that needs more than a valid token takes
+`@require_mfa` (the token's `amr` has `mfa`: a login with two or more
+factors) or `@require_authn(amr=..., acr=..., max_age=...)`. No token -> 401
+`missing_token` with `WWW-Authenticate: Bearer`; a token that falls short ->
+401 with `WWW-Authenticate: Bearer error="insufficient_user_authentication",
+error_description="...", acr_values="urn:didmesh:acr:mfa"` (and `max_age="N"`
+for a sign-in that is too old) and `{"error": "insufficient_user_authentication",
+"reason": ...}` - the same answer as the Rust auth-layer's `RequireAuthn`.
+`step_up_failure(claims, ...)` is the check alone, for a plain WSGI app.
 """
 
 from __future__ import annotations
@@ -68,6 +78,23 @@ MIN_FRESHNESS = 0.1
 _IDCHAR = r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})"
 DID_RE = re.compile(rf"did:[a-z0-9]+:(?:{_IDCHAR}*:)*{_IDCHAR}+")
 log = logging.getLogger(__name__)
+
+# Issue 11: what a node writes about the login (RFC 8176 amr, didmesh acr).
+AMR_MFA = "mfa"
+ACR_1FA = "urn:didmesh:acr:1fa"
+ACR_MFA = "urn:didmesh:acr:mfa"
+# didmesh's acr levels, weakest first: a later one meets an earlier one.
+ACR_LEVELS = (ACR_1FA, ACR_MFA)
+INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
+# The error_description of each step-up reason (quoted-string safe).
+STEP_UP_DESCRIPTIONS = {
+    "mfa_required": "this resource requires a sign-in with two or more factors",
+    "amr_required": "this resource requires another authentication method",
+    "acr_required": "this resource requires a stronger authentication context",
+    "auth_too_old": "this resource requires a more recent sign-in",
+}
+# RFC 6749 §A.4 NQCHAR without space: what may stand in a challenge's quotes.
+_NQCHAR_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -351,6 +378,101 @@ def _json(start_response: Callable, status: str, body: dict, headers: list | Non
     data = json.dumps(body).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *(headers or [])])
     return [data]
+
+
+def _acr_meets(claims: dict[str, Any], want: str) -> bool:
+    """The token's acr (absent: one factor, as tokens before issue 11) is
+    `want`, or a higher didmesh level."""
+    have = claims.get("acr", ACR_1FA)
+    if not isinstance(have, str):
+        return False
+    if have == want:
+        return True
+    return have in ACR_LEVELS and want in ACR_LEVELS and ACR_LEVELS.index(have) >= ACR_LEVELS.index(want)
+
+
+def step_up_failure(
+    claims: dict[str, Any],
+    *,
+    amr: Iterable[str] = (),
+    acr: Iterable[str] = (),
+    max_age: int | None = None,
+    now: float | None = None,
+) -> str | None:
+    """Why verified `claims` do not meet a step-up requirement (a reason
+    code of STEP_UP_DESCRIPTIONS), or None when they do. Every method of
+    `amr` must be in the token's amr list; the token's acr must meet one of
+    `acr`; auth_time must be at most `max_age` seconds ago."""
+    methods = claims.get("amr")
+    # A list of strings or nothing: "mfa" in "nomfa" must not count.
+    have = set(methods) if isinstance(methods, list) and all(isinstance(m, str) for m in methods) else set()
+    for method in amr:
+        if method not in have:
+            return "mfa_required" if method == AMR_MFA else "amr_required"
+    acr = list(acr)
+    if acr and not any(_acr_meets(claims, want) for want in acr):
+        return "acr_required"
+    if max_age is not None:
+        auth_time = claims.get("auth_time")
+        now = time.time() if now is None else now
+        if type(auth_time) is not int or auth_time + max_age + CLOCK_SKEW_SECONDS < now:
+            return "auth_too_old"
+    return None
+
+
+def step_up_challenge(reason: str, acr_values: Iterable[str] = (), max_age: int | None = None) -> str:
+    """The RFC 9470 §3 WWW-Authenticate value for a step-up `reason`."""
+    value = f'Bearer error="{INSUFFICIENT_USER_AUTHENTICATION}", error_description="{STEP_UP_DESCRIPTIONS[reason]}"'
+    hint = " ".join(v for v in acr_values if _NQCHAR_TOKEN.fullmatch(v))
+    if hint:
+        value += f', acr_values="{hint}"'
+    if max_age is not None:
+        value += f', max_age="{int(max_age)}"'
+    return value
+
+
+def require_authn(*, amr: Iterable[str] = (), acr: Iterable[str] = (), max_age: int | None = None):
+    """Decorator for a Flask view that needs more than a valid token (module
+    doc). `acr_values` of the challenge: `acr` when given, else
+    urn:didmesh:acr:mfa when `amr` has mfa."""
+    import functools
+
+    import flask
+
+    amr, acr = tuple(amr), tuple(acr)
+    hint = acr or ((ACR_MFA,) if AMR_MFA in amr else ())
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            claims = flask.request.environ.get(CLAIMS_KEY)
+            if claims is None:
+                return flask.Response(
+                    json.dumps({"error": "missing_token", "reason": "no_token"}), 401,
+                    {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"})
+            reason = step_up_failure(claims, amr=amr, acr=acr, max_age=max_age)
+            if reason is not None:
+                body: dict[str, Any] = {"error": INSUFFICIENT_USER_AUTHENTICATION, "reason": reason}
+                values = " ".join(v for v in hint if _NQCHAR_TOKEN.fullmatch(v))
+                if values:
+                    body["acr_values"] = values
+                if max_age is not None:
+                    body["max_age"] = int(max_age)
+                return flask.Response(
+                    json.dumps(body), 401,
+                    {"Content-Type": "application/json",
+                     "WWW-Authenticate": step_up_challenge(reason, hint, max_age)})
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def require_mfa(view):
+    """`@require_mfa`: the view needs a login with two or more factors
+    (`amr` has `mfa`); the challenge names acr_values="urn:didmesh:acr:mfa"."""
+    return require_authn(amr=(AMR_MFA,))(view)
 
 
 def init_app(app, **settings) -> None:

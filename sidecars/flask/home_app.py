@@ -1,7 +1,9 @@
 """The home API in Flask, its tokens checked by didmesh_auth before any view.
 
 The views hold no token code: they read `flask.g.claims` (None without a
-token); a bad token never reaches them.
+token); a bad token never reaches them. `GET /api/activities/private` needs a
+multi-factor login: `@didmesh_auth.require_mfa` answers a one-factor token with
+401 `insufficient_user_authentication` (RFC 9470) before the view runs.
 
 With an OpenID client id (--oidc-client-id, DIDMESH_OIDC_CLIENT_ID) the app
 also signs browsers in with didmesh (signin.py: Authlib, code flow + PKCE,
@@ -43,9 +45,25 @@ PRIVATE_PLANS = [
 ]
 
 
+PRIVATE_NOTES = [
+    "Spare key: under the blue flowerpot",
+    "Alarm code change due on the 1st",
+    "Bank appointment moved to Friday 10:00",
+    "Parcel pick-up PIN is in the kitchen drawer",
+]
+
+
 def private_activity(did: str) -> dict:
     plan = PRIVATE_PLANS[sum(did.encode()) % len(PRIVATE_PLANS)]
     return {"id": "my-plan", "title": plan, "visibility": "private"}
+
+
+def private_feed(did: str) -> dict:
+    """GET /api/activities/private: the plan and a note only a multi-factor
+    sign-in may see (home-api/src/activities.rs `private_for`)."""
+    note = PRIVATE_NOTES[sum(did.encode()) % len(PRIVATE_NOTES)]
+    return {"user": did, "activities": [
+        private_activity(did), {"id": "my-note", "title": note, "visibility": "private"}]}
 
 
 def oidc_settings_from_env() -> dict | None:
@@ -98,6 +116,13 @@ def create_app(
             return {"activities": activities}
         activities.append(private_activity(claims["sub"]))
         return {"activities": activities, "user": claims["sub"]}
+
+    @app.get("/api/activities/private")
+    @didmesh_auth.require_mfa
+    def private():
+        """Needs a token of a login with two or more factors (RFC 9470 401
+        otherwise); the step-up rule is the decorator's, not the view's."""
+        return private_feed(flask.g.claims["sub"])
 
     oidc = oidc if oidc is not None else oidc_settings_from_env()
     if oidc:

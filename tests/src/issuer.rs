@@ -4,6 +4,11 @@
 //! the challenge signed by the user's key, and the token taken from
 //! `Authenticator::token`. No sled, no socket, no p2p.
 //!
+//! Multi-factor tokens ([`TokenIssuer::mint_mfa`]) go the same way: a
+//! did:mesh DID whose login needs two keys ([`crate::stepup`]) in the
+//! issuer's in-memory ledger, the challenge signed by both, and
+//! `Authenticator::token_with`, so `amr` and `acr` are the node's.
+//!
 //! Also the token readers tests share: [`header`], [`claims`] (unverified)
 //! and [`verify`] against a JWKS.
 
@@ -11,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use did_core::keys::{public_of, sign_b64};
 use did_core::{Ledger, Limits, PublicKey};
-use didmesh_node::auth::{AuthSettings, Authenticator};
+use didmesh_node::auth::{AuthSettings, Authenticator, Proofs};
 use didmesh_node::identity;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -68,6 +73,45 @@ impl TokenIssuer {
             .token(&self.ledger, &did, &challenge.nonce, &signature, now)
             .unwrap_or_else(|e| panic!("token: {e}"));
         token.access_token
+    }
+
+    /// A token of a login with two factors, for audience `audience` (the
+    /// default one when `None`): the did:mesh DID with `first` and `second`
+    /// as its authentication keys and a "2 of them" policy is put in this
+    /// issuer's ledger (once), both keys sign the challenge, and the node's
+    /// `Authenticator::token_with` mints (`amr` `["swk", "mfa"]`, `acr`
+    /// `urn:didmesh:acr:mfa`). The DID and the token.
+    pub fn mint_mfa(
+        &self,
+        first: &SigningKey,
+        second: &SigningKey,
+        audience: Option<&str>,
+    ) -> (String, String) {
+        let (op, did) = crate::stepup::create_multi_key(&[(first, "laptop"), (second, "phone")], 2);
+        self.ledger
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(op)
+            .unwrap_or_else(|e| panic!("the two-key DID: {e}"));
+        let now = crate::now();
+        let challenge = self
+            .auth
+            .challenge(&self.ledger, &did, audience, now)
+            .unwrap_or_else(|e| panic!("challenge: {e}"));
+        let signatures = [
+            sign_b64(first, challenge.message.as_bytes()),
+            sign_b64(second, challenge.message.as_bytes()),
+        ];
+        let signatures: Vec<&str> = signatures.iter().map(String::as_str).collect();
+        let proofs = Proofs {
+            signatures: &signatures,
+            ..Proofs::default()
+        };
+        let (token, _, _) = self
+            .auth
+            .token_with(&self.ledger, &did, &challenge.nonce, &proofs, now)
+            .unwrap_or_else(|e| panic!("token: {e}"));
+        (did, token.access_token)
     }
 }
 

@@ -16,6 +16,8 @@
 //! | signed ops: deterministic keys, creates, updates, rotation keys | [`ops`] |
 //! | the OpenID code flow as the sign-in page drives it (client registration, authorize, sign-in, token) | [`oidc`] |
 //! | a blocking HTTP client for plain `#[test]` functions | [`http`] |
+//! | a local server of Twilio's Messages API that records SMS and fails on demand | [`twilio`] |
+//! | step-up (issue 11): a DID whose login needs several keys, a login presenting them all, home-api's private route | [`stepup`] |
 //!
 //! Users: `node/tests/*.rs` (in-process), `client/tests/end_to_end.rs` and
 //! `tests/tests/*.rs` (spawned binaries). The kit depends on the node and
@@ -36,6 +38,8 @@ pub mod oidc;
 pub mod ops;
 pub mod router;
 pub mod spawn;
+pub mod stepup;
+pub mod twilio;
 
 pub use spawn::{node_admin, start_node, HomeApi, Node, NodeCommand, Proc};
 

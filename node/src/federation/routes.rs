@@ -15,7 +15,13 @@
 //! error), `provider_unavailable` (down, slow: [`TOTAL`] at most),
 //! `provider_misconfigured`, `invalid_id_token`, `not_linked`,
 //! `ambiguous_link`, `already_linked`, `did_unavailable`, `not_a_member`,
-//! `unknown_provider`, `busy`.
+//! `unknown_provider`, `busy`, `more_factors_needed`.
+//!
+//! A federated sign-in is one factor (issue 11): the linked account. A DID
+//! whose login policy needs more than one factor, or does not count that
+//! link, or a page request that demands MFA (`acr_values`), gets
+//! `more_factors_needed` (401) on the page or in the poll, with a reason
+//! that says what to use instead; nothing is issued.
 
 use super::flow::{self, FedProof, Flow, PollStatus, Purpose, FLOW_LIFE};
 use super::idtoken::{self, Expected};
@@ -292,6 +298,19 @@ fn cookie_name(flow_state: &str) -> String {
     format!("{COOKIE_PREFIX}{}", data_encoding::HEXLOWER.encode(&h[..8]))
 }
 
+/// The cookie that binds a link offer (`fed` handle) to the browser that
+/// signed in at the provider ([`attest`]).
+fn fedlink_cookie_name(fed: &str) -> String {
+    let h = blake3::hash(fed.as_bytes());
+    format!(
+        "{FEDLINK_COOKIE_PREFIX}{}",
+        data_encoding::HEXLOWER.encode(&h.as_bytes()[..8])
+    )
+}
+
+/// Prefix of [`fedlink_cookie_name`].
+const FEDLINK_COOKIE_PREFIX: &str = "didmesh_fedlink_";
+
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -455,7 +474,27 @@ async fn callback(
     let result = finish(&state, &name, &flow_state, flow, &params, &headers).await;
     let mut resp = match result {
         Ok(Outcome::Redirect(url)) => see_other(&url),
-        Ok(Outcome::NotLinked { request, fed }) => not_linked_page(&state, &name, &request, &fed),
+        Ok(Outcome::NotLinked { request, fed }) => {
+            let mut page = not_linked_page(&state, &name, &request, &fed);
+            // The link offer belongs to THIS browser: `attest` wants the
+            // handle back in this cookie too, so a create-and-link URL sent
+            // to someone else (to link the sender's account to the
+            // victim's new DID) is refused in the victim's browser.
+            let secure = if state.public_url.starts_with("https://") {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!(
+                "{}={fed}; Path=/federation/attest; Max-Age={FLOW_LIFE}; HttpOnly; \
+                 SameSite=Strict{secure}",
+                fedlink_cookie_name(&fed)
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                page.headers_mut().append(header::SET_COOKIE, v);
+            }
+            page
+        }
         Ok(Outcome::CliDone) => done_page(&state),
         Err(r) => {
             tracing::info!(provider = %name, error = r.error, "federated sign-in refused");
@@ -557,6 +596,7 @@ async fn finish(
         Purpose::Page { request, .. } => match lookup {
             LinkLookup::One(did) => {
                 check_client(state, &request)?;
+                one_factor_enough(state, &did, name, &account, request.mfa)?;
                 let code = code::issue_with_idp(state, &request, &did, &["fed"], Some(name))
                     .map_err(|e| {
                         tracing::error!(error = %e, "authorization code not issued");
@@ -588,6 +628,7 @@ async fn finish(
         },
         Purpose::CliLogin { poll } => match lookup {
             LinkLookup::One(did) => {
+                one_factor_enough(state, &did, name, &account, false)?;
                 let token = cli_token(state, &did, name)?;
                 state.metrics.tokens_issued.inc();
                 tracing::info!(provider = %name, commitment = %prefix, "federated sign-in (cli)");
@@ -656,6 +697,56 @@ fn lookup(state: &NodeState, provider: &str, account: &str) -> Result<LinkLookup
         provider,
         account,
         &members,
+    ))
+}
+
+/// Whether the federated sign-in of `did` through `provider` (account
+/// commitment `account`), one factor, is a login on its own: the DID's
+/// policy counts that link and needs one factor, and the request does not
+/// demand MFA (module doc).
+fn one_factor_enough(
+    state: &NodeState,
+    did: &str,
+    provider: &str,
+    account: &str,
+    mfa: bool,
+) -> Result<(), Refusal> {
+    let ledger = state.ledger.read().map_err(|_| busy())?;
+    let did_state = ledger
+        .resolve(did)
+        .and_then(|v| v.usable_state().cloned())
+        .ok_or_else(|| {
+            refusal(
+                StatusCode::FORBIDDEN,
+                "did_unavailable",
+                "this DID is deactivated or disputed",
+            )
+        })?;
+    drop(ledger);
+    let (policy, counted) = did_state.login_requirement();
+    let required = if mfa { policy.max(2) } else { policy };
+    let link = did_state
+        .links
+        .iter()
+        .find(|l| l.commitment == account && l.provider == provider)
+        .map(|l| l.id.as_str());
+    let counts = link.is_some_and(|id| counted.iter().any(|f| f.id == id));
+    if counts && required <= 1 {
+        return Ok(());
+    }
+    let why = if !counts {
+        format!("this DID's login policy does not count the linked {provider} account")
+    } else if policy > 1 {
+        format!("this DID's login policy needs {required} distinct factors, and a sign-in through {provider} is one")
+    } else {
+        format!("the app asks for two factors, and a sign-in through {provider} is one")
+    };
+    Err(refusal(
+        StatusCode::UNAUTHORIZED,
+        "more_factors_needed",
+        format!(
+            "{why}; sign in with your wallet's keys or passkey instead (didmesh login, or the sign-in page)"
+        ),
     ))
 }
 
@@ -766,10 +857,24 @@ pub struct AttestBody {
 /// is given, so a DID that has not reached this node yet can be retried.
 async fn attest(
     State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
     body: Result<Json<AttestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let now = crate::now();
+    // Only the browser that came back from the provider holds the offer's
+    // cookie (set with the not-linked page): someone who forwards their
+    // create-and-link URL to a victim gets nothing linked.
+    let bound = cookie_value(&headers, &fedlink_cookie_name(&body.fed))
+        .is_some_and(|v| v.len() == body.fed.len() && v == body.fed);
+    if !bound {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fed_not_this_browser",
+            "this link offer was made for another browser: sign in at the provider from this \
+             browser to link your account",
+        ));
+    }
     let unknown = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -885,6 +990,9 @@ fn signin_url(state: &NodeState, req: &AuthRequest, extra: &[(&str, &str)]) -> S
     if let Some(c) = &req.code_challenge {
         p.push(("code_challenge", c));
         p.push(("code_challenge_method", "S256"));
+    }
+    if req.mfa {
+        p.push(("acr_values", did_core::proto::ACR_MFA));
     }
     p.extend_from_slice(extra);
     redirect_with(

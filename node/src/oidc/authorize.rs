@@ -12,7 +12,24 @@
 //! Parameters sent twice are refused (RFC 6749 §3.1) and parameters sent
 //! empty count as absent (same section). The node keeps no session, so
 //! `prompt=none` is always `login_required`, every sign-in is fresh
-//! (`max_age` is met by `auth_time`), and `prompt=login` changes nothing.
+//! (`max_age` is met by `auth_time`, which is always the sign-in's own
+//! time), and `prompt=login` changes nothing.
+//!
+//! `acr_values` (OIDC Core §3.1.2.1) is honoured for
+//! `urn:didmesh:acr:mfa`: the request handle then demands two or more
+//! distinct factors of the sign-in, even of a DID without a login policy
+//! (issue 11), and the ID token's `acr` says whether they were given.
+//! Other values are voluntary and ignored (§5.5.1.1: a provider returns
+//! the `acr` it satisfied).
+//!
+//! Two things the page shows besides the request come from this node, not
+//! from the client: the configured external providers ("Continue with
+//! NAME", issue 10) and, when the node's not-linked page sent the user back
+//! here with `fed=HANDLE`, the offer to create a DID and link the account
+//! the node verified. `fed` is this node's parameter, not an OAuth one: it
+//! is only passed to the page (refused like any parameter when repeated,
+//! dropped when it is not a handle's shape, never trusted: `POST
+//! /federation/attest` checks the handle again).
 
 use super::code::{redirect_with, MAX_NONCE};
 use super::request::{seal, AuthRequest};
@@ -39,6 +56,9 @@ const MAX_STATE: usize = 1024;
 const MAX_LOGIN_HINT: usize = 256;
 /// Longest query string read.
 const MAX_QUERY: usize = 8192;
+/// Longest `fed` handle passed on to the page (the node's are 22
+/// characters of base64url).
+const MAX_FED: usize = 64;
 
 /// A refusal before the redirect URI is trusted: an error page.
 struct ErrorPage(String);
@@ -237,6 +257,9 @@ fn check(
         ));
     }
     let code_challenge = pkce(params, client)?;
+    let mfa = params
+        .get("acr_values")
+        .is_some_and(|v| v.split(' ').any(|a| a == did_core::proto::ACR_MFA));
     if !state.is_member() {
         return Err(refuse(
             "temporarily_unavailable",
@@ -250,6 +273,7 @@ fn check(
         state: params.get("state").map(str::to_string),
         nonce: nonce.map(str::to_string),
         code_challenge,
+        mfa,
         expires_at: crate::now().saturating_add(REQUEST_TTL),
     })
 }
@@ -320,6 +344,25 @@ fn page(state: &NodeState, client: &ClientReg, req: AuthRequest, params: &Params
         cancel.push(("state", s));
     }
     cancel.push(("iss", &settings.issuer));
+    let providers: Vec<serde_json::Value> = state
+        .federation
+        .buttons()
+        .into_iter()
+        .map(|(name, display_name)| json!({"name": name, "display_name": display_name}))
+        .collect();
+    // A well-formed handle is passed on; which provider's account it holds
+    // (null: unknown, used or expired) lets the page say so before the user
+    // makes a DID for nothing. Peeking uses nothing up.
+    let fed = params
+        .get("fed")
+        .filter(|f| f.len() <= MAX_FED && f.bytes().all(is_base64url));
+    let fed_provider = fed.and_then(|f| {
+        state
+            .federation
+            .flows
+            .peek_proof(f, crate::now())
+            .map(|p| p.provider)
+    });
     let data = json!({
         "request": seal(state, &req),
         "client_id": req.client_id,
@@ -331,9 +374,17 @@ fn page(state: &NodeState, client: &ClientReg, req: AuthRequest, params: &Params
         "network_id": state.genesis.network_id,
         "login_hint": login_hint,
         "cancel_url": redirect_with(&req.redirect_uri, &cancel),
+        "mfa_required": req.mfa,
+        "providers": providers,
+        "fed": fed,
+        "fed_provider": fed_provider,
     });
     let body = PAGE.replacen(MARKER, &script_safe_json(&data), 1);
     html(state, StatusCode::OK, body)
+}
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 fn html(state: &NodeState, status: StatusCode, body: String) -> Response {

@@ -35,11 +35,36 @@
 //! key; [`MAX_BAD_SIGNATURES`] bad signatures void a pending login.
 //! Approving a stranger's code is the device-code phishing risk of
 //! SECURITY.md: the wallet shows the client and redirect target first.
+//!
+//! ## Co-sign slots (issue 11)
+//!
+//! The same store holds a second kind of approval: a wallet whose DID's
+//! login policy needs another device asks for a slot for its live
+//! challenge (`POST /v1/auth/cosign {did, nonce}` → `{code, expires_at}`),
+//! prints the code, and polls `GET /v1/auth/cosign/{code}`. The other
+//! wallet (`didmesh approve CODE`) reads it like a login approval (`GET
+//! /v1/approvals/{code}` answers `kind: "cosign"` with the DID, the
+//! message, the nonce and the audience) and posts its signature, which
+//! the node keeps only if it is by an authentication key of that DID over
+//! that message, while the nonce is live; nothing is used up. The first
+//! wallet then sends every signature in one token request, where the
+//! policy is counted ([`crate::auth`]). A slot lives as long as its
+//! challenge, at most [`LIFE`]; the poll answers `waiting`, `signed` (the
+//! signatures and the key ids that made them) or `expired`. Its lookups of
+//! unknown codes count against the same miss quota as approvals.
+//!
+//! ```text
+//!  wallet A ── POST /v1/auth/cosign {did, nonce} ──► {code "ABCD-EFGH"}
+//!  wallet B ── GET approvals/ABCD-EFGH ──► {kind: cosign, did, message, nonce}
+//!  wallet B ── POST approvals/ABCD-EFGH {signature} ──► {approved, key}
+//!  wallet A ── GET /v1/auth/cosign/ABCD-EFGH ──► {status: signed, signatures, keys}
+//!  wallet A ── POST /v1/auth/token {did, nonce, signatures: [A, B]} ──► token (amr mfa)
+//! ```
 
 use super::code;
 use super::request::AuthRequest;
 use crate::api::ApiError;
-use crate::auth::{AuthError, Proof};
+use crate::auth::{AuthError, Demand, Proofs};
 use crate::NodeState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
@@ -47,7 +72,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use did_core::proto::ChallengeResponse;
+use did_core::login::LoginChallenge;
+use did_core::proto::{ChallengeResponse, CosignSlot, CosignStatus};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -131,28 +157,59 @@ pub enum Status {
     Expired,
 }
 
+/// Co-signatures one slot keeps at most (with the asking wallet's own,
+/// [`crate::auth::MAX_SIGNATURES`] in one token request).
+pub const MAX_COSIGNATURES: usize = crate::auth::MAX_SIGNATURES - 1;
+
+/// What an approval code is for (module doc).
+enum Kind {
+    /// A sign-in page's login, approved from the CLI wallet.
+    Login {
+        /// What the page polls with.
+        pending_id: String,
+        /// The page's authorization request ([`super::request`]).
+        request: AuthRequest,
+        /// The challenge last handed to the wallet.
+        challenge: Option<ChallengeResponse>,
+        redirect: Option<String>,
+    },
+    /// Another wallet's challenge, waiting for a second device.
+    Cosign {
+        challenge: LoginChallenge,
+        /// `(key entry id, signature)`, one per key.
+        signed: Vec<(String, String)>,
+    },
+}
+
 struct Entry {
-    pending_id: String,
     did: String,
-    /// The page's authorization request ([`super::request`]).
-    request: AuthRequest,
     expires_at: u64,
-    /// The challenge last handed to the wallet.
-    challenge: Option<ChallengeResponse>,
-    redirect: Option<String>,
     bad_signatures: u32,
+    kind: Kind,
 }
 
 impl Entry {
+    /// Neither expired nor voided by bad signatures.
+    fn live(&self, now: u64) -> bool {
+        self.expires_at > now && self.bad_signatures < MAX_BAD_SIGNATURES
+    }
+
     fn status(&self, now: u64) -> Status {
-        match &self.redirect {
-            Some(r) => Status::Approved {
+        match &self.kind {
+            Kind::Login {
+                redirect: Some(r), ..
+            } => Status::Approved {
                 redirect: r.clone(),
             },
-            None if self.expires_at <= now || self.bad_signatures >= MAX_BAD_SIGNATURES => {
-                Status::Expired
-            }
-            None => Status::Waiting,
+            _ if !self.live(now) => Status::Expired,
+            _ => Status::Waiting,
+        }
+    }
+
+    fn pending_id(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Login { pending_id, .. } => Some(pending_id),
+            Kind::Cosign { .. } => None,
         }
     }
 }
@@ -172,7 +229,9 @@ impl Inner {
             // still read its redirect; the code inside lives 60 s anyway.
             let keep = e.expires_at > now;
             if !keep {
-                by_id.remove(&e.pending_id);
+                if let Some(id) = e.pending_id() {
+                    by_id.remove(id);
+                }
             }
             keep
         });
@@ -187,16 +246,31 @@ pub struct Created {
     pub expires_at: u64,
 }
 
+/// The two kinds of approval code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalKind {
+    /// A sign-in page's login (client fields present).
+    Login,
+    /// A second device's signature over another wallet's challenge.
+    Cosign,
+}
+
 /// What `GET /v1/approvals/{code}` answers (the CLI reads it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Approval {
+    pub kind: ApprovalKind,
     pub did: String,
-    pub client_id: String,
-    pub client_name: String,
-    pub redirect_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
     pub message: String,
     pub nonce: String,
     pub expires_at: u64,
+    pub audience: String,
 }
 
 /// Why an approval call failed (mapped to `{"error","reason"}`).
@@ -208,6 +282,8 @@ pub enum PendingError {
     Expired,
     #[error("this sign-in was already approved")]
     AlreadyApproved,
+    #[error("this co-sign slot holds as many signatures as a login can use")]
+    CosignFull,
     #[error("too many sign-ins waiting for approval; try again shortly")]
     Full,
     #[error(transparent)]
@@ -225,6 +301,7 @@ impl From<PendingError> for ApiError {
             PendingError::AlreadyApproved => {
                 ApiError::new(StatusCode::CONFLICT, "already_approved", reason)
             }
+            PendingError::CosignFull => ApiError::new(StatusCode::CONFLICT, "cosign_full", reason),
             PendingError::Full => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason)
             }
@@ -298,16 +375,7 @@ impl PendingLogins {
         now: u64,
     ) -> Result<Created, PendingError> {
         let mut inner = self.lock()?;
-        if inner.by_code.len() >= self.max {
-            inner.prune(now);
-            if inner.by_code.len() >= self.max {
-                return Err(PendingError::Full);
-            }
-        }
-        let mut code = ApprovalCode::random();
-        while inner.by_code.contains_key(&code) {
-            code = ApprovalCode::random();
-        }
+        let code = Self::free_code(&mut inner, self.max, now)?;
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let pending_id = data_encoding::BASE64URL_NOPAD.encode(&id);
@@ -318,13 +386,15 @@ impl PendingLogins {
         inner.by_code.insert(
             code.clone(),
             Entry {
-                pending_id: pending_id.clone(),
                 did: did.to_string(),
-                request,
                 expires_at,
-                challenge: Some(challenge),
-                redirect: None,
                 bad_signatures: 0,
+                kind: Kind::Login {
+                    pending_id: pending_id.clone(),
+                    request,
+                    challenge: Some(challenge),
+                    redirect: None,
+                },
             },
         );
         Ok(Created {
@@ -332,6 +402,80 @@ impl PendingLogins {
             pending_id,
             expires_at,
         })
+    }
+
+    /// A code not in use, after pruning when the store is full.
+    fn free_code(inner: &mut Inner, max: usize, now: u64) -> Result<ApprovalCode, PendingError> {
+        if inner.by_code.len() >= max {
+            inner.prune(now);
+            if inner.by_code.len() >= max {
+                return Err(PendingError::Full);
+            }
+        }
+        let mut code = ApprovalCode::random();
+        while inner.by_code.contains_key(&code) {
+            code = ApprovalCode::random();
+        }
+        Ok(code)
+    }
+
+    /// Records a co-sign slot for `did`'s live `challenge` (already
+    /// checked: [`crate::auth::Authenticator::live_challenge`]). It lives
+    /// as long as the challenge, at most [`LIFE`].
+    pub fn create_cosign(
+        &self,
+        did: &str,
+        challenge: LoginChallenge,
+        now: u64,
+    ) -> Result<CosignSlot, PendingError> {
+        let mut inner = self.lock()?;
+        let code = Self::free_code(&mut inner, self.max, now)?;
+        let expires_at = now.saturating_add(LIFE).min(challenge.expires_at);
+        inner.by_code.insert(
+            code.clone(),
+            Entry {
+                did: did.to_string(),
+                expires_at,
+                bad_signatures: 0,
+                kind: Kind::Cosign {
+                    challenge,
+                    signed: vec![],
+                },
+            },
+        );
+        Ok(CosignSlot {
+            code: code.display(),
+            expires_at,
+        })
+    }
+
+    /// What the asking wallet's poll reads.
+    fn cosign_status(&self, code: &ApprovalCode, now: u64) -> Option<CosignStatus> {
+        let inner = self.inner.lock().ok()?;
+        let e = inner.by_code.get(code)?;
+        let Kind::Cosign { signed, .. } = &e.kind else {
+            return None;
+        };
+        Some(if !e.live(now) {
+            CosignStatus::Expired
+        } else if signed.is_empty() {
+            CosignStatus::Waiting
+        } else {
+            CosignStatus::Signed {
+                keys: signed.iter().map(|(k, _)| k.clone()).collect(),
+                signatures: signed.iter().map(|(_, s)| s.clone()).collect(),
+            }
+        })
+    }
+
+    /// Counts a bad signature against the entry of `code`.
+    fn bad_signature(&self, code: &ApprovalCode) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut inner) = self.lock() {
+            if let Some(entry) = inner.by_code.get_mut(code) {
+                entry.bad_signatures += 1;
+            }
+        }
     }
 
     /// The status the page polls for. An id never issued, or forgotten
@@ -405,6 +549,7 @@ pub fn routes() -> Router<Arc<NodeState>> {
         .route("/oidc/signin/pending", post(create))
         .route("/oidc/signin/pending/{pending_id}", get(status))
         .route("/v1/approvals/{code}", get(show).post(approve))
+        .route("/v1/auth/cosign/{code}", get(cosign_poll))
 }
 
 /// The auth limiter (`--auth-rate`) per client network, as for logins;
@@ -550,11 +695,31 @@ fn show_inner(state: &NodeState, addr: SocketAddr, text: &str) -> Result<Respons
             Status::Approved { .. } => return Err(PendingError::AlreadyApproved.into()),
             Status::Expired => return Err(PendingError::Expired.into()),
         }
-        let current = e
-            .challenge
-            .clone()
-            .filter(|c| c.expires_at >= now.saturating_add(CHALLENGE_MARGIN));
-        (e.did.clone(), e.request.clone(), current)
+        match &e.kind {
+            Kind::Cosign { challenge, .. } => {
+                // Another wallet's challenge: shown as it is (it cannot be
+                // reissued: the asking wallet holds its nonce).
+                return Ok(no_store(Approval {
+                    kind: ApprovalKind::Cosign,
+                    did: e.did.clone(),
+                    client_id: None,
+                    client_name: None,
+                    redirect_uri: None,
+                    message: challenge.message(),
+                    nonce: challenge.nonce.clone(),
+                    expires_at: challenge.expires_at,
+                    audience: challenge.audience.clone(),
+                }));
+            }
+            Kind::Login {
+                request, challenge, ..
+            } => {
+                let current = challenge
+                    .clone()
+                    .filter(|c| c.expires_at >= now.saturating_add(CHALLENGE_MARGIN));
+                (e.did.clone(), request.clone(), current)
+            }
+        }
     };
     let challenge = match current {
         Some(c) => c,
@@ -563,28 +728,43 @@ fn show_inner(state: &NodeState, addr: SocketAddr, text: &str) -> Result<Respons
                 .auth
                 .challenge(&state.ledger, &did, Some(&request.client_id), now)?;
             let mut inner = pending.lock()?;
-            if let Some(e) = inner.by_code.get_mut(&code) {
-                e.challenge = Some(fresh.clone());
+            if let Some(Entry {
+                kind: Kind::Login { challenge, .. },
+                ..
+            }) = inner.by_code.get_mut(&code)
+            {
+                *challenge = Some(fresh.clone());
             }
             fresh
         }
     };
     Ok(no_store(Approval {
+        kind: ApprovalKind::Login,
         did,
-        client_id: request.client_id.clone(),
-        client_name: super::find_client(state, &request.client_id)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_client", e.to_string()))?
-            .name,
-        redirect_uri: request.redirect_uri.clone(),
+        client_id: Some(request.client_id.clone()),
+        client_name: Some(
+            super::find_client(state, &request.client_id)
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_client", e.to_string())
+                })?
+                .name,
+        ),
+        redirect_uri: Some(request.redirect_uri.clone()),
         message: challenge.message,
         nonce: challenge.nonce,
         expires_at: challenge.expires_at,
+        audience: challenge.audience,
     }))
 }
 
+/// Body of `POST /v1/approvals/{code}`: the approving wallet's signature
+/// (a login approval may carry more, for a DID whose policy needs them).
 #[derive(Deserialize)]
 struct ApproveBody {
-    signature: String,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    signatures: Vec<String>,
 }
 
 async fn approve(
@@ -599,6 +779,12 @@ async fn approve(
     approve_inner(&state, addr, &text, body).unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What an approval code holds, for its POST.
+enum Target {
+    Login { request: AuthRequest, nonce: String },
+    Cosign { nonce: String },
+}
+
 fn approve_inner(
     state: &NodeState,
     addr: SocketAddr,
@@ -610,7 +796,7 @@ fn approve_inner(
     let pending = state_of(state);
     let now = crate::now();
     let code = lookup(pending, addr.ip(), text, now)?;
-    let (did, request, nonce) = {
+    let (did, target) = {
         let inner = pending.lock()?;
         let e = inner.by_code.get(&code).ok_or(PendingError::UnknownCode)?;
         match e.status(now) {
@@ -618,46 +804,164 @@ fn approve_inner(
             Status::Approved { .. } => return Err(PendingError::AlreadyApproved.into()),
             Status::Expired => return Err(PendingError::Expired.into()),
         }
-        let nonce = e
-            .challenge
-            .as_ref()
-            .map(|c| c.nonce.clone())
-            .ok_or(PendingError::Auth(AuthError::UnknownNonce))?;
-        (e.did.clone(), e.request.clone(), nonce)
-    };
-    // Exactly a login: MAC of the nonce, DID resolved now (disputed or
-    // deactivated refused), signature by an authentication key, nonce
-    // single use.
-    let verified = state.auth.verify(
-        &state.ledger,
-        &did,
-        &nonce,
-        Proof::Signature(&body.signature),
-        false,
-        now,
-    );
-    if let Err(e) = verified {
-        if matches!(e, AuthError::Signature(_)) {
-            pending.failures.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut inner) = pending.lock() {
-                if let Some(entry) = inner.by_code.get_mut(&code) {
-                    entry.bad_signatures += 1;
+        let target = match &e.kind {
+            Kind::Login {
+                request, challenge, ..
+            } => Target::Login {
+                request: request.clone(),
+                nonce: challenge
+                    .as_ref()
+                    .map(|c| c.nonce.clone())
+                    .ok_or(PendingError::Auth(AuthError::UnknownNonce))?,
+            },
+            Kind::Cosign { challenge, signed } => {
+                if signed.len() >= MAX_COSIGNATURES {
+                    return Err(PendingError::CosignFull.into());
+                }
+                Target::Cosign {
+                    nonce: challenge.nonce.clone(),
                 }
             }
+        };
+        (e.did.clone(), target)
+    };
+    let signatures: Vec<&str> = body
+        .signature
+        .iter()
+        .chain(body.signatures.iter())
+        .map(String::as_str)
+        .collect();
+    match target {
+        Target::Cosign { nonce } => {
+            let [signature] = signatures.as_slice() else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "a co-sign approval carries exactly one signature",
+                ));
+            };
+            // By an authentication key of this DID (resolved now), over
+            // this challenge, while its nonce is live; nothing used up.
+            let key = match state
+                .auth
+                .cosign(&state.ledger, &did, &nonce, signature, now)
+            {
+                Ok(key) => key,
+                Err(e) => {
+                    if matches!(e, AuthError::Signature(_)) {
+                        pending.bad_signature(&code);
+                    }
+                    return Err(PendingError::Auth(e).into());
+                }
+            };
+            let mut inner = pending.lock()?;
+            if let Some(Entry {
+                kind: Kind::Cosign { signed, .. },
+                ..
+            }) = inner.by_code.get_mut(&code)
+            {
+                if !signed.iter().any(|(k, _)| *k == key) {
+                    signed.push((key.clone(), signature.to_string()));
+                }
+            }
+            Ok(no_store(
+                serde_json::json!({"approved": true, "kind": "cosign", "key": key}),
+            ))
         }
-        state.metrics.logins_failed.inc();
-        return Err(PendingError::Auth(e).into());
-    }
-    let code_text = code::issue(state, &request, &did, &["swk"])
-        .map_err(|e| PendingError::Code(e.to_string()))?;
-    let redirect = code::success_redirect(state, &request, &code_text);
-    {
-        let mut inner = pending.lock()?;
-        if let Some(e) = inner.by_code.get_mut(&code) {
-            e.redirect = Some(redirect);
+        Target::Login { request, nonce } => {
+            if signatures.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "send the signature",
+                ));
+            }
+            // Exactly a login: MAC of the nonce, DID resolved now (disputed
+            // or deactivated refused), signatures by authentication keys,
+            // the DID's policy and the request's acr_values, nonce single
+            // use.
+            let proofs = Proofs {
+                signatures: &signatures,
+                ..Proofs::default()
+            };
+            let demand = Demand {
+                usernameless: false,
+                min_factors: if request.mfa { 2 } else { 0 },
+            };
+            let verified =
+                match state
+                    .auth
+                    .verify_all(&state.ledger, &did, &nonce, &proofs, demand, now)
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if matches!(e, AuthError::Signature(_)) {
+                            pending.bad_signature(&code);
+                        }
+                        state.metrics.logins_failed.inc();
+                        return Err(PendingError::Auth(e).into());
+                    }
+                };
+            let amr = verified.amr();
+            let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
+            let code_text = code::issue(state, &request, &did, &amr)
+                .map_err(|e| PendingError::Code(e.to_string()))?;
+            let redirect = code::success_redirect(state, &request, &code_text);
+            let mut inner = pending.lock()?;
+            if let Some(Entry {
+                kind: Kind::Login { redirect: r, .. },
+                ..
+            }) = inner.by_code.get_mut(&code)
+            {
+                *r = Some(redirect);
+            }
+            Ok(no_store(serde_json::json!({"approved": true})))
         }
     }
-    Ok(no_store(serde_json::json!({"approved": true})))
+}
+
+/// Body of `POST /v1/auth/cosign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignBody {
+    pub did: String,
+    pub nonce: String,
+}
+
+/// `POST /v1/auth/cosign {did, nonce}`: a co-sign slot for a live
+/// challenge of this node (module doc). Rate-limited with the login
+/// endpoints.
+pub async fn cosign_create(
+    State(state): State<Arc<NodeState>>,
+    body: Result<Json<CosignBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    require_member(&state)?;
+    let now = crate::now();
+    let challenge = state
+        .auth
+        .live_challenge(&state.ledger, &body.did, &body.nonce, now)?;
+    let slot = state_of(&state).create_cosign(&body.did, challenge, now)?;
+    Ok(no_store(slot))
+}
+
+/// `GET /v1/auth/cosign/{code}`: the asking wallet's poll.
+async fn cosign_poll(
+    State(state): State<Arc<NodeState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(text): Path<String>,
+) -> Response {
+    let pending = state_of(&state);
+    let now = crate::now();
+    let code = match lookup(pending, addr.ip(), &text, now) {
+        Ok(code) => code,
+        Err(e) => return e.into_response(),
+    };
+    match pending.cosign_status(&code, now) {
+        Some(status) => no_store(status),
+        // A login approval's code is not a co-sign slot.
+        None => ApiError::from(PendingError::UnknownCode).into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -671,6 +975,7 @@ mod tests {
             state: None,
             nonce: None,
             code_challenge: None,
+            mfa: false,
             expires_at,
         }
     }
@@ -682,6 +987,7 @@ mod tests {
             issued_at: 1000,
             expires_at: 1120,
             audience: "abc.app".into(),
+            policy: None,
         }
     }
 

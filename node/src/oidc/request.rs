@@ -41,6 +41,11 @@ pub struct AuthRequest {
     /// RFC 7636 S256 challenge (43 base64url characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge: Option<String>,
+    /// The client asked for `acr_values=urn:didmesh:acr:mfa`: the sign-in
+    /// must present two or more distinct factors, whatever the DID's
+    /// policy says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa: bool,
     /// Unix seconds after which the handle is refused.
     pub expires_at: u64,
 }

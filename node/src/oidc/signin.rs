@@ -7,18 +7,27 @@
 //! usernameless passkey sign-in ([`crate::auth`]). Both answers carry
 //! `webauthn_challenge` = base64url(SHA-256(message)), what a passkey signs.
 //!
-//! `POST /oidc/signin/complete {request, nonce, did?, signature | assertion}`
+//! `POST /oidc/signin/complete {request, nonce, did?, signature?, assertion?}`
 //! redeems the challenge through the same [`crate::auth::Authenticator`]
 //! (nonce MAC and single use, the DID resolved now: deactivated and
 //! disputed DIDs refused, this node a member), checks a passkey's sign
 //! counter ([`super::counters`]) and answers `{redirect}`: the client's
 //! redirect URI with `code`, `state` and `iss`. Without `did` the DID is
 //! the passkey's user handle (UTF-8, as the page registers it).
+//!
+//! Issue 11: a browser key's `signature` and a passkey `assertion` sent
+//! together are two factors. The DID's login policy applies, and so does
+//! the request's `acr_values=urn:didmesh:acr:mfa` (at least two); too few
+//! is a 401 `more_factors_needed` (`required`, `presented`) that leaves
+//! the nonce usable, so the page can add the other factor and complete
+//! again. The code's `amr` lists what counted (`mfa` for two or more),
+//! and the ID token's `acr` follows from it. The challenge answer carries
+//! the policy (`required` raised to 2 when the request demands MFA).
 
 use super::code;
 use super::request::AuthRequest;
 use crate::api::ApiError;
-use crate::auth::{AuthError, Proof};
+use crate::auth::{AuthError, Demand, PasskeyProof, Proofs};
 use crate::NodeState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -28,6 +37,7 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use did_core::passkey::{challenge_for, Assertion};
+use did_core::proto::PolicyAnswer;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -53,6 +63,9 @@ pub struct ChallengeAnswer {
     pub expires_at: u64,
     /// base64url(SHA-256(message)): the WebAuthn `challenge`.
     pub webauthn_challenge: String,
+    /// What this sign-in needs (absent for a usernameless challenge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyAnswer>,
 }
 
 /// Body of `POST /oidc/signin/complete`.
@@ -123,7 +136,14 @@ pub async fn challenge(
     }
     .inspect_err(|_| state.metrics.logins_failed.inc())?;
     state.metrics.challenges_issued.inc();
+    let policy = ch.policy.map(|mut p| {
+        if req.mfa {
+            p.required = p.required.max(2);
+        }
+        p
+    });
     Ok(no_store(ChallengeAnswer {
+        policy,
         did: body.did,
         webauthn_challenge: URL_SAFE_NO_PAD.encode(challenge_for(ch.message.as_bytes())),
         message: ch.message,
@@ -166,21 +186,28 @@ pub async fn complete(
     check_client(&state, &req)?;
     let did = did_of(&body)?;
     let settings = &state.oidc.settings;
-    let proof = match (&body.signature, &body.assertion) {
-        (Some(sig), None) => Proof::Signature(sig),
-        (None, Some(assertion)) => Proof::Passkey {
+    if body.signature.is_none() && body.assertion.is_none() {
+        return Err(bad("send a signature, an assertion, or both"));
+    }
+    let signatures: Vec<&str> = body.signature.as_deref().into_iter().collect();
+    let proofs = Proofs {
+        signatures: &signatures,
+        passkey: body.assertion.as_ref().map(|assertion| PasskeyProof {
             assertion,
             origins: &settings.origins,
             rp_id: &settings.rp_id,
-        },
-        _ => return Err(bad("send exactly one of signature and assertion")),
+        }),
+        sms: None,
     };
-    let usernameless = body.did.is_none();
+    let demand = Demand {
+        usernameless: body.did.is_none(),
+        min_factors: if req.mfa { 2 } else { 0 },
+    };
     let now = crate::now();
     let verified =
         match state
             .auth
-            .verify(&state.ledger, &did, &body.nonce, proof, usernameless, now)
+            .verify_all(&state.ledger, &did, &body.nonce, &proofs, demand, now)
         {
             Ok(v) => v,
             Err(e) => {
@@ -189,38 +216,36 @@ pub async fn complete(
                 return Err(e.into());
             }
         };
-    let amr: &[&str] = match &verified.passkey {
-        None => &["swk"],
-        Some(p) => {
-            if let Err(e) = state
-                .oidc
-                .counters
-                .check_and_record(&did, &p.credential_id, p.sign_count)
-                .await
-            {
-                state.metrics.logins_failed.inc();
-                tracing::warn!(reason = %e, "passkey sign-in refused");
-                return Err(match e {
-                    super::counters::CounterError::Cloned { .. } => {
-                        ApiError::new(StatusCode::FORBIDDEN, "passkey_cloned", e.to_string())
-                    }
-                    super::counters::CounterError::Store(_) => AuthError::Busy.into(),
-                });
-            }
-            // RFC 8176: hwk = proof of a hardware-held key; user = the
-            // authenticator tested the user (UV flag).
-            if p.user_verified {
-                &["hwk", "user"]
-            } else {
-                &["hwk"]
-            }
+    if let Some(p) = &verified.passkey {
+        if let Err(e) = state
+            .oidc
+            .counters
+            .check_and_record(&did, &p.credential_id, p.sign_count)
+            .await
+        {
+            state.metrics.logins_failed.inc();
+            tracing::warn!(reason = %e, "passkey sign-in refused");
+            return Err(counter_refusal(e));
         }
-    };
-    let code = code::issue(&state, &req, &did, amr).map_err(|e| {
+    }
+    let amr = verified.amr();
+    let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
+    let code = code::issue(&state, &req, &did, &amr).map_err(|e| {
         tracing::error!(error = %e, "authorization code not issued");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;
     Ok(no_store(serde_json::json!({
         "redirect": code::success_redirect(&state, &req, &code),
     })))
+}
+
+/// The answer to a passkey whose sign counter went backwards (a clone) or
+/// could not be checked.
+pub fn counter_refusal(e: super::counters::CounterError) -> ApiError {
+    match e {
+        super::counters::CounterError::Cloned { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "passkey_cloned", e.to_string())
+        }
+        super::counters::CounterError::Store(_) => AuthError::Busy.into(),
+    }
 }

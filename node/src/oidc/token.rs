@@ -34,8 +34,9 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// `acr` of every didmesh sign-in for now: one factor.
-pub const ACR_1FA: &str = "urn:didmesh:acr:1fa";
+/// `acr` of a one-factor sign-in; [`ACR_MFA`] for two or more distinct
+/// factors (the code's `amr` has `mfa`).
+pub use did_core::proto::{ACR_1FA, ACR_MFA};
 
 /// A §5.2 error answer.
 #[derive(Debug)]
@@ -396,7 +397,7 @@ fn mint(
         auth_time: facts.auth_time,
         nonce: facts.nonce.clone(),
         amr: facts.amr.clone(),
-        acr: ACR_1FA.to_string(),
+        acr: crate::auth::acr_of_amr(&facts.amr).to_string(),
         idp: facts.idp.clone(),
     };
     let failed = |e: crate::token_keys::SignError| {
@@ -409,6 +410,7 @@ fn mint(
     let mut access = Claims::for_login(&settings.issuer, &facts.sub, client_id, now, ttl, jti);
     access.auth_time = facts.auth_time;
     access.amr = facts.amr.clone();
+    access.acr = Some(crate::auth::acr_of_amr(&facts.amr).to_string());
     let access_token = state
         .token_keys
         .sign(

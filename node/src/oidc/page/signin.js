@@ -260,6 +260,10 @@
     "rp_id", "network_id", "cancel_url",
   ];
 
+  // A provider name as nodes configure it (node/src/federation/config.rs;
+  // did-core federation.rs MAX_PROVIDER_NAME).
+  const PROVIDER_NAME = /^[a-z0-9_-]{1,32}$/;
+
   function httpUrl(s) {
     try {
       const u = new URL(s);
@@ -289,20 +293,35 @@
       if (!httpUrl(cfg[f])) throw new Error(`The sign-in request's ${f} is not an http(s) URL.`);
     }
     cfg.node_url = cfg.node_url.replace(/\/+$/, "");
+    // External providers (issue 10): optional; an entry that is not what a
+    // node configures is left out rather than shown.
+    if (cfg.providers !== undefined && cfg.providers !== null && !Array.isArray(cfg.providers)) {
+      throw new Error("The sign-in request's providers is not a list.");
+    }
+    cfg.providers = (cfg.providers || []).filter(
+      (p) => p && typeof p.name === "string" && PROVIDER_NAME.test(p.name) &&
+        typeof p.display_name === "string" && p.display_name !== "",
+    );
+    for (const f of ["fed", "fed_provider"]) {
+      if (cfg[f] === undefined || cfg[f] === "") cfg[f] = null;
+      if (cfg[f] !== null && typeof cfg[f] !== "string") throw new Error(`The sign-in request's ${f} is not a string.`);
+    }
     return Object.freeze(cfg);
   }
 
   // --- Talking to the node ---------------------------------------------------------
 
   // A failure the node explained: its `{error, reason}` body.
-  async function callNode(cfg, method, path, body) {
+  // `credentials` is "omit" but for a call that must show the node a cookie
+  // it set for this browser on its own origin ("same-origin").
+  async function callNode(cfg, method, path, body, credentials = "omit") {
     let res;
     try {
       res = await fetch(cfg.node_url + path, {
         method,
         headers: body === undefined ? {} : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-        credentials: "omit",
+        credentials,
         cache: "no-store",
       });
     } catch (err) {
@@ -349,7 +368,9 @@
   // --- The page ---------------------------------------------------------------------------
 
   const el = (id) => document.querySelector(`[data-testid="${id}"]`);
-  const ACTIONS = ["create-passkey", "signin-passkey", "create-browser-key", "signin-browser-key", "start-approve"];
+  const ACTIONS = [
+    "create-passkey", "signin-passkey", "create-browser-key", "signin-browser-key", "start-approve", "create-and-link",
+  ];
 
   function page(cfg) {
     let pollTimer = null;
@@ -364,6 +385,7 @@
     };
     const setBusy = (busy) => {
       for (const id of ACTIONS) el(id).disabled = busy || el(id).dataset.unavailable === "1";
+      for (const p of cfg.providers) el(`continue-with-${p.name}`).disabled = busy;
       el("did-input").disabled = busy;
     };
     const stopPolling = () => {
@@ -550,6 +572,113 @@
       await saveRecord({ ...rec, state, head: done.cid });
     }
 
+    // --- External providers (issue 10) ---
+
+    const displayName = (name) => (cfg.providers.find((p) => p.name === name) || {}).display_name || name;
+
+    // "Continue with NAME": a top-level navigation to this node, which sets
+    // the cookie that binds the provider's answer to this browser and sends
+    // the browser on to the provider; the provider's answer comes back to
+    // this node (node/src/federation/routes.rs).
+    const continueWith = (name) => () => {
+      stopPolling();
+      showError(null);
+      setBusy(true);
+      status(`Going to ${displayName(name)}…`);
+      window.location.assign(
+        `${cfg.node_url}/federation/${encodeURIComponent(name)}/start?request=${encodeURIComponent(cfg.request)}`,
+      );
+    };
+
+    // A link entry id: the provider's name, or NAME-1, NAME-2, … when taken
+    // (ids are 1-32 of [A-Za-z0-9_-], unique among the DID's links).
+    function linkId(name, links) {
+      const taken = new Set(links.map((l) => l.id));
+      if (!taken.has(name)) return name;
+      for (let i = 1; ; i++) {
+        const suffix = `-${i}`;
+        const id = name.slice(0, 32 - suffix.length) + suffix;
+        if (!taken.has(id)) return id;
+      }
+    }
+
+    // The attestation the node answered, as a FedLink (did-core
+    // federation.rs: exactly these fields; the node refuses others).
+    function linkEntry(att, id) {
+      if (!att || typeof att !== "object") throw new Error("The node answered with no attestation.");
+      for (const f of ["provider", "commitment", "attested_by", "attestation"]) {
+        if (typeof att[f] !== "string" || att[f] === "") throw new Error(`The node's attestation lacks ${f}.`);
+      }
+      if (!Number.isSafeInteger(att.attested_at)) throw new Error("The node's attestation lacks attested_at.");
+      if (att.provider !== cfg.fed_provider) throw new Error("The node attested an account at another provider.");
+      return {
+        id,
+        provider: att.provider,
+        commitment: att.commitment,
+        attested_by: att.attested_by,
+        attested_at: att.attested_at,
+        attestation: att.attestation,
+      };
+    }
+
+    // Create and link, in steps that a retry does not repeat: a DID made
+    // here stays this offer's DID, and an attestation once given (the node
+    // gives one per handle) is kept until the link op is accepted.
+    const linking = { rec: null, link: null };
+    async function createAndLink() {
+      if (!linking.rec) linking.rec = await createDid();
+      const rec = linking.rec;
+      const name = cfg.fed_provider;
+      if (!linking.link) {
+        status(`Linking your ${displayName(name)} account to ${rec.did}…`);
+        // same-origin: the not-linked page sent the browser here, to the
+        // node's own origin, and a node that binds the offer to the browser
+        // that signed in at the provider reads that binding from a cookie.
+        const att = await callNode(cfg, "POST", "/federation/attest", { fed: cfg.fed, did: rec.did }, "same-origin");
+        linking.link = linkEntry(att.link, linkId(name, rec.state.links || []));
+      }
+      if (!(rec.state.links || []).some((l) => l.commitment === linking.link.commitment)) {
+        const state = { ...rec.state, links: [...(rec.state.links || []), linking.link] };
+        const op = await signOp(
+          { type: "update", did: rec.did, prev: rec.head, state, created_at: nowSecs(), signer: rec.public_key_multibase },
+          rec.private_key,
+        );
+        const done = await callNode(cfg, "POST", "/v1/ops", op);
+        if (typeof done.cid !== "string") throw new Error("The node did not accept the link.");
+        linking.rec = { ...rec, state, head: done.cid };
+        await saveRecord(linking.rec);
+      }
+      await signInWithBrowserKey(linking.rec);
+    }
+
+    function showFederation() {
+      const box = el("providers");
+      box.replaceChildren(
+        ...cfg.providers.map((p) => {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.dataset.testid = `continue-with-${p.name}`;
+          b.textContent = `Continue with ${p.display_name}`;
+          b.addEventListener("click", continueWith(p.name));
+          return b;
+        }),
+      );
+      el("federation").hidden = cfg.providers.length === 0;
+      if (cfg.fed === null) return;
+      if (cfg.fed_provider === null) {
+        showError(
+          "The offer to link your account at a provider is unknown, used or expired (it lasts 10 minutes). " +
+            "Continue with your provider again.",
+        );
+        return;
+      }
+      const display = displayName(cfg.fed_provider);
+      el("fed-explanation").textContent =
+        `Your account at ${display} is not linked to a DID yet. Create a DID in this browser and link it?`;
+      el("fed-link-command").textContent = `didmesh link --via ${cfg.fed_provider} --node ${cfg.node_url}`;
+      el("fed-offer").hidden = false;
+    }
+
     function showBrowserDid(did) {
       const out = el("browser-did");
       out.textContent = did ? `This browser holds ${did}.` : "This browser holds no DID yet.";
@@ -613,16 +742,20 @@
       }),
     );
     el("signin-passkey").addEventListener("click", action(() => signInWithPasskey(null, null)));
+    el("create-and-link").addEventListener("click", action(createAndLink));
     el("start-approve").addEventListener("click", action(startApprove));
     el("approve-form").addEventListener("submit", (e) => e.preventDefault());
 
+    showFederation();
+
     if (!window.isSecureContext || !window.crypto || !crypto.subtle) {
-      for (const id of ["create-passkey", "signin-passkey", "create-browser-key", "signin-browser-key"]) {
+      for (const id of ["create-passkey", "signin-passkey", "create-browser-key", "signin-browser-key", "create-and-link"]) {
         el(id).dataset.unavailable = "1";
       }
       showError(
         "This page must be served over HTTPS (or from localhost): browsers offer keys and passkeys " +
-          "only to secure pages. You can still approve from the command line.",
+          "only to secure pages. You can still approve from the command line" +
+          (cfg.providers.length ? " or continue with a provider." : "."),
       );
     } else if (!window.PublicKeyCredential) {
       for (const id of ["create-passkey", "signin-passkey"]) el(id).dataset.unavailable = "1";
@@ -632,6 +765,7 @@
       pickRecord(cfg).then((r) => showBrowserDid(r && r.did), () => showBrowserDid(null));
     }
     el("main").hidden = false;
+    if (!el("fed-offer").hidden) el("fed-offer-heading").focus(); // what this visit is about
   }
 
   // Pure helpers, for tests and the curious (no keys, no state).
