@@ -22,6 +22,8 @@
 # node N's JWKS (any node's would do: they all serve the same member keys).
 # The Flask app with "Sign in with didmesh" listens on 127.0.0.1:8090 as
 # client "Home activities", registered by a wallet in .data/cluster/rp.
+# DIDMESH_PROVIDERS=FILE and DIDMESH_SMS=FILE in the environment give every
+# node external OpenID providers and SMS codes (README).
 # With --with, node N also serves HTTPS (a local CA in .data/cluster/ca;
 # aws-jwt-verify fetches JWKS over https only) and the sidecars read its
 # JWKS: Envoy on 127.0.0.1:8081, aws-jwt-verify on :8082 (each in front of a
@@ -74,6 +76,17 @@ start() { # name, logfile, command...
 }
 
 up() {
+  # External providers (--providers) and SMS (--sms) are node configuration
+  # read from the environment: DIDMESH_PROVIDERS=FILE and DIDMESH_SMS=FILE
+  # reach every node (made absolute here, since nodes may resolve paths
+  # from elsewhere).
+  local f
+  for f in DIDMESH_PROVIDERS DIDMESH_SMS; do
+    if [[ -n ${!f:-} ]]; then
+      [[ -f ${!f} ]] || die "$f=${!f}: no such file"
+      export "$f=$(cd "$(dirname "${!f}")" && pwd)/$(basename "${!f}")"
+    fi
+  done
   local n=3 with=""
   while (($#)); do
     case $1 in
