@@ -143,7 +143,7 @@ impl Fixture {
 async fn a_code_goes_out_in_twilios_wire_format_and_checks_once() {
     let f = fixture(CONFIG).await;
     let phone = TestPhone::new("phone-1", "+447700900123", 1);
-    let did = f.did(1, &[phone.clone()], true).await;
+    let did = f.did(1, std::slice::from_ref(&phone), true).await;
     let (nonce, _) = f.node.challenge(&did).await;
     let (status, body) = f.ask(&did, &nonce, &phone).await;
     assert_eq!(status, 202, "{body}");
@@ -201,7 +201,7 @@ async fn a_code_goes_out_in_twilios_wire_format_and_checks_once() {
 async fn a_number_that_does_not_match_the_commitment_sends_and_spends_nothing() {
     let f = fixture(CONFIG).await;
     let phone = TestPhone::new("phone-1", "+447700900123", 2);
-    let did = f.did(2, &[phone.clone()], true).await;
+    let did = f.did(2, std::slice::from_ref(&phone), true).await;
     let (nonce, _) = f.node.challenge(&did).await;
     let other_number = TestPhone {
         number: "+447700900124".into(),
@@ -226,7 +226,7 @@ async fn a_number_that_does_not_match_the_commitment_sends_and_spends_nothing() 
     }
     // a phone the policy does not count: a code would not help the login
     let uncounted = TestPhone::new("phone-1", "+447700900125", 3);
-    let did2 = f.did(3, &[uncounted.clone()], false).await;
+    let did2 = f.did(3, std::slice::from_ref(&uncounted), false).await;
     let (nonce2, _) = f.node.challenge(&did2).await;
     let (status, body) = f.ask(&did2, &nonce2, &uncounted).await;
     assert_eq!(
@@ -246,7 +246,7 @@ async fn a_number_that_does_not_match_the_commitment_sends_and_spends_nothing() 
 async fn five_wrong_codes_lock_the_login_and_a_code_expires() {
     let f = fixture(CONFIG).await;
     let phone = TestPhone::new("phone-1", "+15550100001", 4);
-    let did = f.did(4, &[phone.clone()], true).await;
+    let did = f.did(4, std::slice::from_ref(&phone), true).await;
     let (nonce, _) = f.node.challenge(&did).await;
     assert_eq!(f.ask(&did, &nonce, &phone).await.0, 202);
     let code = f.twilio.last_code_to(&phone.number).unwrap();
@@ -333,7 +333,7 @@ async fn unlisted_and_unpriced_destinations_are_refused_without_sending() {
 async fn provider_errors_are_502_and_refund_the_reserved_spend() {
     let f = fixture(CONFIG).await;
     let phone = TestPhone::new("phone-1", "+15550100002", 7);
-    let did = f.did(7, &[phone.clone()], true).await;
+    let did = f.did(7, std::slice::from_ref(&phone), true).await;
     for (status, code) in [(400, 21211), (503, 20500)] {
         f.twilio
             .fail_with(status, code, "The 'To' number is not valid.");
@@ -583,7 +583,7 @@ async fn sms_pumping_is_bounded_blocked_and_survives_a_sigkill() {
         let mut v = vec![];
         for u in 0..(ATTACK_REQUESTS / LEGIT_EVERY) as u32 {
             let phone = TestPhone::new("phone-1", &format!("+447700900{:03}", u), 50_000 + u);
-            let (op, did) = phone_did_op(&key(0x1E, u), &[phone.clone()], true);
+            let (op, did) = phone_did_op(&key(0x1E, u), std::slice::from_ref(&phone), true);
             let (s, b) = http
                 .post("/v1/ops", &serde_json::to_value(&op).unwrap(), one)
                 .await;
@@ -597,9 +597,8 @@ async fn sms_pumping_is_bounded_blocked_and_survives_a_sigkill() {
     let mut legit_results: Vec<(u16, String, u64)> = vec![];
     let mut blocked_at: Option<usize> = None;
     let mut max_spent = 0u64;
-    for batch in 0..ATTACK_REQUESTS / LEGIT_EVERY {
+    for (batch, (did, phone)) in legit.iter().enumerate() {
         // A legitimate user: own DID, own number, own network.
-        let (did, phone) = &legit[batch];
         let ip = IpAddr::V4(Ipv4Addr::new(198, 51, batch as u8, 20));
         let before = http.sms_status().await["spent_micros"].as_u64().unwrap();
         let (s, b) = http.ask(did, phone, ip).await;
@@ -740,7 +739,7 @@ async fn sms_pumping_is_bounded_blocked_and_survives_a_sigkill() {
     );
     // Still spent, still blocked: a new UK user and a new +881 request.
     let newcomer = TestPhone::new("phone-1", "+447700900999", 90_000);
-    let (op, did) = phone_did_op(&key(0x1E, 999), &[newcomer.clone()], true);
+    let (op, did) = phone_did_op(&key(0x1E, 999), std::slice::from_ref(&newcomer), true);
     let (s, _) = http
         .post("/v1/ops", &serde_json::to_value(&op).unwrap(), one)
         .await;

@@ -20,7 +20,7 @@
 //!    priced requests to one prefix in the last `velocity_window_secs`
 //!    (sent or refused by a later step: the spike in demand is the signal)
 //!    blocks that prefix for `velocity_block_secs` (`velocity`, logged as
-//!    a warning; durable at once);
+//!    a warning; flushed at once);
 //! 5. **caps**, sliding windows of an hour and a day over messages sent:
 //!    per number, per DID, per client network (IPv4 /24, IPv6 /64;
 //!    [`crate::limits`]) (`per_number_hour`, …, `per_client_day`);
@@ -471,9 +471,9 @@ impl Guard {
             batch.insert(block_key.as_bytes(), &until.to_be_bytes());
             batch.remove(velocity_key.as_bytes());
             self.count_refusal(&mut batch, &month, prefix, Reason::Velocity)?;
+            // Rare, and what an operator must find after a crash: the
+            // caller flushes it ([`Self::flush`]; not here, under the lock).
             self.tree.apply_batch(batch)?;
-            // Rare, and what an operator must find after a crash: durable.
-            self.tree.flush()?;
             tracing::warn!(
                 prefix,
                 requests = v.len(),

@@ -24,7 +24,7 @@
 //! endpoints (`--auth-rate`). Numbers appear in logs masked only; codes
 //! and the Twilio token never.
 
-use super::guard::Attempt;
+use super::guard::{Attempt, Reason};
 use super::{codes, mask, SmsError};
 use crate::api::ApiError;
 use crate::NodeState;
@@ -219,6 +219,10 @@ async fn send(
     let reservation = match sms.guard.reserve(&attempt).map_err(unavailable)? {
         Ok(r) => r,
         Err(refusal) => {
+            if refusal.reason == Reason::Velocity {
+                // A new block: durable before the answer.
+                sms.guard.flush().await.map_err(unavailable)?;
+            }
             tracing::info!(
                 to = %mask(&req.number),
                 reason = refusal.reason.as_str(),
