@@ -134,7 +134,9 @@ impl DidState {
                 let counted = if p.factors.is_empty() {
                     all
                 } else {
-                    all.into_iter().filter(|f| p.factors.contains(&f.id)).collect()
+                    all.into_iter()
+                        .filter(|f| p.factors.contains(&f.id))
+                        .collect()
                 };
                 (p.required, counted)
             }
