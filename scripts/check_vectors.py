@@ -230,6 +230,14 @@ def check_login_message(v) -> list:
     return [] if message == v["message"] else ["message text differs"]
 
 
+def check_phone(v: dict) -> list[str]:
+    """Login policy phones: blake3("didmesh phone v1\\0" || len(salt) u64be || salt || number)."""
+    salt = bytes.fromhex(v["salt_hex"])
+    h = blake3.blake3(b"didmesh phone v1\x00" + len(salt).to_bytes(8, "big") + salt + v["number"].encode())
+    got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+    return [] if got == v["commitment"] else [f"commitment {got} != {v['commitment']}"]
+
+
 def main(path: str) -> int:
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
@@ -242,6 +250,7 @@ def main(path: str) -> int:
             ("federated link", v, lambda v: check_link(v, doc["vectors"]))
             for v in doc["federated_links"]
         ]
+        + [("phone commitment", v, check_phone) for v in doc["phone_commitments"]]
     )
     failed = 0
     for kind, v, fn in checks:

@@ -53,6 +53,20 @@ fn vectors() -> Value {
     );
     let update_link =
         Operation::update(&did, update.cid().unwrap(), linked, 1_790_000_090, &a).unwrap();
+    // A login policy: 2 of {key-1, the phone key (tagged), a committed phone}.
+    let phone = phone_vector();
+    let mut guarded = next.clone();
+    guarded.verification_methods[1].device = Some("phone".into());
+    guarded.phones.push(did_core::policy::Phone {
+        id: "mobile".into(),
+        commitment: phone["commitment"].as_str().unwrap().to_string(),
+    });
+    guarded.login_policy = Some(did_core::policy::LoginPolicy {
+        required: 2,
+        factors: vec!["key-1".into(), "phone".into(), "mobile".into()],
+    });
+    let update_policy =
+        Operation::update(&did, update.cid().unwrap(), guarded, 1_790_000_095, &a).unwrap();
     // A membership change by two members (author a, co-signer b): the
     // co-signature is outside the signed body and outside the CID.
     let member_add = Operation::membership(
@@ -100,6 +114,7 @@ fn vectors() -> Value {
             entry("update-by-second-rotation-key", &seed_b, &update),
             entry("deactivate", &seed_a, &deactivate),
             entry("update-with-federated-link", &seed_a, &update_link),
+            entry("update-with-login-policy", &seed_a, &update_policy),
             entry("member-add-with-cosignature", &seed_a, &member_add),
             entry("member-add-with-token-keys", &seed_a, &member_add_token_keys),
         ],
@@ -107,6 +122,20 @@ fn vectors() -> Value {
         "networks": [network_vector()],
         "login_messages": [login_vector()],
         "federated_links": [link],
+        "phone_commitments": [phone],
+    })
+}
+
+/// A phone commitment (PROTOCOL.md, "Login policy"): base64url(blake3(
+/// "didmesh phone v1\0" ‖ len(salt) as u64 big-endian ‖ salt ‖ number)).
+fn phone_vector() -> Value {
+    let salt: [u8; 16] = core::array::from_fn(|i| (0xa0 + i) as u8);
+    let number = "+14155550100";
+    json!({
+        "name": "us-number",
+        "salt_hex": hex::encode(salt),
+        "number": number,
+        "commitment": did_core::policy::phone_commitment(&salt, number),
     })
 }
 
