@@ -3,7 +3,7 @@
 //!
 //! `didmesh-node --tls-cert FILE --tls-key FILE` (PEM; env `DIDMESH_TLS_CERT`
 //! / `DIDMESH_TLS_KEY`) turns it on; the default `--public-url` then becomes
-//! `https://<http-addr>`, so the discovery document's `jwks_uri` names the
+//! `https://<http-addr>`, so the discovery document's DID-login endpoints name the
 //! scheme clients really use.
 //!
 //! * [`server_config`] reads the certificate chain and key and builds a

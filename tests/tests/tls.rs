@@ -132,20 +132,22 @@ fn node_serves_its_jwks_over_https_to_clients_that_trust_its_ca() {
         let (status, body) = get(host, "/.well-known/jwks.json").unwrap();
         assert_eq!(status, 200, "{body}");
         let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // One member: its Ed25519, RSA and P-256 token keys.
         let keys = jwks["keys"].as_array().unwrap();
-        assert_eq!(keys.len(), 1, "{jwks}");
-        assert_eq!(keys[0]["kty"], "OKP");
-        assert_eq!(keys[0]["alg"], "EdDSA");
+        assert_eq!(keys.len(), 3, "{jwks}");
+        let algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
+        assert_eq!(algs, ["EdDSA", "RS256", "ES256"], "{jwks}");
     }
 
     // With TLS on, the default public URL is https, so discovery points
-    // verifiers at the https JWKS.
+    // wallets at this node's https login endpoints (the provider endpoints
+    // and the JWKS hang off the issuer, the network's one public name).
     let (status, body) = get("localhost", "/.well-known/openid-configuration").unwrap();
     assert_eq!(status, 200, "{body}");
     let discovery: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        discovery["jwks_uri"],
-        format!("https://127.0.0.1:{port}/.well-known/jwks.json")
+        discovery["didmesh_challenge_endpoint"],
+        format!("https://127.0.0.1:{port}/v1/auth/challenge")
     );
 
     // The auth routes sit behind the per-address rate limiter, which reads
