@@ -26,6 +26,37 @@
 use did_core::{Cid, Ledger, Operation};
 use std::path::Path;
 
+/// sled 0.34 can deadlock the whole process when an explicit flush
+/// overlaps a batch: a flush holds sled's global concurrency-control lock
+/// for reading while it waits for the log to become stable, a batch
+/// (`apply_batch`, transactions) waits for that lock for writing, and the
+/// waiting writer keeps sled's own log flusher from taking it for reading,
+/// so the flush never finishes (seen here: the SMS guard's batches and
+/// flushes from two request threads hung a node with no CPU use). Every
+/// batch and every explicit flush in the node goes through this gate, so
+/// the two never overlap.
+static SLED_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` (a sled batch and/or flush) alone ([`SLED_GATE`]).
+pub fn gated<T>(f: impl FnOnce() -> T) -> T {
+    let _held = SLED_GATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f()
+}
+
+/// [`gated`] for async callers: the flush blocks, so it runs on the
+/// blocking pool.
+pub async fn gated_flush(tree: sled::Tree) -> sled::Result<usize> {
+    tokio::task::spawn_blocking(move || gated(|| tree.flush()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(sled::Error::Io(std::io::Error::other(format!(
+                "flush task failed: {e}"
+            ))))
+        })
+}
+
 const HEAD_KEY: &[u8] = b"H";
 /// What the node has acknowledged (count ‖ chain hash), inside the sled folder.
 const ACKED_FILE: &str = "didmesh-acked";
@@ -258,8 +289,11 @@ impl Store {
         head.extend_from_slice(&n.to_be_bytes());
         head.extend_from_slice(&running);
         batch.insert(HEAD_KEY, head);
-        self.log.apply_batch(batch).map_err(StorageError::Write)?;
-        self.db.flush().map_err(StorageError::Write)?;
+        gated(|| {
+            self.log.apply_batch(batch)?;
+            self.db.flush()
+        })
+        .map_err(StorageError::Write)?;
         self.count = n;
         self.head = running;
         self.record_acked()

@@ -90,8 +90,8 @@ impl SignCounters {
             // Another sign-in of the same credential won the race: check
             // against its counter.
         }
-        self.tree
-            .flush_async()
+        // Gated: a flush must not overlap a batch ([`crate::storage::gated`]).
+        crate::storage::gated_flush(self.tree.clone())
             .await
             .map_err(|e| CounterError::Store(e.to_string()))?;
         Ok(())

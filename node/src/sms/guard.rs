@@ -333,7 +333,7 @@ impl Guard {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
                 tree.insert(b"key", &key[..])?;
-                tree.flush()?;
+                crate::storage::gated(|| tree.flush())?;
                 key
             }
         };
@@ -407,7 +407,7 @@ impl Guard {
             batch.insert(key.as_bytes(), times);
         }
         self.count_refusal(&mut batch, month, bucket, reason)?;
-        self.tree.apply_batch(batch)?;
+        crate::storage::gated(|| self.tree.apply_batch(batch))?;
         Ok(Err(Refusal {
             reason,
             retry_after: retry_after.max(1),
@@ -473,7 +473,7 @@ impl Guard {
             self.count_refusal(&mut batch, &month, prefix, Reason::Velocity)?;
             // Rare, and what an operator must find after a crash: the
             // caller flushes it ([`Self::flush`]; not here, under the lock).
-            self.tree.apply_batch(batch)?;
+            crate::storage::gated(|| self.tree.apply_batch(batch))?;
             tracing::warn!(
                 prefix,
                 requests = v.len(),
@@ -575,7 +575,7 @@ impl Guard {
         if warn {
             batch.insert(warned_key.as_bytes(), &[1u8][..]);
         }
-        self.tree.apply_batch(batch)?;
+        crate::storage::gated(|| self.tree.apply_batch(batch))?;
         if warn {
             tracing::warn!(
                 month = %month,
@@ -594,7 +594,9 @@ impl Guard {
 
     /// Makes what [`Self::reserve`] wrote durable (before sending).
     pub async fn flush(&self) -> Result<(), GuardError> {
-        self.tree.flush_async().await?;
+        // Not sled's flush_async: it would overlap other threads' batches
+        // ([`crate::storage::gated`]).
+        crate::storage::gated_flush(self.tree.clone()).await?;
         Ok(())
     }
 
@@ -607,7 +609,7 @@ impl Guard {
         self.put_stats(&mut batch, &r.month, &r.prefix, &s);
         let n = be(self.tree.get(b"t/sent")?) + 1;
         batch.insert(&b"t/sent"[..], &n.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        crate::storage::gated(|| self.tree.apply_batch(batch))?;
         Ok(())
     }
 
@@ -630,7 +632,7 @@ impl Guard {
         let total = format!("t/r/{}", Reason::ProviderError.as_str());
         let n = be(self.tree.get(&total)?) + 1;
         batch.insert(total.as_bytes(), &n.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        crate::storage::gated(|| self.tree.apply_batch(batch))?;
         Ok(())
     }
 
@@ -722,7 +724,7 @@ impl Guard {
                 batch.remove(k);
             }
         }
-        self.tree.apply_batch(batch)?;
+        crate::storage::gated(|| self.tree.apply_batch(batch))?;
         Ok(())
     }
 }
