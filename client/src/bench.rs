@@ -539,6 +539,24 @@ impl Flow for LoginFlow {
     }
 }
 
+/// Runs `flow` in the closed loop against `target` and reports it as
+/// `bench`, with the number of DIDs it signs in as (what every `bench`
+/// subcommand ends with).
+async fn run_flow<F: Flow>(
+    bench: &'static str,
+    flow: Arc<F>,
+    target: &Target,
+    concurrency: usize,
+    threads: usize,
+    duration: Duration,
+    dids: Option<usize>,
+) -> Result<Report, ClientError> {
+    let (stats, elapsed) = closed_loop(flow, target.addr, concurrency, duration).await?;
+    let mut report = Report::new(bench, &target.url, concurrency, threads, elapsed, stats);
+    report.dids = dids;
+    Ok(report)
+}
+
 /// Options of `bench login`.
 #[derive(Debug, Clone)]
 pub struct LoginOptions {
@@ -576,17 +594,16 @@ pub async fn login(opts: LoginOptions) -> Result<Report, ClientError> {
         target: target.clone(),
         ids,
     });
-    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
-    let mut report = Report::new(
+    run_flow(
         "login",
-        &target.url,
+        flow,
+        &target,
         opts.concurrency,
         opts.threads,
-        elapsed,
-        stats,
-    );
-    report.dids = Some(dids);
-    Ok(report)
+        opts.duration,
+        Some(dids),
+    )
+    .await
 }
 
 /// Options of `bench oidc`.
@@ -781,13 +798,10 @@ pub async fn oidc(opts: OidcOptions) -> Result<Report, ClientError> {
         )));
     }
     let basic = match &opts.client_secret {
-        Some(secret) => {
-            let mut v = HeaderValue::from_str(&oidc::basic_auth(&opts.client_id, secret)).map_err(
-                |_| ClientError::usage("--client-secret has characters a header cannot carry"),
-            )?;
-            v.set_sensitive(true);
-            Some(v)
-        }
+        Some(secret) => Some(sensitive_header(
+            &oidc::basic_auth(&opts.client_id, secret),
+            "--client-secret",
+        )?),
         None => None,
     };
     let ids = setup_dids(&target, opts.dids).await?;
@@ -802,17 +816,16 @@ pub async fn oidc(opts: OidcOptions) -> Result<Report, ClientError> {
         network_id,
         jwks,
     });
-    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
-    let mut report = Report::new(
+    run_flow(
         "oidc",
-        &target.url,
+        flow,
+        &target,
         opts.concurrency,
         opts.threads,
-        elapsed,
-        stats,
-    );
-    report.dids = Some(dids);
-    Ok(report)
+        opts.duration,
+        Some(dids),
+    )
+    .await
 }
 
 /// Options of `bench home`.
@@ -862,13 +875,7 @@ pub async fn home(opts: HomeOptions) -> Result<Report, ClientError> {
         .parse()
         .map_err(|e| ClientError::usage(format!("{e}")))?;
     let auth = match &opts.token {
-        Some(t) => {
-            let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                ClientError::usage("the token has characters a header cannot carry")
-            })?;
-            v.set_sensitive(true);
-            Some(v)
-        }
+        Some(t) => Some(sensitive_header(&format!("Bearer {t}"), "the token")?),
         None => None,
     };
     let flow = Arc::new(HomeFlow {
@@ -876,15 +883,25 @@ pub async fn home(opts: HomeOptions) -> Result<Report, ClientError> {
         path,
         auth,
     });
-    let (stats, elapsed) = closed_loop(flow, target.addr, opts.concurrency, opts.duration).await?;
-    Ok(Report::new(
+    run_flow(
         "home",
-        &target.url,
+        flow,
+        &target,
         opts.concurrency,
         opts.threads,
-        elapsed,
-        stats,
-    ))
+        opts.duration,
+        None,
+    )
+    .await
+}
+
+/// An `Authorization` value, marked sensitive (never in a debug print);
+/// `what` names its source in the refusal, which never quotes it.
+fn sensitive_header(value: &str, what: &str) -> Result<HeaderValue, ClientError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| ClientError::usage(format!("{what} has characters a header cannot carry")))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 async fn join_all(

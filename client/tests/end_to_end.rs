@@ -8,53 +8,24 @@
 //! (`cargo build -p didmesh-node`). A missing binary fails the test with
 //! that hint; it never passes by skipping.
 
-use didmesh_tests::{issuer, start_node, Node};
+mod support;
+
+use didmesh_tests::issuer;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use support::{err, ok};
 
 const PASS: &str = "end-to-end passphrase";
 
 /// A node (no p2p: replication is not under test) on a temporary folder,
 /// removed after the node is killed.
-fn node() -> (Node, tempfile::TempDir) {
-    let data = tempfile::Builder::new()
-        .prefix("client-e2e-node-")
-        .tempdir()
-        .unwrap();
-    (start_node(data.path(), &["--no-p2p"]), data)
+fn node() -> (didmesh_tests::Node, tempfile::TempDir) {
+    support::node("client-e2e-node-", &[])
 }
 
 fn didmesh(wallet: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_didmesh"))
-        .arg("--wallet")
-        .arg(wallet)
-        .args(args)
-        .env("DIDMESH_PASSPHRASE", PASS)
-        .env("DIDMESH_KDF_FAST", "1")
-        .env_remove("DIDMESH_NODE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-fn err(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stderr).unwrap()
+    support::run(wallet, PASS, args)
 }
 
 fn auth_keys(resolution: &Value) -> Vec<String> {

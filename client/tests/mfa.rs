@@ -17,14 +17,17 @@
 //! The node is the real binary (`cargo build -p didmesh-node`); a missing
 //! binary fails the test, it never passes by skipping.
 
+mod support;
+
 use didmesh_tests::twilio::{Message, TwilioServer};
-use didmesh_tests::{issuer, start_node, Node};
+use didmesh_tests::{issuer, Node};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use support::{err, ok};
 
 const PASS: &str = "mfa test passphrase";
 const NUMBER: &str = "+15550100134";
@@ -33,46 +36,13 @@ fn dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
-fn cmd(wallet: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_didmesh"));
-    c.arg("--wallet")
-        .arg(wallet)
-        .args(args)
-        .env("DIDMESH_PASSPHRASE", PASS)
-        .env("DIDMESH_KDF_FAST", "1")
-        .env_remove("DIDMESH_NODE");
-    c
-}
-
 fn didmesh(wallet: &Path, args: &[&str]) -> Output {
-    cmd(wallet, args).stdin(Stdio::null()).output().unwrap()
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-fn err(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stderr).unwrap()
+    support::run(wallet, PASS, args)
 }
 
 /// A wallet with a registered DID on `url`.
 fn wallet_with_did(dir: &Path, name: &str, url: &str) -> (PathBuf, String) {
-    let w = dir.join(format!("{name}.json"));
-    ok(didmesh(&w, &["wallet", "init"]), "wallet init");
-    let did = ok(didmesh(&w, &["did", "create", "--node", url]), "did create");
-    (w, did)
+    support::wallet_with_did(didmesh, dir, name, url)
 }
 
 /// The main key of a wallet, as `wallet show` prints it.
@@ -116,7 +86,7 @@ struct Running {
 
 impl Running {
     fn start(wallet: &Path, args: &[&str]) -> Running {
-        let mut child = cmd(wallet, args)
+        let mut child = support::cmd(wallet, PASS, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -182,10 +152,7 @@ impl Drop for Running {
 }
 
 fn node(extra: &[&str]) -> (Node, tempfile::TempDir) {
-    let data = dir("client-mfa-node-");
-    let mut args = vec!["--no-p2p"];
-    args.extend_from_slice(extra);
-    (start_node(data.path(), &args), data)
+    support::node("client-mfa-node-", extra)
 }
 
 #[test]

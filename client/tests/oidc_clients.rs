@@ -13,35 +13,28 @@
 //!   page flow simulated over HTTP ends with a verified ID token;
 //! * a short `bench oidc` run with a public and a confidential client.
 
+mod support;
+
 use didmesh_client::oidc::{self, Jwks, Pkce};
-use didmesh_tests::{start_node, Node};
+use didmesh_tests::Node;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use support::{err, ok};
 
 const PASS: &str = "oidc client passphrase";
 const CB: &str = "http://localhost:5000/cb";
 
 fn node() -> (Node, tempfile::TempDir) {
-    let data = tempfile::Builder::new()
-        .prefix("client-oidc-node-")
-        .tempdir()
-        .unwrap();
-    (start_node(data.path(), &["--no-p2p"]), data)
+    support::node("client-oidc-node-", &[])
 }
 
 /// Runs `didmesh` with `stdin` as its input.
 fn didmesh_in(wallet: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_didmesh"))
-        .arg("--wallet")
-        .arg(wallet)
-        .args(args)
-        .env("DIDMESH_PASSPHRASE", PASS)
-        .env("DIDMESH_KDF_FAST", "1")
-        .env_remove("DIDMESH_NODE")
+    let mut child = support::cmd(wallet, PASS, args)
         .env_remove("DIDMESH_CLIENT_SECRET")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -59,31 +52,9 @@ fn didmesh(wallet: &Path, args: &[&str]) -> Output {
     didmesh_in(wallet, args, "")
 }
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-fn err(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stderr).unwrap()
-}
-
 /// A wallet with a DID registered at `url`.
 fn wallet_with_did(dir: &Path, name: &str, url: &str) -> (PathBuf, String) {
-    let w = dir.join(format!("{name}.json"));
-    ok(didmesh(&w, &["wallet", "init"]), "wallet init");
-    let did = ok(didmesh(&w, &["did", "create", "--node", url]), "did create");
-    (w, did)
+    support::wallet_with_did(didmesh, dir, name, url)
 }
 
 /// `client_id: …` / `client_secret: …` lines of `client register/update`.

@@ -8,6 +8,8 @@
 //! ## Layout
 //!
 //! * [`config`] — command-line flags (`didmesh-node --help`).
+//! * [`config_file`] — what the providers and SMS files share: size-capped
+//!   reads, TOML errors by line, secrets inline or in a file.
 //! * [`identity`] — the member key (`member-key.pem`), JWK/`kid`, the
 //!   network genesis (`genesis.json`).
 //! * [`token_keys`] — the RS256/ES256/EdDSA ID-token keys and signing.
@@ -48,6 +50,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod didkey;
 pub mod federation;
 pub mod identity;

@@ -21,6 +21,7 @@
 //! a scope list without `openid` (OpenID Connect Core §3.1.2.1). Secrets
 //! never reach a log line or `Debug` ([`Secret`]).
 
+use crate::config_file;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use std::fmt;
@@ -28,8 +29,6 @@ use std::path::{Path, PathBuf};
 
 /// Providers in one file at most (each is a button on the sign-in page).
 pub const MAX_PROVIDERS: usize = 32;
-/// Largest providers file or secret file read.
-const MAX_FILE: u64 = 64 * 1024;
 
 /// A client secret: shown as `***` by `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -199,40 +198,14 @@ fn check(raw: RawProvider, base: &Path) -> Result<ProviderConfig, String> {
             "client_id must be 1-255 printable characters".into(),
         ));
     }
-    let secret = match (raw.client_secret, raw.client_secret_file) {
-        (Some(_), Some(_)) => {
-            return Err(within(
-                "give client_secret or client_secret_file, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err(within(
-                "no client secret: give client_secret or client_secret_file".into(),
-            ))
-        }
-        (Some(s), None) => s,
-        (None, Some(file)) => {
-            let path = if file.is_absolute() {
-                file
-            } else {
-                base.join(file)
-            };
-            let text = read_small(&path).map_err(|e| {
-                within(format!(
-                    "client_secret_file {} cannot be read: {e}",
-                    path.display()
-                ))
-            })?;
-            // A file written by `echo` ends in a newline that is not part
-            // of the secret.
-            text.trim_end_matches(['\n', '\r']).to_string()
-        }
-    };
-    if secret.is_empty() || secret.chars().any(char::is_control) {
-        return Err(within(
-            "the client secret is empty or holds control characters".into(),
-        ));
-    }
+    let secret = config_file::secret(
+        raw.client_secret,
+        raw.client_secret_file,
+        base,
+        "client_secret",
+        "client secret",
+    )
+    .map_err(within)?;
     let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".into()]);
     if !scopes.iter().any(|s| s == "openid") {
         return Err(within(
@@ -277,34 +250,10 @@ fn check(raw: RawProvider, base: &Path) -> Result<ProviderConfig, String> {
     })
 }
 
-fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(MAX_FILE + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(std::io::Error::other("larger than 64 KiB"));
-    }
-    Ok(text)
-}
-
 /// Parses providers from TOML text; `base` is the folder relative secret
 /// files are read from.
 pub fn parse(text: &str, base: &Path) -> Result<Vec<ProviderConfig>, String> {
-    // toml's message names the line and the field; it never quotes a
-    // value of ours beyond the offending line, which for a secret line
-    // would only be shown on a syntax error in that very line. Keep the
-    // first line of the message (the location and the kind of error).
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let msg = e.message().to_string();
-        match e.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("line {line}: {msg}")
-            }
-            None => msg,
-        }
-    })?;
+    let raw: RawFile = config_file::parse_toml(text)?;
     if raw.provider.len() > MAX_PROVIDERS {
         return Err(format!("more than {MAX_PROVIDERS} providers"));
     }
@@ -321,13 +270,10 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ProviderConfig>, String> {
 
 /// Reads and checks the providers file at `path`.
 pub fn load(path: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
-    let fail = |why: String| ConfigError {
+    config_file::load(path, parse).map_err(|why| ConfigError {
         path: path.display().to_string(),
         why,
-    };
-    let text = read_small(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    parse(&text, base).map_err(fail)
+    })
 }
 
 #[cfg(test)]

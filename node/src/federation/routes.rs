@@ -27,6 +27,7 @@ use super::flow::{self, FedProof, Flow, PollStatus, Purpose, FLOW_LIFE};
 use super::idtoken::{self, Expected};
 use super::provider::{Provider, ProviderError};
 use crate::api::ApiError;
+use crate::oidc::authorize::{escape_html, html_page};
 use crate::oidc::code::{self, redirect_with};
 use crate::oidc::request::AuthRequest;
 use crate::oidc::token::AccessClaims;
@@ -922,21 +923,6 @@ fn see_other(location: &str) -> Response {
     resp
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// An HTML page with the sign-in page's security headers: nothing but
 /// this origin's stylesheet, never framed, cached or referred.
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
@@ -947,29 +933,13 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
          <body><main>{body}</main></body></html>\n",
         escape_html(title)
     );
-    let mut resp = (status, page).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    html_page(
+        status,
+        page,
+        Some(HeaderValue::from_static(
             "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'; form-action 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
+        )),
+    )
 }
 
 /// The sign-in page of `req` again (a new authorization request at this

@@ -36,7 +36,7 @@ use super::request::{seal, AuthRequest};
 use super::{find_client, ClientError, REQUEST_TTL};
 use crate::NodeState;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -388,21 +388,39 @@ fn is_base64url(b: u8) -> bool {
 }
 
 fn html(state: &NodeState, status: StatusCode, body: String) -> Response {
+    html_page(status, body, page_csp(state))
+}
+
+/// An HTML response with `csp` and the headers every page of the node
+/// carries: never framed (clickjacking of the sign-in buttons), never
+/// cached, no referrer (the page URL carries the request), no sniffing.
+/// The sign-in pages here and the federation's result pages share it.
+pub(crate) fn html_page(status: StatusCode, body: String, csp: Option<HeaderValue>) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    page_headers(state, h);
+    if let Some(v) = csp {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
-/// Security headers of every page: scripts and styles from this origin
-/// only, JSON calls to this node and the accepted origins, never framed
-/// (clickjacking of the sign-in buttons), never cached, no referrer (the
-/// page URL carries the request).
-fn page_headers(state: &NodeState, h: &mut HeaderMap) {
+/// The sign-in page's Content-Security-Policy: scripts and styles from
+/// this origin only, JSON calls to this node and the accepted origins.
+fn page_csp(state: &NodeState) -> Option<HeaderValue> {
     let settings = &state.oidc.settings;
     let mut connect = vec!["'self'".to_string()];
     for o in super::origin_of(&settings.node_url)
@@ -417,22 +435,11 @@ fn page_headers(state: &NodeState, h: &mut HeaderMap) {
         "default-src 'self'; connect-src {}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
         connect.join(" ")
     );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    HeaderValue::from_str(&csp).ok()
 }
 
-fn escape_html(s: &str) -> String {
+/// `s` as HTML text or a quoted attribute value.
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -63,6 +63,7 @@
 
 use super::code;
 use super::request::AuthRequest;
+use super::signin::{no_store, require_member};
 use crate::api::ApiError;
 use crate::auth::{AuthError, Demand, Proofs};
 use crate::NodeState;
@@ -575,24 +576,6 @@ fn too_many(retry_after: u64) -> Response {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     resp
-}
-
-fn no_store(body: impl Serialize) -> Response {
-    let mut r = Json(body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn require_member(state: &NodeState) -> Result<(), ApiError> {
-    if state.is_member() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_a_member",
-        "this node is not a member of the network and cannot sign anyone in",
-    ))
 }
 
 #[derive(Deserialize)]

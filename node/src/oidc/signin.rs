@@ -86,14 +86,17 @@ fn bad(reason: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason)
 }
 
-fn no_store(body: impl Serialize) -> Response {
+/// A JSON answer that no cache keeps (it carries codes and challenges).
+pub(super) fn no_store(body: impl Serialize) -> Response {
     let mut r = Json(body).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-fn require_member(state: &NodeState) -> Result<(), ApiError> {
+/// Only a current member signs anyone in (the sign-in and the approval
+/// routes alike).
+pub(super) fn require_member(state: &NodeState) -> Result<(), ApiError> {
     if state.is_member() {
         return Ok(());
     }

@@ -31,6 +31,7 @@
 //! never drifts. The auth token is a [`Secret`]: never in `Debug`, never in
 //! a log line or an error message (a TOML error names the line only).
 
+use crate::config_file;
 use crate::federation::config::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,8 +42,6 @@ use std::path::Path;
 pub const MICROS: u64 = 1_000_000;
 /// Twilio's API (the default `api_base`).
 pub const TWILIO_API: &str = "https://api.twilio.com";
-/// Largest SMS file or token file read.
-const MAX_FILE: u64 = 64 * 1024;
 /// Largest amount accepted for a budget or a price (10 million units).
 const MAX_AMOUNT: f64 = 10_000_000.0;
 /// Most priced or allowed prefixes (the world has ~250 country codes).
@@ -248,33 +247,10 @@ fn check_api_base(url: &str) -> Result<String, String> {
     }
 }
 
-fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(MAX_FILE + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(std::io::Error::other("larger than 64 KiB"));
-    }
-    Ok(text)
-}
-
 /// Parses an SMS file's text; `base` is the folder a relative
 /// `auth_token_file` is read from.
 pub fn parse(text: &str, base: &Path) -> Result<SmsConfig, String> {
-    // toml's message names the line and the kind of error; it can quote
-    // the offending line, so a syntax error on the token's own line would
-    // show it: keep the location and the kind only.
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let msg = e.message().to_string();
-        match e.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("line {line}: {msg}")
-            }
-            None => msg,
-        }
-    })?;
+    let raw: RawFile = config_file::parse_toml(text)?;
     let api_base = check_api_base(raw.api_base.as_deref().unwrap_or(TWILIO_API))?;
     // It is a URL path segment: letters and digits only (Twilio's are
     // "AC" and 32 hex digits).
@@ -284,26 +260,13 @@ pub fn parse(text: &str, base: &Path) -> Result<SmsConfig, String> {
     {
         return Err("account_sid must be 1-64 letters and digits".into());
     }
-    let token = match (raw.auth_token, raw.auth_token_file) {
-        (Some(_), Some(_)) => return Err("give auth_token or auth_token_file, not both".into()),
-        (None, None) => return Err("no auth token: give auth_token or auth_token_file".into()),
-        (Some(t), None) => t,
-        (None, Some(file)) => {
-            let path = if file.is_absolute() {
-                file
-            } else {
-                base.join(file)
-            };
-            let text = read_small(&path)
-                .map_err(|e| format!("auth_token_file {} cannot be read: {e}", path.display()))?;
-            // A file written by `echo` ends in a newline that is not part
-            // of the token.
-            text.trim_end_matches(['\n', '\r']).to_string()
-        }
-    };
-    if token.is_empty() || token.chars().any(char::is_control) {
-        return Err("the auth token is empty or holds control characters".into());
-    }
+    let token = config_file::secret(
+        raw.auth_token,
+        raw.auth_token_file,
+        base,
+        "auth_token",
+        "auth token",
+    )?;
     let from = raw.from.trim().to_string();
     if from.is_empty() || from.chars().count() > 64 || from.chars().any(char::is_control) {
         return Err("from must be 1-64 printable characters (a number or sender id)".into());
@@ -388,13 +351,10 @@ pub fn parse(text: &str, base: &Path) -> Result<SmsConfig, String> {
 
 /// Reads and checks the SMS file at `path`.
 pub fn load(path: &Path) -> Result<SmsConfig, SmsConfigError> {
-    let fail = |why: String| SmsConfigError {
+    config_file::load(path, parse).map_err(|why| SmsConfigError {
         path: path.display().to_string(),
         why,
-    };
-    let text = read_small(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    parse(&text, base).map_err(fail)
+    })
 }
 
 #[cfg(test)]
