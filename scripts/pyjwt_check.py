@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks a didmesh access token with a standard, non-Rust verifier: PyJWT.
 
-Reads the node's OpenID discovery document, fetches its JWKS through
+Reads the node's OpenID discovery document, fetches the node's JWKS through
 PyJWKClient, and verifies the token: EdDSA only, the `kid` from the header
 found in the JWKS, issuer from discovery, the expected audience. Then checks
 that a tampered token and a wrong audience are refused.
@@ -25,7 +25,10 @@ def main() -> int:
     assert "EdDSA" in discovery["id_token_signing_alg_values_supported"], discovery
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA", header
-    client = jwt.PyJWKClient(discovery["jwks_uri"])
+    # This node's own JWKS (every node serves every member's keys). The
+    # discovery document's jwks_uri hangs off the network's issuer, which a
+    # test network's placeholder issuer (https://didmesh.local) does not serve.
+    client = jwt.PyJWKClient(f"{node}/.well-known/jwks.json")
     signing_key = client.get_signing_key_from_jwt(token)
     assert signing_key.key_id == header["kid"], (signing_key.key_id, header)
     claims = jwt.decode(
