@@ -21,7 +21,20 @@ scalar, and each JWK and its RFC 7638 thumbprint `kid` is recomputed.
 And a federated link (PROTOCOL.md, "Federated links"): the account
 commitment from (network_id, iss, sub), the attestation bytes, the member's
 Ed25519 signature over them, and the update op that carries the link (which
-must not contain the subject in the clear)."""
+must not contain the subject in the clear).
+
+And revocations (PROTOCOL.md, "Revocation"): a state's `revocations` member
+is absent when empty (so older ops keep their bytes); when present it holds
+`before` (unix seconds, omitted when 0) and `jti` ([{exp, jti}], at most 64,
+omitted when empty).
+
+And member key rotation (PROTOCOL.md, "Member key rotation"): a
+`member-rotate` op's entry keeps the member's `node_did` (the did:key of the
+key it was admitted with) while its `key` is new, and must replace the
+entry of an earlier vector with that `node_did`; a `member-revoke` op
+carries `revoke` = {before, did} and no member entry; a genesis whose
+`key_overlap_secs` rule is not the default 3600 hashes that member into
+its network id (absent at the default, so older ids are unchanged)."""
 import base64
 import json
 import sys
@@ -99,6 +112,8 @@ def check(v) -> list:
     for cosig in op.get("cosigs", []):
         # raises InvalidSignature on a mismatch
         public_from_multibase(cosig["signer"]).verify(b64url(cosig["sig"]), signing)
+    errors += check_revocations(op)
+    errors += check_membership(op)
     digest = blake3.blake3(signing).digest()
     cid = "b" + b32(bytes([0x01, 0x55, 0x1E, 0x20]) + digest)
     if cid != v["cid"]:
@@ -107,6 +122,56 @@ def check(v) -> list:
         did = "did:mesh:" + b32(digest[:20])
         if did != v["did"]:
             errors.append(f"did differs: {did}")
+    return errors
+
+
+def check_revocations(op) -> list:
+    state = op.get("state") or {}
+    if "revocations" not in state:
+        return []
+    r = state["revocations"]
+    errors = []
+    if not r or set(r) - {"before", "jti"}:
+        errors.append("revocations must be absent when empty and hold only before and jti")
+    if "before" in r and not (isinstance(r["before"], int) and r["before"] > 0):
+        errors.append("revocations.before must be omitted when 0")
+    jti = r.get("jti", [])
+    if "jti" in r and not jti:
+        errors.append("revocations.jti must be omitted when empty")
+    if len(jti) > 64 or any(set(e) != {"exp", "jti"} for e in jti):
+        errors.append("revocations.jti: at most 64 entries of {exp, jti}")
+    if len({e.get("jti") for e in jti}) != len(jti):
+        errors.append("revocations.jti lists a token twice")
+    return errors
+
+
+DEFAULT_KEY_OVERLAP_SECS = 3600
+# node_did of each member entry seen so far, in file order (a rotation must
+# name one of them).
+SEEN_NODE_DIDS: set = set()
+
+
+def check_membership(op) -> list:
+    errors = []
+    kind = op["type"]
+    member = op.get("member")
+    if kind == "member-revoke":
+        r = op.get("revoke")
+        if member is not None or not isinstance(r, dict) or set(r) != {"before", "did"}:
+            errors.append("member-revoke: revoke = {before, did} and no member")
+        elif not (isinstance(r["before"], int) and r["before"] > 0 and r["did"].startswith("did:")):
+            errors.append("member-revoke: before > 0 and a DID")
+    elif "revoke" in op:
+        errors.append(f"{kind} must not carry revoke")
+    if kind in ("member-add", "member-rotate") and member is not None:
+        own = "did:key:" + member["key"]
+        if kind == "member-add":
+            SEEN_NODE_DIDS.add(member["node_did"])
+        else:
+            if member["node_did"] == own:
+                errors.append("member-rotate: the key must change, the node_did stays")
+            if member["node_did"] not in SEEN_NODE_DIDS:
+                errors.append("member-rotate names no earlier member's node_did")
     return errors
 
 
@@ -121,6 +186,11 @@ def check_network(v) -> list:
     if genesis["members"] != members:
         errors.append("members differ from their seeds")
     body = {k: genesis[k] for k in ("created_at", "issuer", "members", "quorum")}
+    if "key_overlap_secs" in genesis:
+        overlap = genesis["key_overlap_secs"]
+        if not isinstance(overlap, int) or overlap == DEFAULT_KEY_OVERLAP_SECS:
+            errors.append("key_overlap_secs must be omitted at its default")
+        body["key_overlap_secs"] = overlap
     preimage = canonical(body)
     if preimage.hex() != v["id_preimage_hex"]:
         errors.append("id preimage differs")

@@ -274,12 +274,17 @@ start_signin_app() {
     (umask 077 && printf '%s\n' "$out" | sed -n 's/^client_id: /DIDMESH_OIDC_CLIENT_ID=/p; s/^client_secret: /DIDMESH_OIDC_CLIENT_SECRET=/p' >"$rp/client.env")
     wait_replicated "$n"
   fi
+  # Sign-outs reach the app within seconds through node 1's revocation
+  # feed (one node: a feed's numbering is its own), when node 1 is plain
+  # http (the app is given no CA).
+  local feed=()
+  [[ $(node_url 1) == http://* ]] && feed=(--revocations-uri "$(node_url 1)/v1/revocations")
   # The secret reaches the app by environment, never on a command line.
   (
     set -a; . "$rp/client.env"; set +a
     start signin-app "$state/logs/signin-app.log" "$root/.venv/bin/python" "$root/sidecars/flask/home_app.py" \
       --listen "$SIGNIN_ADDR" --issuer "$issuer" --audience "$AUDIENCE" \
-      --jwks-uri "$ISSUER/.well-known/jwks.json" --oidc-redirect-uri "$SIGNIN_URL/auth/callback"
+      --jwks-uri "$ISSUER/.well-known/jwks.json" --oidc-redirect-uri "$SIGNIN_URL/auth/callback" "${feed[@]}"
   )
   wait_http "http://$SIGNIN_ADDR/" >&2
   echo "$SIGNIN_URL/"

@@ -14,6 +14,11 @@ scripts/cluster.sh, which starts the same cluster without Docker:
 * cluster.sh: as many nodes, node i on HTTP 700i and libp2p 710i, home-api
   on its port with its audience, nodes 2.. bootstrapping from node 1, one
   issuer, `init-network --nodes` = the node count;
+* names, not addresses: no fixed container address or subnet; nodes
+  bootstrap from /dns4/node1/tcp/7101 and announce /dns4/<service>/tcp/<port>;
+  a host port given by a variable (${VAR:-default}, checked with its default)
+  is the same variable in the node's --public-url; nodes drop TCP
+  connections to a silent peer within seconds (net.ipv4.tcp_retries2);
 * volumes and references: each node's --data-dir is its own volume, the one
   `init` writes its folder into; every file a flag names is in a mounted
   volume; volumes are declared and mount points exist in the runtime image;
@@ -45,6 +50,23 @@ LISTEN = {"didmesh-node": ["--http-addr", "--p2p-addr"], "home-api": ["--listen"
           "envoy": ["--listen", "--admin"], "server.js": ["--listen"], "gunicorn": ["--bind"]}
 FILE_FLAGS = ["--data-dir", "--tls-cert", "--tls-key", "--jwks-ca", "--genesis"]
 FILE_ENVS = ["NODE_EXTRA_CA_CERTS", "DIDMESH_JWKS_CA", "DIDMESH_TLS_CERT", "DIDMESH_TLS_KEY"]
+
+
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value):
+    """The compose file as the engine reads it with none of its variables
+    set: each ${VAR:-default} / ${VAR-default} becomes its default (a ${VAR}
+    without one becomes "", as compose makes it, and fails the checks that
+    need a value)."""
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, str):
+        return INTERPOLATION.sub(lambda m: m.group(2) or "", value)
+    return value
 
 
 def bin_dir() -> Path:
@@ -199,7 +221,8 @@ def cluster_sh() -> dict:
     return {k: m.group(1) if k == "audience" else int(m.group(1)) for k, m in found.items()}
 
 
-def run_checks(compose: dict, dockerfile: str, programs: Programs, c: Checks) -> None:
+def run_checks(raw: dict, dockerfile: str, programs: Programs, c: Checks) -> None:
+    compose = interpolate(raw)
     s = {n: Service(n, spec, programs) for n, spec in compose["services"].items()}
     images = dockerfile_targets(dockerfile)
     mount_points = {p for m in re.findall(r"mkdir -p ([^&\n\\]+)", images.get("runtime", (set(), ""))[1]) for p in m.split()}
@@ -277,6 +300,7 @@ def run_checks(compose: dict, dockerfile: str, programs: Programs, c: Checks) ->
                     c(any(f"DNS:{u.hostname}" in y.env.get("LOCAL_CA_EXTRA_SAN", "") for y in s.values()),
                       f"{x.name}: the certificate names {u.hostname}")
     check_cluster(s, compose, c)
+    check_names(s, raw, compose, c)
 
 
 def check_cluster(s: dict[str, Service], compose: dict, c: Checks) -> None:
@@ -284,18 +308,15 @@ def check_cluster(s: dict[str, Service], compose: dict, c: Checks) -> None:
     sh = cluster_sh()
     nodes = {n: x for n, x in s.items() if x.key == ("didmesh-node",)}
     c(sorted(nodes) == [f"node{i}" for i in range(1, sh["nodes"] + 1)], f"nodes {sorted(nodes)}: cluster.sh starts {sh['nodes']}")
-    node1_ip = ((s.get("node1") and s["node1"].spec.get("networks") or {}).get("mesh") or {}).get("ipv4_address")
-    subnets = [n.get("subnet", "") for n in compose.get("networks", {}).get("mesh", {}).get("ipam", {}).get("config", [])]
     for name, x in nodes.items():
         i = int(name.removeprefix("node"))
         http, p2p = (x.listens.get(f, ("", 0))[1] for f in ("--http-addr", "--p2p-addr"))
         c(http == sh["http"] + i and p2p == sh["p2p"] + i, f"{name}: HTTP {http} and libp2p {p2p} as in cluster.sh")
         scheme = "https" if "--tls-cert" in x.flags else "http"
         c(one(x.flags, "--public-url") == f"{scheme}://127.0.0.1:{http}", f"{name}: --public-url is how the host reaches it")
-        boots, want = x.flags.get("--bootstrap", []), f"/ip4/{node1_ip}/tcp/{sh['p2p'] + 1}"
-        c(not boots if i == 1 else any(b == want or b.startswith(want + "/p2p/") for b in boots), f"{name}: bootstraps as in cluster.sh")
-        ip = ((x.spec.get("networks") or {}).get("mesh") or {}).get("ipv4_address", "")
-        c(any(sub and ip.startswith(sub.rsplit(".", 1)[0] + ".") for sub in subnets), f"{name}: {ip} is in the mesh subnet")
+        boots, want = x.flags.get("--bootstrap", []), f"/dns4/node1/tcp/{sh['p2p'] + 1}"
+        c(not boots if i == 1 else any(b == want or b.startswith(want + "/p2p/") for b in boots),
+          f"{name}: bootstraps from node1 by name, as cluster.sh from node 1 {boots}")
     apps = [x for x in s.values() if x.key == ("home-api",) and one(x.flags, "--auth") in (None, "jwt")]
     c(len(apps) == 1, "one home-api with the Rust auth-layer (--auth jwt)")
     for x in apps:
@@ -315,6 +336,43 @@ def check_cluster(s: dict[str, Service], compose: dict, c: Checks) -> None:
     for profile in ("envoy", "aws-jwt-verify", "flask"):
         c(any(profile in x.profiles for x in s.values()), f"profile {profile} has services")
     c({"init", "node1", "home-api"} <= {n for n, x in s.items() if not x.profiles}, "init, node1, home-api need no profile")
+
+
+def check_names(s: dict[str, Service], raw: dict, compose: dict, c: Checks) -> None:
+    """Services reach each other by name: no fixed addresses, /dns4 names
+    that are services listening there, and host-port variables that agree."""
+    for name, x in s.items():
+        nets = x.spec.get("networks") or {}
+        fixed = [n for n, v in nets.items() if isinstance(v, dict) and ("ipv4_address" in v or "ipv6_address" in v)] \
+            if isinstance(nets, dict) else []
+        c(not fixed, f"{name}: no fixed address on {fixed}")
+    for net, spec in (compose.get("networks") or {}).items():
+        c(not (spec or {}).get("ipam"), f"network {net}: no fixed subnet (addresses from the engine's pool)")
+    for name, x in s.items():
+        if x.key != ("didmesh-node",):
+            continue
+        p2p = x.listens.get("--p2p-addr", ("", 0))[1]
+        # A peer that lost its address must be given up on within seconds,
+        # or the node never redials it by name (scripts/compose-run.sh).
+        retries = (x.spec.get("sysctls") or {}).get("net.ipv4.tcp_retries2")
+        c(retries is not None and int(retries) <= 8, f"{name}: net.ipv4.tcp_retries2 {retries} gives up on a silent peer in seconds")
+        announce = x.flags.get("--announce", [])
+        c(announce == [f"/dns4/{name}/tcp/{p2p}"], f"{name}: announces /dns4/{name}/tcp/{p2p}, its name and port {announce}")
+        for addr in x.flags.get("--bootstrap", []) + announce:
+            m = re.fullmatch(r"/dns4?/([^/]+)/tcp/(\d+)(?:/p2p/\w+)?", addr)
+            t = s.get(m.group(1)) if m else None
+            c(t is not None and t.key == ("didmesh-node",) and t.listens.get("--p2p-addr", ("", 0))[1] == int(m.group(2)),
+              f"{name}: {addr} names a node service by name, on its libp2p port")
+        # A wallet signs a login only for the URL it talks to: the host port
+        # a variable publishes must be the port of the node's public URL.
+        raw_argv = raw["services"][name].get("command", [])
+        raw_url = next((a.split("=", 1)[1] for a in raw_argv if isinstance(a, str) and a.startswith("--public-url=")), "")
+        http = x.listens.get("--http-addr", ("", 0))[1]
+        raw_ports = [str(p) for p in raw["services"][name].get("ports", []) if str(p).endswith(f":{http}")]
+        url_port = m.group(1) if (m := re.fullmatch(r"https?://[^/:]+:(.+?)/?", raw_url)) else None
+        host_ports = [m.group(1) for p in raw_ports if (m := re.fullmatch(r"(?:[\d.]+:)?(.+):\d+", p))]
+        c(url_port is not None and host_ports == [url_port],
+          f"{name}: --public-url port {url_port} is the host port published for {http} {host_ports}")
 
 
 def swap(argv: list, old: str, new: str) -> None:
@@ -339,7 +397,16 @@ MUTATIONS = {
     "two nodes on one data volume": lambda c: c["services"]["node2"].__setitem__("volumes", ["node1-data:/data"]),
     "a sidecar's app listening on all interfaces": lambda c: swap(cmd(c, "home-api-envoy"), "--listen=127.0.0.1:8081", "--listen=0.0.0.0:8081"),
     "a sidecar's upstream on another port": lambda c: swap(cmd(c, "envoy"), "--upstream=http://127.0.0.1:8081", "--upstream=http://127.0.0.1:8089"),
-    "bootstrap to the wrong address": lambda c: swap(cmd(c, "node3"), "--bootstrap=/ip4/172.31.70.11/tcp/7101", "--bootstrap=/ip4/172.31.70.12/tcp/7101"),
+    "bootstrap to the wrong port": lambda c: swap(cmd(c, "node3"), "--bootstrap=/dns4/node1/tcp/7101", "--bootstrap=/dns4/node1/tcp/7102"),
+    "bootstrap to a fixed address": lambda c: swap(cmd(c, "node2"), "--bootstrap=/dns4/node1/tcp/7101", "--bootstrap=/ip4/172.31.70.11/tcp/7101"),
+    "a bootstrap name that is no service": lambda c: swap(cmd(c, "node2"), "--bootstrap=/dns4/node1/tcp/7101", "--bootstrap=/dns4/nodel/tcp/7101"),
+    "a node announcing another's name": lambda c: swap(cmd(c, "node3"), "--announce=/dns4/node3/tcp/7103", "--announce=/dns4/node2/tcp/7103"),
+    "a node announcing nothing": lambda c: cmd(c, "node2").remove("--announce=/dns4/node2/tcp/7102"),
+    "a node keeping dead connections for 15 minutes": lambda c: c["services"]["node2"].__setitem__("sysctls", {}),
+    "a fixed container address": lambda c: c["services"]["node1"].__setitem__("networks", {"mesh": {"ipv4_address": "172.31.70.11"}}),
+    "a fixed subnet": lambda c: c["networks"].__setitem__("mesh", {"ipam": {"config": [{"subnet": "172.31.70.0/24"}]}}),
+    "a public URL on another port variable than the published port": lambda c: swap(
+        cmd(c, "node2"), "--public-url=http://127.0.0.1:${DIDMESH_PUBLISH_HTTP2:-7002}", "--public-url=http://127.0.0.1:${DIDMESH_PUBLISH_HTTP1:-7002}"),
     "a JWKS URL naming no service": lambda c: swap(cmd(c, "home-api"), "--jwks-url=http://node1:7001/.well-known/jwks.json", "--jwks-url=http://node9:7001/.well-known/jwks.json"),
     "an undeclared volume": lambda c: c["volumes"].pop("ca"),
     "an unknown Envoy option": lambda c: cmd(c, "envoy").append("--jwks-cache=5"),

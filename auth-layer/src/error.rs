@@ -63,6 +63,10 @@ pub enum Reason {
     LifetimeTooLong,
     /// Sidecar mode: the trusted claims header is not base64url JSON claims.
     BadTrustedHeader,
+    /// The network's revocation feed revoked the token: its `jti`, its
+    /// subject's sessions before a time, the key that proved the login, or
+    /// the member key that signed it.
+    Revoked,
 }
 
 impl Reason {
@@ -86,6 +90,7 @@ impl Reason {
             Reason::IssuedInFuture => "iat_in_future",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::BadTrustedHeader => "bad_trusted_header",
+            Reason::Revoked => "revoked",
         }
     }
 
@@ -110,24 +115,7 @@ impl Reason {
             Reason::IssuedInFuture => "the token was issued in the future",
             Reason::LifetimeTooLong => "the token lifetime is too long",
             Reason::BadTrustedHeader => "the trusted claims header is malformed",
-        }
-    }
-
-    /// Maps a `jsonwebtoken` failure onto our reasons.
-    pub(crate) fn from_jwt(err: &jsonwebtoken::errors::Error) -> Self {
-        use jsonwebtoken::errors::ErrorKind;
-        match err.kind() {
-            ErrorKind::InvalidSignature => Reason::BadSignature,
-            ErrorKind::ExpiredSignature => Reason::Expired,
-            ErrorKind::ImmatureSignature => Reason::NotYetValid,
-            ErrorKind::InvalidIssuer => Reason::WrongIssuer,
-            ErrorKind::InvalidAudience => Reason::WrongAudience,
-            ErrorKind::MissingRequiredClaim(_) => Reason::MissingClaim,
-            ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::MissingAlgorithm => Reason::UnsupportedAlgorithm,
-            ErrorKind::InvalidEddsaKey | ErrorKind::InvalidKeyFormat => Reason::UnusableKey,
-            _ => Reason::Malformed,
+            Reason::Revoked => "the token was revoked",
         }
     }
 }

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::DecodingKey;
+use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
 use crate::error::JwksError;
@@ -130,10 +130,16 @@ impl Freshness {
     }
 }
 
-/// One usable verification key.
-struct KeyEntry {
-    /// Ready for `jsonwebtoken::decode`.
-    decoding: DecodingKey,
+/// One verification key, parsed once when the JWKS is fetched.
+pub(crate) struct KeyEntry {
+    /// The `kid`, shared with the verified-token cache entries it signed
+    /// (the revocation feed's `member` entries name kids).
+    pub(crate) kid: Arc<str>,
+    /// The decompressed Ed25519 point (RFC 8032 §5.1.3), ready to verify:
+    /// decompressing costs a field inversion and a square root, so it is done
+    /// once per key, not once per token. `None` when the 32 bytes are not a
+    /// point on the curve: such a `kid` answers `unusable_key`.
+    pub(crate) verifying: Option<VerifyingKey>,
     /// The raw public key, to notice a `kid` whose key was replaced.
     raw: [u8; 32],
 }
@@ -144,13 +150,13 @@ pub(crate) struct KeySet {
     /// Changes when a key is removed or replaced (not when one is added).
     pub(crate) generation: u64,
     /// Keys by `kid`.
-    keys: HashMap<String, KeyEntry>,
+    keys: HashMap<Arc<str>, KeyEntry>,
 }
 
 impl KeySet {
-    /// The decoding key for `kid`, if the JWKS has it.
-    pub(crate) fn get(&self, kid: &str) -> Option<&DecodingKey> {
-        self.keys.get(kid).map(|k| &k.decoding)
+    /// The key for `kid`, if the JWKS has it.
+    pub(crate) fn get(&self, kid: &str) -> Option<&KeyEntry> {
+        self.keys.get(kid)
     }
 }
 
@@ -188,6 +194,9 @@ struct Inner {
     /// A background refetch is under way (so a burst of requests on a stale
     /// set starts one, not one each).
     revalidating: AtomicBool,
+    /// Kids the revocation feed removed for cause: never installed again,
+    /// even if a lagging node still lists them.
+    blocked: RwLock<Vec<String>>,
 }
 
 /// The JWKS of a didmesh network, cached by `kid`. Cheap to clone; clones
@@ -243,7 +252,7 @@ impl JwksCache {
 
     fn build(
         source: Option<Source>,
-        keys: HashMap<String, KeyEntry>,
+        keys: HashMap<Arc<str>, KeyEntry>,
         min_refetch_interval: Duration,
         freshness: Freshness,
     ) -> Self {
@@ -265,6 +274,7 @@ impl JwksCache {
                 epoch: Instant::now(),
                 refresh_due_ms: AtomicU64::new(refresh_due_ms),
                 revalidating: AtomicBool::new(false),
+                blocked: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -304,7 +314,7 @@ impl JwksCache {
 
     /// The `kid`s currently held, sorted.
     pub fn kids(&self) -> Vec<String> {
-        let mut kids: Vec<String> = self.snapshot().keys.keys().cloned().collect();
+        let mut kids: Vec<String> = self.snapshot().keys.keys().map(|k| k.to_string()).collect();
         kids.sort();
         kids
     }
@@ -339,6 +349,16 @@ impl JwksCache {
         }
         self.refetch_for_unknown_kid().await;
         self.snapshot()
+    }
+
+    /// Whether the revocation feed removed `kid` for cause.
+    pub(crate) fn is_blocked(&self, kid: &str) -> bool {
+        self.inner
+            .blocked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|b| b == kid)
     }
 
     /// Milliseconds since `epoch`.
@@ -461,7 +481,15 @@ impl JwksCache {
 
     /// Swaps in a new key set, bumping the generation if any old key is gone
     /// or changed.
-    fn install(&self, keys: HashMap<String, KeyEntry>) {
+    fn install(&self, mut keys: HashMap<Arc<str>, KeyEntry>) {
+        {
+            let blocked = self
+                .inner
+                .blocked
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            keys.retain(|kid, _| !blocked.iter().any(|b| b.as_str() == &**kid));
+        }
         let mut current = self
             .inner
             .keys
@@ -477,6 +505,59 @@ impl JwksCache {
         }
         *current = Arc::new(KeySet { generation, keys });
         self.inner.generation.store(generation, Ordering::Release);
+    }
+
+    /// Drops `kids` from the held keys at once, without waiting for the next
+    /// fetch: the revocation feed's `member` entry for a member removed for
+    /// cause (issue 13: "auth-layer's cache honours a removal without
+    /// waiting for its refresh interval"). The generation moves, so tokens
+    /// those keys signed leave the verified-token cache too, and later
+    /// fetches never install them again (a lagging node may still list
+    /// them). Returns how many keys were dropped.
+    pub(crate) fn remove_kids(&self, kids: &[String]) -> usize {
+        {
+            let mut blocked = self
+                .inner
+                .blocked
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for kid in kids {
+                if !blocked.contains(kid) {
+                    blocked.push(kid.clone());
+                }
+            }
+        }
+        let mut current = self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gone = kids
+            .iter()
+            .filter(|kid| current.keys.contains_key(kid.as_str()))
+            .count();
+        if gone == 0 {
+            return 0;
+        }
+        let keys = current
+            .keys
+            .iter()
+            .filter(|(kid, _)| !kids.iter().any(|k| k.as_str() == &***kid))
+            .map(|(kid, entry)| {
+                (
+                    kid.clone(),
+                    KeyEntry {
+                        kid: entry.kid.clone(),
+                        verifying: entry.verifying,
+                        raw: entry.raw,
+                    },
+                )
+            })
+            .collect();
+        let generation = current.generation + 1;
+        *current = Arc::new(KeySet { generation, keys });
+        self.inner.generation.store(generation, Ordering::Release);
+        gone
     }
 }
 
@@ -583,7 +664,7 @@ struct RawJwk {
 }
 
 /// Keeps the usable Ed25519 keys of a JWKS document.
-fn parse_jwks(body: &[u8]) -> Result<HashMap<String, KeyEntry>, JwksError> {
+fn parse_jwks(body: &[u8]) -> Result<HashMap<Arc<str>, KeyEntry>, JwksError> {
     let doc: RawJwks = serde_json::from_slice(body).map_err(JwksError::Parse)?;
     let mut keys = HashMap::new();
     for value in doc.keys {
@@ -594,7 +675,7 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, KeyEntry>, JwksError> {
         let Some((kid, entry)) = usable_key(jwk) else {
             continue;
         };
-        if keys.contains_key(&kid) {
+        if keys.contains_key(kid.as_ref()) {
             // Ambiguous: keep the first, as most JWKS consumers do.
             tracing::warn!(%kid, "duplicate kid in the JWKS; keeping the first key");
             continue;
@@ -605,7 +686,7 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, KeyEntry>, JwksError> {
 }
 
 /// An Ed25519 signing key with a `kid`, or `None`.
-fn usable_key(jwk: RawJwk) -> Option<(String, KeyEntry)> {
+fn usable_key(jwk: RawJwk) -> Option<(Arc<str>, KeyEntry)> {
     if jwk.kty != "OKP"
         || jwk.crv.as_deref() != Some("Ed25519")
         || jwk.alg.as_deref().is_some_and(|a| a != "EdDSA")
@@ -613,14 +694,21 @@ fn usable_key(jwk: RawJwk) -> Option<(String, KeyEntry)> {
     {
         return None;
     }
-    let kid = jwk.kid?;
+    let kid: Arc<str> = Arc::from(jwk.kid?);
     // RFC 7518 §2 says base64url without padding; accept padding anyway.
     let x = jwk.x?;
     let bytes = URL_SAFE_NO_PAD.decode(x.trim_end_matches('=')).ok()?;
     // Anything but 32 bytes is not an Ed25519 public key (RFC 8032 §5.1.5).
     let raw: [u8; 32] = bytes.try_into().ok()?;
-    let decoding = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(raw)).ok()?;
-    Some((kid, KeyEntry { decoding, raw }))
+    let verifying = VerifyingKey::from_bytes(&raw).ok();
+    Some((
+        kid.clone(),
+        KeyEntry {
+            kid,
+            verifying,
+            raw,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -642,7 +730,7 @@ mod tests {
             {"kty": 5},
         ]});
         let keys = parse_jwks(doc.to_string().as_bytes()).unwrap();
-        let mut kids: Vec<_> = keys.keys().cloned().collect();
+        let mut kids: Vec<_> = keys.keys().map(|k| k.to_string()).collect();
         kids.sort();
         assert_eq!(kids, ["good", "no-alg"]);
     }

@@ -8,8 +8,11 @@
 //! | valid token | passes, with claims | passes, with claims |
 //! | anything else in `Authorization` | 401 `invalid_token` | 401 `invalid_token` |
 //!
-//! A token already in the verified-token cache is handled synchronously: the
-//! inner service's future is returned as is, with no extra allocation.
+//! A token in the verified-token cache (or refused outright) is handled
+//! synchronously in `call`: the inner service's future is returned as is,
+//! with no boxed future and no copy of the token. A never-seen token waits
+//! for the signature batcher, and one naming an unknown `kid` for a JWKS
+//! refetch, on a boxed future.
 
 use std::task::{Context, Poll};
 
@@ -20,7 +23,7 @@ use tower::{Layer, Service};
 
 use crate::claims::VerifiedClaims;
 use crate::error::{AuthError, Reason};
-use crate::verifier::TokenVerifier;
+use crate::verifier::{Attempt, TokenVerifier};
 
 /// Whether a request without credentials may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,19 +139,30 @@ where
             Credentials::Bearer(token) => token,
         };
 
-        if let Some(claims) = self.verifier.cached(token) {
-            request.extensions_mut().insert(VerifiedClaims::new(claims));
-            return Either::Left(self.inner.call(request));
-        }
+        let batch = match self.verifier.try_verify(token) {
+            Attempt::Done(Ok(claims)) => {
+                request.extensions_mut().insert(VerifiedClaims::new(claims));
+                return Either::Left(self.inner.call(request));
+            }
+            Attempt::Done(Err(error)) => return reject(error),
+            Attempt::Batch => true,
+            Attempt::UnknownKid => false,
+        };
 
-        // Slow path: the verification may await a JWKS fetch. Take the
+        // Slow path: the verification awaits the signature batcher or a JWKS
+        // fetch. Take the
         // service that `poll_ready` readied and leave a fresh clone behind.
         let token = token.to_owned();
         let verifier = self.verifier.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Box::pin(async move {
-            match verifier.verify(&token).await {
+            let verified = if batch {
+                verifier.verify_batched(&token).await
+            } else {
+                verifier.verify_after_refetch(&token).await
+            };
+            match verified {
                 Ok(claims) => {
                     request.extensions_mut().insert(VerifiedClaims::new(claims));
                     inner.call(request).await

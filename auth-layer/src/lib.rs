@@ -16,6 +16,7 @@
 //! | [`jwks`] | [`JwksCache`]: fetches the JWKS over HTTP, keeps the Ed25519 keys by `kid`, refetches on an unknown `kid` (rate-limited, single-flight) and when the set goes stale (`Cache-Control: max-age`, bounded; at most 60 s by default) |
 //! | `token_cache` | the bounded, sharded cache of already-verified tokens (blake3 of the token → claims), so a repeated token costs no signature check |
 //! | [`verifier`] | [`TokenVerifier`]: header checks, key lookup, signature and claim validation (`sub` a DID, bounded `exp`, no future `iat`), the cache, counters; `verify_offline`, the synchronous parsing entry point |
+//! | [`revocations`] | following a node's signed revocation feed (`/v1/revocations`, long-poll): the rules that refuse revoked tokens, cached ones included, and [`RevocationStatus`] |
 //! | [`layer`] | [`AuthLayer`]: takes the `Authorization: Bearer` token, verifies it, puts the claims in the request extensions; [`AuthMode`] `Optional` or `Required` |
 //! | [`trusted_header`] | [`TrustedHeaderLayer`]: sidecar mode, reads claims that Envoy `jwt_authn` already verified (`forward_payload_header`) |
 //! | [`stepup`] | [`RequireAuthn`]: a per-route requirement on `amr`, `acr` and `auth_time` (a layer), the [`Mfa`] extractor, and their 401 (RFC 9470 `insufficient_user_authentication`) |
@@ -82,6 +83,11 @@
 //!   stay in use.
 //! * `exp` is at most [`VerifierConfig::max_token_lifetime`] (24 h) after
 //!   `iat` and now, `iat` is not in the future, `sub` is a DID.
+//! * With [`VerifierConfig::revocations`] the verifier follows a node's
+//!   signed revocation feed and refuses revoked tokens (401, reason
+//!   `revoked`), cached ones included, from the moment it holds the entry;
+//!   a member removed for cause loses its keys at once (see
+//!   [`revocations`]). Without it a revoked token passes until it expires.
 
 #![cfg_attr(
     not(test),
@@ -93,6 +99,7 @@ pub mod claims;
 pub mod error;
 pub mod jwks;
 pub mod layer;
+pub mod revocations;
 pub mod stepup;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -104,6 +111,7 @@ pub use claims::{Claims, VerifiedClaims};
 pub use error::{AuthError, JwksError, Reason};
 pub use jwks::{JwksCache, JwksConfig};
 pub use layer::{AuthLayer, AuthMode, AuthService};
+pub use revocations::RevocationStatus;
 pub use stepup::{
     Mfa, RequireAuthn, RequireAuthnService, StepUpReason, StepUpRejection, StepUpRequired, ACR_1FA,
     ACR_MFA, AMR_MFA,

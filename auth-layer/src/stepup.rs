@@ -440,6 +440,8 @@ mod tests {
             auth_time,
             amr: amr.iter().map(|s| s.to_string()).collect(),
             acr: acr.map(str::to_owned),
+            key: None,
+            rev: None,
         }
     }
 

@@ -114,9 +114,16 @@ impl TestIssuer {
 
     /// A token with any serializable payload and the standard header.
     pub fn mint_raw<T: Serialize>(&self, payload: &T) -> String {
+        self.sign_jws("JWT", payload)
+    }
+
+    /// A compact JWS of `payload` with header `alg: EdDSA`, this `kid` and
+    /// `typ`: e.g. a revocation feed page
+    /// ([`crate::revocations::FEED_TYP`]).
+    pub fn sign_jws<T: Serialize>(&self, typ: &str, payload: &T) -> String {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".to_owned());
+        header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, payload, &self.encoding).expect("EdDSA signing")
     }
 }

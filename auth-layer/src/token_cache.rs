@@ -7,8 +7,11 @@
 //! * Sharded (`SHARDS` mutexes picked by digest bits) so that threads
 //!   rarely contend.
 //! * Bounded: each shard holds at most `capacity / SHARDS` entries. When a
-//!   shard is full it first drops dead entries, then an arbitrary one —
-//!   simple, and good enough because an evicted token is only verified again.
+//!   shard is full it first drops dead entries, then arbitrary ones down to
+//!   7/8 of the bound — simple, and good enough because an evicted token is
+//!   only verified again. Freeing an eighth at a time keeps the sweep
+//!   amortised: a stream of never-seen tokens into a full cache costs one
+//!   sweep per `bound / 8` inserts, not one per insert.
 //! * An entry is dead once the token's `exp` is reached or the JWKS generation
 //!   moved (a key was removed or replaced), so it never outlives either.
 
@@ -74,6 +77,15 @@ struct Entry {
     expires_at: u64,
     /// The JWKS generation the token was verified under.
     generation: u64,
+    /// What a revocation check needs beyond the claims.
+    meta: TokenMeta,
+}
+
+/// What the revocation feed's rules read besides the claims: the header's
+/// `kid` (`member` entries).
+pub(crate) struct TokenMeta {
+    /// The `kid` that signed the token (shared with the key set).
+    pub(crate) kid: Arc<str>,
 }
 
 type Shard = HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>;
@@ -103,15 +115,30 @@ impl VerifiedTokenCache {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The claims of a live entry.
-    pub(crate) fn get(&self, digest: &Digest, now: u64, generation: u64) -> Option<Arc<Claims>> {
+    /// The claims of a live entry, after `check` (the revocation rules;
+    /// run under the shard lock, so a hit clones one `Arc` and nothing
+    /// else). An entry that `check` refuses is dropped and its error
+    /// returned.
+    pub(crate) fn get<E>(
+        &self,
+        digest: &Digest,
+        now: u64,
+        generation: u64,
+        check: impl FnOnce(&Claims, &TokenMeta) -> Result<(), E>,
+    ) -> Option<Result<Arc<Claims>, E>> {
         if self.per_shard == 0 {
             return None;
         }
         let mut shard = self.shard(digest);
         let entry = shard.get(digest)?;
         if now < entry.expires_at && entry.generation == generation {
-            return Some(entry.claims.clone());
+            return match check(&entry.claims, &entry.meta) {
+                Ok(()) => Some(Ok(entry.claims.clone())),
+                Err(e) => {
+                    shard.remove(digest);
+                    Some(Err(e))
+                }
+            };
         }
         shard.remove(digest);
         None
@@ -122,6 +149,7 @@ impl VerifiedTokenCache {
         &self,
         digest: Digest,
         claims: Arc<Claims>,
+        meta: TokenMeta,
         expires_at: u64,
         generation: u64,
         now: u64,
@@ -132,8 +160,10 @@ impl VerifiedTokenCache {
         let mut shard = self.shard(&digest);
         if shard.len() >= self.per_shard && !shard.contains_key(&digest) {
             shard.retain(|_, e| now < e.expires_at && e.generation == generation);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
+            let keep = self.per_shard - self.per_shard.div_ceil(8);
+            if shard.len() > keep {
+                let victims: Vec<Digest> = shard.keys().take(shard.len() - keep).copied().collect();
+                for victim in victims {
                     shard.remove(&victim);
                 }
             }
@@ -144,6 +174,7 @@ impl VerifiedTokenCache {
                 claims,
                 expires_at,
                 generation,
+                meta,
             },
         );
     }
@@ -162,6 +193,16 @@ impl VerifiedTokenCache {
 mod tests {
     use super::*;
 
+    fn meta() -> TokenMeta {
+        TokenMeta {
+            kid: Arc::from("k"),
+        }
+    }
+
+    fn ok(_: &Claims, _: &TokenMeta) -> Result<(), ()> {
+        Ok(())
+    }
+
     fn claims() -> Arc<Claims> {
         Arc::new(Claims {
             iss: "i".into(),
@@ -174,6 +215,8 @@ mod tests {
             auth_time: 0,
             amr: vec![],
             acr: None,
+            key: None,
+            rev: None,
         })
     }
 
@@ -181,9 +224,9 @@ mod tests {
     fn hit_until_exp_then_gone() {
         let cache = VerifiedTokenCache::new(1000);
         let d = Digest::of("t");
-        cache.insert(d, claims(), 100, 0, 10);
-        assert!(cache.get(&d, 99, 0).is_some());
-        assert!(cache.get(&d, 100, 0).is_none());
+        cache.insert(d, claims(), meta(), 100, 0, 10);
+        assert!(cache.get(&d, 99, 0, ok).is_some());
+        assert!(cache.get(&d, 100, 0, ok).is_none());
         assert_eq!(cache.len(), 0, "a dead entry is dropped on lookup");
     }
 
@@ -191,26 +234,42 @@ mod tests {
     fn generation_change_misses() {
         let cache = VerifiedTokenCache::new(1000);
         let d = Digest::of("t");
-        cache.insert(d, claims(), 100, 0, 10);
-        assert!(cache.get(&d, 50, 1).is_none());
+        cache.insert(d, claims(), meta(), 100, 0, 10);
+        assert!(cache.get(&d, 50, 1, ok).is_none());
     }
 
     #[test]
     fn stays_bounded() {
         let cache = VerifiedTokenCache::new(SHARDS * 4);
         for i in 0..10_000 {
-            cache.insert(Digest::of(&i.to_string()), claims(), 100, 0, 10);
+            cache.insert(Digest::of(&i.to_string()), claims(), meta(), 100, 0, 10);
         }
         assert!(cache.len() <= SHARDS * 4);
         // The newest entry is always kept.
-        assert!(cache.get(&Digest::of("9999"), 10, 0).is_some());
+        assert!(cache.get(&Digest::of("9999"), 10, 0, ok).is_some());
+    }
+
+    #[test]
+    fn a_refused_entry_is_dropped() {
+        let cache = VerifiedTokenCache::new(1000);
+        let d = Digest::of("t");
+        cache.insert(d, claims(), meta(), 100, 0, 10);
+        assert_eq!(
+            cache.get(&d, 20, 0, |_, m| if &*m.kid == "k" {
+                Err(7)
+            } else {
+                Ok(())
+            }),
+            Some(Err(7))
+        );
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn zero_capacity_disables() {
         let cache = VerifiedTokenCache::new(0);
         let d = Digest::of("t");
-        cache.insert(d, claims(), 100, 0, 10);
-        assert!(cache.get(&d, 10, 0).is_none());
+        cache.insert(d, claims(), meta(), 100, 0, 10);
+        assert!(cache.get(&d, 10, 0, ok).is_none());
     }
 }

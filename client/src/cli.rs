@@ -97,9 +97,31 @@ pub enum Command {
     /// key); every node that holds the op refuses that account at once.
     /// Prints `unlinked: ID`.
     Unlink(UnlinkArgs),
+    /// Revoke your DID's sessions with an update signed by your main key:
+    /// `--everywhere` revokes every token issued until now (at every node
+    /// and every verifier that follows a revocation feed), `--jti ID` one
+    /// token (an access token's `jti`, or a refresh token's id). Prints the
+    /// op's CID. A login after `--everywhere` works from the next second.
+    SignOut(SignOutArgs),
     /// Load generators (not the wallet's keys: fresh in-memory ones).
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignOutArgs {
+    #[command(flatten)]
+    pub node: NodeArg,
+    /// Revoke every token of the DID issued before the next second.
+    #[arg(long)]
+    pub everywhere: bool,
+    /// Revoke the token with this id (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub jti: Vec<String>,
+    /// Expiry of the `--jti` tokens (unix seconds), after which the entry
+    /// is dropped [default: 30 days from now, the longest token life].
+    #[arg(long, value_name = "UNIX")]
+    pub exp: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -95,6 +95,7 @@ async fn run_command(wallet: &Path, command: Command) -> Result<(), ClientError>
         Command::Approve(args) => crate::rp::approve(wallet, &args).await,
         Command::Link(args) => crate::federation::link(wallet, &args).await,
         Command::Unlink(args) => crate::federation::unlink(wallet, &args).await,
+        Command::SignOut(args) => sign_out(wallet, &args).await,
         Command::Bench(_) => Err(ClientError::usage("bench runs on its own runtime")),
     }
 }
@@ -688,6 +689,72 @@ async fn did_deactivate(path: &Path, node: &NodeArg, yes: bool) -> Result<(), Cl
     Ok(())
 }
 
+/// How long a `--jti` entry stays by default: the longest life of a token
+/// a node issues (a refresh token, 30 days).
+pub const DEFAULT_JTI_LIFE: u64 = 30 * 24 * 3600;
+
+/// The state after a sign-out at `now` (PROTOCOL.md, "Revocation"):
+/// `everywhere` raises `revocations.before` to `now + 1` (every token
+/// issued up to and including this second; never lowered), each `jti` is
+/// listed once, and listed tokens that expired are dropped so the list
+/// stays under its bound.
+pub fn signed_out_state(
+    state: &DidState,
+    everywhere: bool,
+    jti: &[String],
+    exp: u64,
+    now: u64,
+) -> Result<DidState, ClientError> {
+    let mut next = state.clone();
+    next.revocations.jti.retain(|r| r.exp > now);
+    if everywhere {
+        next.revocations.before = next.revocations.before.max(now + 1);
+    }
+    for id in jti {
+        if !next.revocations.jti.iter().any(|r| &r.jti == id) {
+            next.revocations.jti.push(did_core::op::RevokedJti {
+                jti: id.clone(),
+                exp,
+            });
+        }
+    }
+    if next.revocations.jti.len() > did_core::op::MAX_REVOKED_JTI {
+        return Err(ClientError::usage(format!(
+            "at most {} live revoked token ids; use --everywhere",
+            did_core::op::MAX_REVOKED_JTI
+        )));
+    }
+    Ok(next)
+}
+
+/// `didmesh sign-out`: an update op carrying the new revocations.
+async fn sign_out(path: &Path, args: &crate::cli::SignOutArgs) -> Result<(), ClientError> {
+    if !args.everywhere && args.jti.is_empty() {
+        return Err(ClientError::usage(
+            "say what to revoke: --everywhere, or --jti ID",
+        ));
+    }
+    let (wallet, client, did, head) = open_did(path, &args.node).await?;
+    let now = crate::now().max(head.created_at);
+    let exp = args.exp.unwrap_or(now + DEFAULT_JTI_LIFE);
+    let next = signed_out_state(&head.state, args.everywhere, &args.jti, exp, now)?;
+    let op = Operation::update(&did, head.cid, next.clone(), now, wallet.main_key())?;
+    let submitted = client.submit(&op).await?;
+    if args.everywhere {
+        eprintln!(
+            "signed out {did} everywhere: tokens issued before {} are revoked (op {})",
+            next.revocations.before, submitted.cid
+        );
+    } else {
+        eprintln!(
+            "revoked {} token id(s) of {did} (op {})",
+            args.jti.len(),
+            submitted.cid
+        );
+    }
+    emit(submitted.cid)
+}
+
 /// Which identity to log in as, and the key that signs.
 fn login_identity<'w>(
     wallet: &'w Wallet,
@@ -926,6 +993,30 @@ mod tests {
 
     fn key(b: u8) -> PublicKey {
         public_of(&SigningKey::from_bytes(&[b; 32]))
+    }
+
+    #[test]
+    fn sign_out_raises_before_lists_each_jti_once_and_drops_expired_ones() {
+        let mut state = DidState::single_key(key(1));
+        state.revocations.before = 5_000;
+        state.revocations.jti.push(did_core::op::RevokedJti {
+            jti: "old".into(),
+            exp: 900,
+        });
+        let next = signed_out_state(&state, true, &["a".into(), "a".into()], 2_000, 1_000).unwrap();
+        // never lowered, even by a wallet whose clock is behind
+        assert_eq!(next.revocations.before, 5_000);
+        let ids: Vec<&str> = next
+            .revocations
+            .jti
+            .iter()
+            .map(|r| r.jti.as_str())
+            .collect();
+        assert_eq!(ids, ["a"]);
+        let next = signed_out_state(&next, true, &[], 0, 6_000).unwrap();
+        assert_eq!(next.revocations.before, 6_001);
+        let many: Vec<String> = (0..65).map(|i| format!("j{i}")).collect();
+        assert!(signed_out_state(&state, false, &many, 2_000, 1_000).is_err());
     }
 
     #[test]

@@ -95,15 +95,15 @@ pub fn did_document(did: &str, state: &DidState) -> Value {
 }
 
 /// A resolution result for a DID the ledger holds.
-pub fn resolution_result(view: &DidView<'_>) -> Value {
+pub fn resolution_result(view: &DidView) -> Value {
     let document = match view.usable_state() {
-        Some(state) => did_document(view.did, state),
+        Some(state) => did_document(&view.did, state),
         // A disputed DID shows no keys: nobody may act on them until a
         // higher-priority rotation key settles the dispute (ledger doc).
-        None if view.disputed.is_some() => json!({"@context": [DID_CONTEXT], "id": view.did}),
+        None if view.disputed.is_some() => json!({"@context": [DID_CONTEXT], "id": &view.did}),
         // A deactivated DID resolves to a minimal document (DID Core §7.1.2
         // leaves the document to the method; metadata carries the flag).
-        None => json!({"@context": [DID_CONTEXT], "id": view.did}),
+        None => json!({"@context": [DID_CONTEXT], "id": &view.did}),
     };
     let mut meta = json!({
         "created": rfc3339(view.created_at),
@@ -115,7 +115,7 @@ pub fn resolution_result(view: &DidView<'_>) -> Value {
     if view.deactivated() {
         meta["deactivated"] = json!(true);
     }
-    if let Some(d) = view.disputed {
+    if let Some(d) = &view.disputed {
         meta["disputed"] = json!({
             "at": d.at.to_string(),
             "equivocatingKey": d.key.to_string(),

@@ -120,8 +120,7 @@ pub fn judge_received(received: Received, ledger: &Ledger, now: u64) -> Verdict 
     // would let anyone multiply a held op into endless "new" gossip
     // messages by rewriting `sig`. It is ignored, without penalty (an
     // honest node may hold another valid co-signer set).
-    if let Some(held) = ledger.get(&cid) {
-        let same = held.op.sig == op.sig && held.op.cosigs == op.cosigs;
+    if let Some(same) = ledger.same_signatures(&cid, &op) {
         return Verdict::Known {
             fresh: same && is_fresh(&op, now),
         };

@@ -60,9 +60,11 @@ pub mod op;
 pub mod passkey;
 pub mod policy;
 pub mod proto;
+pub mod store;
 pub mod sync;
 pub mod sync_frame;
 pub mod time;
+pub mod verify;
 
 pub use encoding::Cid;
 pub use keys::PublicKey;

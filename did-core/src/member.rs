@@ -221,6 +221,58 @@ pub fn p256_jwk(key: &P256Key) -> serde_json::Value {
     })
 }
 
+/// What a `member-revoke` op carries: every session of `did` issued
+/// before `before` (unix s, at most the op's `created_at`) is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRevocation {
+    pub did: String,
+    pub before: u64,
+}
+
+/// Default of the network rule `key_overlap_secs`: a retired member key
+/// stays in the JWKS this long after the rotation that retired it (at least
+/// the longest access-token lifetime, so a token signed just before the
+/// rotation verifies until it expires).
+pub const DEFAULT_KEY_OVERLAP_SECS: u64 = 3600;
+
+/// A member's token keys that a `member-rotate` op replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKeys {
+    /// The member's stable id (its entry's `node_did`).
+    pub node_did: String,
+    /// The entry as it was before the rotation (its three keys).
+    pub entry: Member,
+    /// The rotation op's `created_at`: the keys sign nothing after it, and
+    /// verifiers drop them at `retired_at + key_overlap_secs`.
+    pub retired_at: u64,
+}
+
+impl RetiredKeys {
+    /// When verifiers stop accepting these keys.
+    pub fn retires(&self, overlap_secs: u64) -> u64 {
+        self.retired_at.saturating_add(overlap_secs)
+    }
+
+    /// The retired keys that the rotation really replaced: the Ed25519,
+    /// RSA and P-256 keys of `entry` that `current` (the member's entry
+    /// now) no longer carries. A rotation that only adds RSA/P-256 keys to
+    /// a pre-ID-token entry retires nothing.
+    pub fn replaced(&self, current: &Member) -> Member {
+        Member {
+            name: self.entry.name.clone(),
+            node_did: self.entry.node_did.clone(),
+            key: self.entry.key,
+            rsa: self
+                .entry
+                .rsa
+                .clone()
+                .filter(|k| current.rsa.as_ref() != Some(k)),
+            p256: self.entry.p256.filter(|k| current.p256.as_ref() != Some(k)),
+        }
+    }
+}
+
 /// A co-signature on a membership op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +290,9 @@ pub struct NetworkRules {
     /// the genesis; the ledger never asks for less than a strict majority
     /// ([`NetworkRules::quorum_for`]).
     pub quorum: usize,
+    /// Seconds a rotated-away member key stays in the JWKS
+    /// ([`DEFAULT_KEY_OVERLAP_SECS`] unless the genesis says otherwise).
+    pub key_overlap_secs: u64,
 }
 
 impl NetworkRules {

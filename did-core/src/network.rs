@@ -18,7 +18,7 @@
 //! never hand a relying party an unusable key.
 
 use crate::encoding::{base32_lower, canonical_json, EncodingError};
-use crate::member::{Member, NetworkRules};
+use crate::member::{Member, NetworkRules, DEFAULT_KEY_OVERLAP_SECS};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every network id.
@@ -51,6 +51,22 @@ pub struct Genesis {
     /// least a strict majority of `members`; [`NetworkRules::quorum_for`]).
     pub quorum: usize,
     pub created_at: u64,
+    /// Seconds a member key replaced by a `member-rotate` op stays in the
+    /// JWKS ([`crate::member`]); omitted when it is the default (3600), so a
+    /// genesis written before rotation keeps its bytes and its id.
+    #[serde(
+        default = "default_overlap",
+        skip_serializing_if = "is_default_overlap"
+    )]
+    pub key_overlap_secs: u64,
+}
+
+fn default_overlap() -> u64 {
+    DEFAULT_KEY_OVERLAP_SECS
+}
+
+fn is_default_overlap(secs: &u64) -> bool {
+    *secs == DEFAULT_KEY_OVERLAP_SECS
 }
 
 /// The bytes the network id hashes: canonical JSON of the genesis without
@@ -61,16 +77,37 @@ pub fn id_preimage(
     quorum: usize,
     created_at: u64,
 ) -> Result<Vec<u8>, EncodingError> {
+    id_preimage_with_overlap(
+        issuer,
+        members,
+        quorum,
+        created_at,
+        DEFAULT_KEY_OVERLAP_SECS,
+    )
+}
+
+/// [`id_preimage`] with a `key_overlap_secs` rule (left out of the bytes
+/// when it is the default, so older ids are unchanged).
+pub fn id_preimage_with_overlap(
+    issuer: &str,
+    members: &[Member],
+    quorum: usize,
+    created_at: u64,
+    key_overlap_secs: u64,
+) -> Result<Vec<u8>, EncodingError> {
     #[derive(Serialize)]
     struct Body<'a> {
         created_at: u64,
         issuer: &'a str,
+        #[serde(skip_serializing_if = "is_default_overlap")]
+        key_overlap_secs: u64,
         members: &'a [Member],
         quorum: usize,
     }
     canonical_json(&Body {
         created_at,
         issuer,
+        key_overlap_secs,
         members,
         quorum,
     })
@@ -83,7 +120,24 @@ pub fn network_id(
     quorum: usize,
     created_at: u64,
 ) -> Result<String, EncodingError> {
-    let bytes = id_preimage(issuer, members, quorum, created_at)?;
+    network_id_with_overlap(
+        issuer,
+        members,
+        quorum,
+        created_at,
+        DEFAULT_KEY_OVERLAP_SECS,
+    )
+}
+
+/// [`network_id`] of a genesis with a `key_overlap_secs` rule.
+pub fn network_id_with_overlap(
+    issuer: &str,
+    members: &[Member],
+    quorum: usize,
+    created_at: u64,
+    key_overlap_secs: u64,
+) -> Result<String, EncodingError> {
+    let bytes = id_preimage_with_overlap(issuer, members, quorum, created_at, key_overlap_secs)?;
     let digest = base32_lower(blake3::hash(&bytes).as_bytes());
     Ok(format!("{NETWORK_ID_PREFIX}{}", &digest[..ID_CHARS]))
 }
@@ -96,12 +150,37 @@ impl Genesis {
         quorum: usize,
         created_at: u64,
     ) -> Result<Genesis, NetworkError> {
+        Genesis::with_overlap(
+            issuer,
+            members,
+            quorum,
+            created_at,
+            DEFAULT_KEY_OVERLAP_SECS,
+        )
+    }
+
+    /// [`Genesis::new`] with a `key_overlap_secs` rule (how long a rotated
+    /// member key stays in the JWKS).
+    pub fn with_overlap(
+        issuer: &str,
+        members: Vec<Member>,
+        quorum: usize,
+        created_at: u64,
+        key_overlap_secs: u64,
+    ) -> Result<Genesis, NetworkError> {
         let genesis = Genesis {
-            network_id: network_id(issuer, &members, quorum, created_at)?,
+            network_id: network_id_with_overlap(
+                issuer,
+                &members,
+                quorum,
+                created_at,
+                key_overlap_secs,
+            )?,
             issuer: issuer.to_string(),
             members,
             quorum,
             created_at,
+            key_overlap_secs,
         };
         genesis.check()?;
         Ok(genesis)
@@ -112,7 +191,13 @@ impl Genesis {
     /// members and all of them (a smaller quorum would let two disjoint
     /// groups each change membership with no equivocation to show for it).
     pub fn check(&self) -> Result<(), NetworkError> {
-        let derived = network_id(&self.issuer, &self.members, self.quorum, self.created_at)?;
+        let derived = network_id_with_overlap(
+            &self.issuer,
+            &self.members,
+            self.quorum,
+            self.created_at,
+            self.key_overlap_secs,
+        )?;
         if self.network_id != derived {
             return Err(NetworkError::IdMismatch);
         }
@@ -129,6 +214,7 @@ impl Genesis {
             network_id: self.network_id.clone(),
             founders: self.members.clone(),
             quorum: self.quorum,
+            key_overlap_secs: self.key_overlap_secs,
         }
     }
 }

@@ -118,6 +118,92 @@ pub struct DidState {
     /// What a login needs ([`crate::policy`]); absent = any one key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_policy: Option<crate::policy::LoginPolicy>,
+    /// Sessions the owner revoked ([`Revocations`]): every token issued
+    /// before a time, and single token ids. Absent when empty, like
+    /// `passkeys`, so older states keep their bytes and CIDs.
+    #[serde(default, skip_serializing_if = "Revocations::is_empty")]
+    pub revocations: Revocations,
+}
+
+/// Most single token ids a state may revoke at once: the wallet drops a
+/// `jti` once its token has expired (its `exp` passed), so the list only
+/// holds live tokens (PROTOCOL.md, "Revocation").
+pub const MAX_REVOKED_JTI: usize = 64;
+
+/// A DID owner's revocation of its own sessions (issue 13, "sign-out
+/// everywhere"). It rides the ledger like every change to the DID: signed
+/// by a rotation key, gossiped, and turned by each node into entries of its
+/// revocation feed (`GET /v1/revocations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocations {
+    /// Unix seconds: every token of this DID with `iat` before it is
+    /// revoked; 0 = none. Never goes down from one state to the next
+    /// ([`check_revocations_transition`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub before: u64,
+    /// Single tokens revoked by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jti: Vec<RevokedJti>,
+}
+
+/// One revoked token: its `jti` and its `exp` (after which the entry can be
+/// dropped: the token is dead anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedJti {
+    pub jti: String,
+    pub exp: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Revocations {
+    pub fn is_empty(&self) -> bool {
+        self.before == 0 && self.jti.is_empty()
+    }
+
+    /// Whether a token of this DID with id `jti` issued at `iat` is revoked.
+    pub fn covers(&self, jti: &str, iat: u64) -> bool {
+        iat < self.before || self.jti.iter().any(|r| r.jti == jti)
+    }
+
+    fn check(&self) -> Result<(), OpError> {
+        if self.jti.len() > MAX_REVOKED_JTI {
+            return Err(OpError::Limit(format!(
+                "at most {MAX_REVOKED_JTI} revoked token ids (drop expired ones)"
+            )));
+        }
+        for (i, r) in self.jti.iter().enumerate() {
+            // Token ids are 32 hex digits when didmesh mints them; other
+            // issuers' ids are bounded printable text (RFC 7519 §4.1.7).
+            check_text("revoked jti", &r.jti, 128)?;
+            if self.jti[..i].iter().any(|o| o.jti == r.jti) {
+                return Err(OpError::Invalid(format!(
+                    "revoked jti {} listed twice",
+                    truncate(&r.jti)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The revocation rule between a DID's state at `prev` and the state an
+/// update carries: `revocations.before` never goes down. Lowering it would
+/// bring revoked sessions back to life, and a verifier that already saw the
+/// higher value would disagree with one that did not (PROTOCOL.md,
+/// "Revocation"). The ledger applies it to every update.
+pub fn check_revocations_transition(parent: &DidState, next: &DidState) -> Result<(), OpError> {
+    if next.revocations.before < parent.revocations.before {
+        return Err(OpError::Invalid(format!(
+            "revocations.before may not go down ({} -> {})",
+            parent.revocations.before, next.revocations.before
+        )));
+    }
+    Ok(())
 }
 
 impl DidState {
@@ -139,6 +225,7 @@ impl DidState {
             links: vec![],
             phones: vec![],
             login_policy: None,
+            revocations: Revocations::default(),
         }
     }
 
@@ -308,6 +395,7 @@ impl DidState {
                 check_text("device", device, 32)?;
             }
         }
+        self.revocations.check()?;
         self.check_policy()
     }
 }
@@ -383,11 +471,27 @@ pub enum OpKind {
     /// Network membership change (see [`crate::member`]).
     MemberAdd,
     MemberRemove,
+    /// A member's token keys replaced (same `node_did`; [`crate::member`]).
+    MemberRotate,
+    /// A member quorum revokes one DID's sessions ([`crate::member`]).
+    MemberRevoke,
 }
 
 impl OpKind {
     pub fn is_membership(self) -> bool {
-        matches!(self, OpKind::MemberAdd | OpKind::MemberRemove)
+        matches!(
+            self,
+            OpKind::MemberAdd | OpKind::MemberRemove | OpKind::MemberRotate | OpKind::MemberRevoke
+        )
+    }
+
+    /// Membership ops that change the member set (nodes of the membership
+    /// tree; `member-revoke` only names the set that signs it).
+    pub fn changes_members(self) -> bool {
+        matches!(
+            self,
+            OpKind::MemberAdd | OpKind::MemberRemove | OpKind::MemberRotate
+        )
     }
 }
 
@@ -423,6 +527,11 @@ pub struct Operation {
     /// [`crate::member::NetworkRules::quorum_for`]). Signed like every field.
     #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
+    /// `member-revoke` only: the DID whose sessions issued before
+    /// `before` a member quorum revokes. Absent on every other op, so their
+    /// bytes and CIDs are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<crate::member::MemberRevocation>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -523,6 +632,7 @@ impl Operation {
             member: None,
             cosigs: vec![],
             force: false,
+            revoke: None,
         };
         op.sig = sign_b64(key, &op.signing_bytes()?);
         Ok(op)
@@ -608,6 +718,7 @@ impl Operation {
             member: Some(member),
             cosigs: vec![],
             force,
+            revoke: None,
         };
         let bytes = op.signing_bytes()?;
         op.sig = sign_b64(first, &bytes);
@@ -618,6 +729,43 @@ impl Operation {
                 sig: sign_b64(k, &bytes),
             })
             .collect();
+        Ok(op)
+    }
+
+    /// A `member-revoke` op for `network_id`: the member set at `prev`
+    /// (`None` = the genesis set) revokes `revoke.did`'s sessions issued
+    /// before `revoke.before`. Signed by `signers[0]`, co-signed by the rest.
+    pub fn member_revoke(
+        network_id: &str,
+        prev: Option<Cid>,
+        revoke: crate::member::MemberRevocation,
+        created_at: u64,
+        signers: &[&SigningKey],
+    ) -> Result<Operation, OpError> {
+        let first = signers
+            .first()
+            .ok_or_else(|| OpError::Invalid("a membership op needs a signer".into()))?;
+        let mut op = Operation {
+            kind: OpKind::MemberRevoke,
+            did: Some(network_id.to_string()),
+            prev,
+            state: None,
+            created_at,
+            signer: crate::keys::public_of(first),
+            sig: String::new(),
+            member: None,
+            cosigs: vec![],
+            force: false,
+            revoke: Some(revoke),
+        };
+        let bytes = op.signing_bytes()?;
+        op.sig = sign_b64(first, &bytes);
+        for k in &signers[1..] {
+            op.cosigs.push(crate::member::CoSig {
+                signer: crate::keys::public_of(k),
+                sig: sign_b64(k, &bytes),
+            });
+        }
         Ok(op)
     }
 
@@ -686,23 +834,43 @@ impl Operation {
                     "deactivate names did and prev and carries no state".into(),
                 ))
             }
-            (OpKind::MemberAdd | OpKind::MemberRemove, Some(_), _, None)
-                if self.member.is_some() => {}
-            (OpKind::MemberAdd | OpKind::MemberRemove, _, _, _) => {
+            (OpKind::MemberAdd | OpKind::MemberRemove | OpKind::MemberRotate, Some(_), _, None)
+                if self.member.is_some() && self.revoke.is_none() => {}
+            (OpKind::MemberAdd | OpKind::MemberRemove | OpKind::MemberRotate, _, _, _) => {
                 return Err(OpError::Invalid(
                     "a membership op names the network in did, a member, and carries no state"
                         .into(),
                 ))
             }
+            (OpKind::MemberRevoke, Some(_), _, None)
+                if self.member.is_none() && self.revoke.is_some() => {}
+            (OpKind::MemberRevoke, _, _, _) => return Err(OpError::Invalid(
+                "member-revoke names the network in did, carries revoke, and no member or state"
+                    .into(),
+            )),
         }
         if self.kind.is_membership() {
             let network = self.did.as_deref().unwrap_or_default();
             check_text("network id", network, 64)?;
             if let Some(m) = &self.member {
                 check_text("member name", &m.name, 64)?;
-                if m.node_did != m.key.did_key() {
+                // A member's node_did is the did:key of the Ed25519 key it
+                // was admitted with and never changes (crate::member): a
+                // new member's entry names its own key, while a rotated
+                // member keeps its first did:key (the ledger checks it
+                // against the member set at prev).
+                if self.kind == OpKind::MemberAdd && m.node_did != m.key.did_key() {
                     return Err(OpError::Invalid(
                         "member node_did must be the did:key of its key".into(),
+                    ));
+                }
+                check_text("member node_did", &m.node_did, 64)?;
+            }
+            if let Some(r) = &self.revoke {
+                parse_mesh_did(&r.did)?;
+                if r.before > self.created_at {
+                    return Err(OpError::Invalid(
+                        "revoke.before may not be later than the op's created_at".into(),
                     ));
                 }
             }
@@ -715,7 +883,11 @@ impl Operation {
                 ));
             }
         } else {
-            if self.member.is_some() || !self.cosigs.is_empty() || self.force {
+            if self.member.is_some()
+                || !self.cosigs.is_empty()
+                || self.force
+                || self.revoke.is_some()
+            {
                 return Err(OpError::Invalid(
                     "member and cosigs belong to membership ops only".into(),
                 ));
@@ -838,4 +1010,72 @@ pub fn check_clock(op: &Operation, now: u64, limits: &Limits) -> Result<(), OpEr
         return Err(OpError::ClockSkew(op.created_at - now));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod revocation_tests {
+    use super::*;
+
+    fn state() -> DidState {
+        DidState::single_key(crate::keys::public_of(&SigningKey::from_bytes(&[9u8; 32])))
+    }
+
+    fn jti(n: usize) -> RevokedJti {
+        RevokedJti {
+            jti: format!("{n:032x}"),
+            exp: 1_800_000_000,
+        }
+    }
+
+    #[test]
+    fn empty_revocations_leave_the_encoding_alone() {
+        let v = serde_json::to_value(state()).unwrap();
+        assert!(v.get("revocations").is_none());
+        let mut s = state();
+        s.revocations.before = 5;
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["revocations"], serde_json::json!({"before": 5}));
+    }
+
+    #[test]
+    fn at_most_64_jti_and_no_duplicates() {
+        let mut s = state();
+        s.revocations.jti = (0..MAX_REVOKED_JTI).map(jti).collect();
+        s.check(&Limits::default()).unwrap();
+        s.revocations.jti.push(jti(MAX_REVOKED_JTI));
+        assert!(matches!(
+            s.check(&Limits::default()),
+            Err(OpError::Limit(_))
+        ));
+        s.revocations.jti = vec![jti(1), jti(1)];
+        assert!(matches!(
+            s.check(&Limits::default()),
+            Err(OpError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn before_never_goes_down() {
+        let mut parent = state();
+        parent.revocations.before = 1_800_000_000;
+        let mut next = parent.clone();
+        check_revocations_transition(&parent, &next).unwrap();
+        next.revocations.before = 1_800_000_001;
+        check_revocations_transition(&parent, &next).unwrap();
+        next.revocations.before = 1_799_999_999;
+        assert!(check_revocations_transition(&parent, &next).is_err());
+        next.revocations = Revocations::default();
+        assert!(check_revocations_transition(&parent, &next).is_err());
+    }
+
+    #[test]
+    fn covers_by_time_and_by_id() {
+        let r = Revocations {
+            before: 100,
+            jti: vec![jti(7)],
+        };
+        assert!(r.covers("x", 99));
+        assert!(!r.covers("x", 100));
+        assert!(r.covers(&format!("{:032x}", 7), 500));
+    }
 }

@@ -256,6 +256,22 @@ pub struct Claims {
     /// of nodes before issue 11 have none (read it as one factor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acr: Option<String>,
+    /// The DID key (multibase) or passkey id that proved the login, so a
+    /// verifier can refuse the token once that key leaves the DID (a `key`
+    /// entry of the revocation feed, PROTOCOL.md "Revocation"). Absent on
+    /// tokens of older nodes and of logins not proved by one DID key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The DID's revocation watermark the issuing node held when it issued
+    /// the token: the largest `before` of the DID's own sign-outs and of
+    /// member revocations. A `did` entry of the revocation feed revokes the
+    /// token when `rev < before` ([`Claims::revoked_by`]), so revocation
+    /// does not depend on clocks: a node whose clock runs ahead cannot
+    /// issue a token that escapes a sign-out it has not seen yet, and a
+    /// login right after a sign-out carries `rev = before` and is good at
+    /// once. Absent on tokens of older nodes: `iat` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<u64>,
 }
 
 impl Claims {
@@ -281,7 +297,15 @@ impl Claims {
             auth_time: now,
             amr: vec![AMR_SOFTWARE_KEY.to_string()],
             acr: Some(ACR_1FA.to_string()),
+            key: None,
+            rev: None,
         }
+    }
+
+    /// Whether a `did` revocation with this `before` covers the token:
+    /// `rev < before`, or `iat < before` for a token without `rev`.
+    pub fn revoked_by(&self, before: u64) -> bool {
+        self.rev.unwrap_or(self.iat) < before
     }
 
     /// Whether the login presented two or more distinct factors (`amr`

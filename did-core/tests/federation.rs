@@ -531,7 +531,12 @@ fn scan(l: &Ledger, dids: &[String]) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for did in dids {
         let Some(view) = l.resolve(did) else { continue };
-        for link in view.state.map(|s| s.links.as_slice()).unwrap_or(&[]) {
+        for link in view
+            .state
+            .as_deref()
+            .map(|s| s.links.as_slice())
+            .unwrap_or(&[])
+        {
             out.entry(link.commitment.clone())
                 .or_default()
                 .insert(did.clone());

@@ -72,6 +72,7 @@ fn equal_priority_fork_is_a_dispute_not_a_cid_race() {
         assert_eq!(view.head, g, "frozen at the parent of the equivocation");
         let dispute = view
             .disputed
+            .as_ref()
             .expect("key 1 signed two children of the genesis");
         assert_eq!(dispute.key, public_of(&k));
         assert_eq!(dispute.ops.len(), 2);

@@ -24,6 +24,7 @@ fn rules(founders: u8, quorum: usize) -> NetworkRules {
         network_id: "mesh-test".into(),
         founders: (1..=founders).map(m).collect(),
         quorum,
+        key_overlap_secs: did_core::member::DEFAULT_KEY_OVERLAP_SECS,
     }
 }
 
@@ -327,3 +328,344 @@ fn a_member_add_with_a_bad_token_key_is_refused_with_the_reason() {
     let ed_key = refuse(&|v| v["member"]["p256"] = v["member"]["key"].clone());
     assert!(ed_key.contains("p256-pub"), "{ed_key}");
 }
+
+// ---- member-rotate and member-revoke (step 10) ----
+
+/// Founders 1..=3 with ID-token keys, overlap `overlap` seconds.
+fn keyed_rules(overlap: u64) -> NetworkRules {
+    NetworkRules {
+        network_id: "mesh-test".into(),
+        founders: (1..=3).map(with_token_keys).collect(),
+        quorum: 2,
+        key_overlap_secs: overlap,
+    }
+}
+
+/// Another RSA-2048-shaped modulus (the ledger checks shape, not primes).
+fn other_rsa(seed: u8) -> RsaPublicJwk {
+    let mut n = vec![0xc5u8; 256];
+    n[100] = seed;
+    n[255] = 0x01;
+    RsaPublicJwk::from_modulus(&n).unwrap()
+}
+
+fn p256_of(seed: u8) -> P256Key {
+    let key = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+    P256Key::from_sec1(key.verifying_key().to_encoded_point(true).as_bytes()).unwrap()
+}
+
+/// Member `who`'s entry with all three keys replaced by those of `seed`,
+/// keeping its node_did.
+fn rotated(who: u8, seed: u8) -> Member {
+    Member {
+        name: format!("node{who}"),
+        node_did: public_of(&k(who)).did_key(),
+        key: public_of(&k(seed)),
+        rsa: Some(other_rsa(seed)),
+        p256: Some(p256_of(seed)),
+    }
+}
+
+fn rotate(prev: Option<Cid>, entry: Member, t: u64, signers: &[u8]) -> Operation {
+    let keys: Vec<SigningKey> = signers.iter().map(|i| k(*i)).collect();
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    Operation::membership(OpKind::MemberRotate, "mesh-test", prev, entry, t, &refs).unwrap()
+}
+
+fn entry_of(l: &Ledger, who: u8) -> Option<&Member> {
+    let id = public_of(&k(who)).did_key();
+    l.members().iter().find(|m| m.node_did == id)
+}
+
+#[test]
+fn a_rotation_needs_a_quorum_and_keeps_the_member_id() {
+    let mut l = Ledger::default().with_network(keyed_rules(3600));
+    // A lone member (or one stolen member key) rotates neither its own
+    // keys nor another member's.
+    for signers in [&[1u8][..], &[2], &[11]] {
+        let err = l.validate(&rotate(None, rotated(1, 11), 100, signers));
+        assert!(matches!(err, Err(OpError::BadSignature(_))), "{err:?}");
+    }
+    // A key that is no member's cannot stand in for a cosigner either.
+    let err = l.validate(&rotate(None, rotated(1, 11), 100, &[1, 11]));
+    assert!(matches!(err, Err(OpError::BadSignature(_))), "{err:?}");
+    let op = rotate(None, rotated(1, 11), 100, &[1, 2]);
+    l.apply(op.clone()).unwrap();
+    let now = entry_of(&l, 1).expect("node1 is still a member, by its node_did");
+    assert_eq!(now, &rotated(1, 11));
+    assert_eq!(l.members().len(), 3);
+    assert!(!l.members().iter().any(|m| m.key == public_of(&k(1))));
+    let retired = l.retired_member_keys();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].entry, with_token_keys(1));
+    assert_eq!(retired[0].retired_at, 100);
+    // The retired key signs nothing any more, even with a quorum partner.
+    let head = op.cid().ok();
+    let add = change(OpKind::MemberAdd, head, 4, 101, &[1, 2]);
+    let err = l.validate(&add).unwrap_err().to_string();
+    assert!(err.contains("retired"), "{err}");
+    // The new key does.
+    l.apply(change(OpKind::MemberAdd, head, 4, 101, &[11, 2]))
+        .unwrap();
+    assert_eq!(l.members().len(), 4);
+}
+
+#[test]
+fn an_old_rotation_replayed_or_rebuilt_never_brings_an_old_key_back() {
+    let mut l = Ledger::default().with_network(keyed_rules(3600));
+    let first = rotate(None, rotated(1, 11), 100, &[1, 2]);
+    l.apply(first.clone()).unwrap();
+    let second = rotate(first.cid().ok(), rotated(1, 12), 200, &[11, 2]);
+    l.apply(second.clone()).unwrap();
+    let digest = l.state_digest();
+    // The same op again is the same CID: already held, nothing changes.
+    l.apply(first.clone()).unwrap();
+    assert_eq!(l.state_digest(), digest);
+    assert_eq!(entry_of(&l, 1).unwrap().key, public_of(&k(12)));
+    // Rotating back to a retired key is refused, even by a full quorum.
+    let mut back = with_token_keys(1);
+    back.key = public_of(&k(11));
+    let err = l
+        .validate(&rotate(second.cid().ok(), back, 300, &[12, 2, 3]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("held or was held"), "{err}");
+    let back_rsa = Member {
+        rsa: Some(other_rsa(11)),
+        ..rotated(1, 13)
+    };
+    let err = l
+        .validate(&rotate(second.cid().ok(), back_rsa, 300, &[12, 2]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RSA"), "{err}");
+    // The first rotation re-signed on the genesis by the old keys (a
+    // thief holding keys 1 and 2 from before): a fork, which only shrinks
+    // the set; key 1 never counts again.
+    let rebuilt = rotate(None, rotated(1, 14), 150, &[1, 2]);
+    l.apply(rebuilt).unwrap();
+    assert!(l.membership_forked());
+    assert!(!l
+        .members()
+        .iter()
+        .any(|m| m.key == public_of(&k(1)) || m.key == public_of(&k(14))));
+    // No rotation applies to a member that is not there.
+    let err = l
+        .validate(&rotate(second.cid().ok(), rotated(9, 15), 300, &[12, 2]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a member"), "{err}");
+    // Nor one that changes nothing, nor one that drops a key kind.
+    let err = l
+        .validate(&rotate(second.cid().ok(), rotated(1, 12), 300, &[12, 2]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing to rotate"), "{err}");
+    let dropped = Member {
+        rsa: None,
+        ..rotated(1, 16)
+    };
+    let err = l
+        .validate(&rotate(second.cid().ok(), dropped, 300, &[12, 2]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never drops"), "{err}");
+}
+
+#[test]
+fn retired_keys_are_listed_until_the_window_ends_and_leave_with_a_removal() {
+    let mut l = Ledger::default().with_network(keyed_rules(5));
+    assert_eq!(l.key_overlap_secs(), 5);
+    let op = rotate(None, rotated(2, 12), 1_000, &[1, 2]);
+    l.apply(op.clone()).unwrap();
+    let retired = l.retired_member_keys().to_vec();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].retires(l.key_overlap_secs()), 1_005);
+    assert_eq!(retired[0].node_did, public_of(&k(2)).did_key());
+    // Removal for cause: the member and its retired keys leave at once.
+    let rm = Operation::membership_forced(
+        OpKind::MemberRemove,
+        "mesh-test",
+        op.cid().ok(),
+        rotated(2, 12),
+        1_001,
+        true,
+        &[&k(1), &k(3)],
+    )
+    .unwrap();
+    l.apply(rm).unwrap();
+    assert!(entry_of(&l, 2).is_none());
+    assert!(l.retired_member_keys().is_empty());
+}
+
+#[test]
+fn a_pre_id_token_member_puts_rsa_and_p256_keys_on_the_ledger_by_rotation() {
+    let mut l = Ledger::default().with_network(rules(3, 2));
+    let full = with_token_keys(1);
+    let op = rotate(None, full.clone(), 50, &[1, 2]);
+    l.apply(op).unwrap();
+    assert_eq!(entry_of(&l, 1), Some(&full));
+    // The Ed25519 key stayed: the retired entry replaced nothing a
+    // verifier would drop.
+    let r = &l.retired_member_keys()[0];
+    let replaced = r.replaced(&full);
+    assert!(replaced.rsa.is_none() && replaced.p256.is_none());
+    assert_eq!(replaced.key, full.key);
+}
+
+#[test]
+fn member_revoke_needs_a_quorum_keeps_the_latest_before_and_forks_nothing() {
+    use did_core::member::MemberRevocation;
+    let mut l = Ledger::default().with_network(keyed_rules(3600));
+    let did = "did:mesh:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_string();
+    let revoke = |before: u64, t: u64, signers: &[u8]| {
+        let keys: Vec<SigningKey> = signers.iter().map(|i| k(*i)).collect();
+        let refs: Vec<&SigningKey> = keys.iter().collect();
+        Operation::member_revoke(
+            "mesh-test",
+            None,
+            MemberRevocation {
+                did: did.clone(),
+                before,
+            },
+            t,
+            &refs,
+        )
+        .unwrap()
+    };
+    let lone = l.validate(&revoke(90, 100, &[1]));
+    assert!(matches!(lone, Err(OpError::BadSignature(_))), "{lone:?}");
+    let outsider = l.validate(&revoke(90, 100, &[1, 9]));
+    assert!(matches!(outsider, Err(OpError::BadSignature(_))));
+    let future = l.validate(&revoke(101, 100, &[1, 2])).unwrap_err();
+    assert!(future.to_string().contains("before"), "{future}");
+    assert_eq!(l.member_revocation(&did), None);
+    l.apply(revoke(90, 100, &[1, 2])).unwrap();
+    // A second one on the same parent, with overlapping signers: no
+    // equivocation (a revocation changes no member set) and the max wins.
+    l.apply(revoke(80, 110, &[2, 3])).unwrap();
+    l.apply(revoke(95, 120, &[1, 3])).unwrap();
+    assert_eq!(l.member_revocation(&did), Some(95));
+    assert!(l.membership_evidence().is_empty());
+    assert!(!l.membership_forked());
+    assert_eq!(l.members().len(), 3);
+    // It is no node of the membership tree.
+    let on_revoke = change(
+        OpKind::MemberAdd,
+        revoke(95, 120, &[1, 3]).cid().ok(),
+        4,
+        130,
+        &[1, 2],
+    );
+    assert!(l.validate(&on_revoke).is_err());
+    // member-revoke carries a revoke and nothing else; other kinds never do.
+    let mut v = serde_json::to_value(revoke(95, 120, &[1, 3])).unwrap();
+    v["type"] = "member-add".into();
+    let bytes = did_core::encoding::canonical_value(&v).unwrap();
+    let (op, _) = Operation::from_canonical_json(&bytes).unwrap();
+    let err = l.validate(&op).unwrap_err();
+    assert!(matches!(err, OpError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn rotations_and_revocations_resolve_the_same_in_any_order() {
+    use did_core::member::MemberRevocation;
+    let a = rotate(None, rotated(1, 11), 100, &[1, 2]);
+    let b = rotate(a.cid().ok(), rotated(3, 13), 110, &[11, 3]);
+    let c = Operation::member_revoke(
+        "mesh-test",
+        b.cid().ok(),
+        MemberRevocation {
+            did: "did:mesh:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+            before: 115,
+        },
+        120,
+        &[&k(11), &k(13)],
+    )
+    .unwrap();
+    let d = change(OpKind::MemberAdd, b.cid().ok(), 4, 130, &[11, 13]);
+    let ops = [a, b, c, d];
+    let mut outcomes = vec![];
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+        let mut l = Ledger::default().with_network(keyed_rules(3600));
+        for i in order {
+            l.apply(ops[i].clone()).unwrap();
+        }
+        assert_eq!(l.members().len(), 4);
+        outcomes.push((
+            l.state_digest(),
+            l.members().to_vec(),
+            l.retired_member_keys().to_vec(),
+            l.member_revocation("did:mesh:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        ));
+    }
+    assert!(outcomes.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn the_overlap_rule_keeps_old_genesis_bytes_and_is_covered_by_the_id() {
+    use did_core::network::Genesis;
+    let founders: Vec<Member> = (1..=3).map(m).collect();
+    let plain = Genesis::new("https://i", founders.clone(), 2, 7).unwrap();
+    let text = serde_json::to_string(&plain).unwrap();
+    assert!(!text.contains("key_overlap_secs"), "{text}");
+    assert_eq!(plain.rules().key_overlap_secs, 3600);
+    let short = Genesis::with_overlap("https://i", founders, 2, 7, 5).unwrap();
+    assert_ne!(short.network_id, plain.network_id);
+    let text = serde_json::to_string(&short).unwrap();
+    let back: Genesis = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, short);
+    assert_eq!(back.check(), Ok(()));
+    assert_eq!(back.rules().key_overlap_secs, 5);
+    let mut tampered = short.clone();
+    tampered.key_overlap_secs = 1_000_000;
+    assert!(tampered.check().is_err());
+}
+
+/// The wire shape of the two new kinds, pinned (other implementations
+/// build these bytes): canonical JSON, `revoke` only on member-revoke, and
+/// the CIDs of fixed ops. Ops of the older kinds carry no new field.
+#[test]
+fn rotate_and_revoke_ops_have_a_fixed_canonical_form() {
+    use did_core::member::MemberRevocation;
+    let rot = Operation::membership(
+        OpKind::MemberRotate,
+        "mesh-test",
+        None,
+        rotated(1, 11),
+        1_790_000_000,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
+    let text = String::from_utf8(rot.canonical_bytes().unwrap()).unwrap();
+    assert!(text.contains(r#""type":"member-rotate""#), "{text}");
+    assert!(!text.contains("revoke"), "{text}");
+    let rev = Operation::member_revoke(
+        "mesh-test",
+        None,
+        MemberRevocation {
+            did: "did:mesh:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into(),
+            before: 1_789_999_000,
+        },
+        1_790_000_000,
+        &[&k(1), &k(2)],
+    )
+    .unwrap();
+    let text = String::from_utf8(rev.canonical_bytes().unwrap()).unwrap();
+    assert!(
+        text.contains(
+            r#""revoke":{"before":1789999000,"did":"did:mesh:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#""type":"member-revoke""#) && !text.contains(r#""member""#));
+    let add = change(OpKind::MemberAdd, None, 4, 10, &[1, 2]);
+    assert!(!String::from_utf8(add.canonical_bytes().unwrap())
+        .unwrap()
+        .contains("revoke"));
+    assert_eq!(rot.cid().unwrap().to_string(), ROTATE_CID);
+    assert_eq!(rev.cid().unwrap().to_string(), REVOKE_CID);
+}
+
+const ROTATE_CID: &str = "bafkr4idku273tbgwt6tygpixysxu4x3uskbk35tl4cd2q23nna7gtn46pu";
+const REVOKE_CID: &str = "bafkr4ih2o7tzyzxoqrcgkbfjh6pzzfeimfufvjurcq44cirsjewaalk2j4";

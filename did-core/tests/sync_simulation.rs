@@ -322,7 +322,7 @@ impl Sim {
                 .filter_map(|e| e.stored.op.state.clone().map(|s| (e.stored.cid, s)))
                 .collect();
             let (prev, base) = match head.state {
-                Some(s) if self.rng.gen_bool(0.75) => (head.head, s.clone()),
+                Some(s) if self.rng.gen_bool(0.75) => (head.head, (*s).clone()),
                 _ => {
                     self.stats.forks += 1;
                     live[self.rng.gen_range(0..live.len())].clone()
@@ -473,11 +473,7 @@ impl Sim {
             }
             Payload::FetchRequest(cids) => {
                 let ledger = &self.replicas[to].ledger;
-                let ops: Vec<Vec<u8>> = cids
-                    .iter()
-                    .filter_map(|c| ledger.get(c))
-                    .map(|s| s.bytes.clone())
-                    .collect();
+                let ops: Vec<Vec<u8>> = cids.iter().filter_map(|c| ledger.get_bytes(c)).collect();
                 let mut wire = Vec::with_capacity(ops.len());
                 for bytes in ops {
                     if self.rng.gen_bool(TAMPER_RATE) {
@@ -598,8 +594,12 @@ impl Sim {
             assert_eq!(r.index.len(), r.ledger.len(), "the index tracks the ledger");
             assert!(r.index.iter().eq(first.index.iter()));
             for (cid, bytes) in &self.written {
-                let held = r.ledger.get(cid).map(|s| &s.bytes);
-                assert_eq!(held, Some(bytes), "a replica holds other bytes for {cid}");
+                let held = r.ledger.get_bytes(cid);
+                assert_eq!(
+                    held.as_ref(),
+                    Some(bytes),
+                    "a replica holds other bytes for {cid}"
+                );
             }
         }
         Outcome {

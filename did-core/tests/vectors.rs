@@ -4,7 +4,9 @@
 //! a login challenge and its message text; a member entry with RS256 and
 //! ES256 ID-token keys and their RFC 7638 JWK thumbprints; a federated
 //! link (account commitment and member attestation) and an update op whose
-//! state carries it.
+//! state carries it; an update op whose state revokes sessions; a
+//! `member-rotate` op (new keys under the member's unchanged `node_did`), a
+//! `member-revoke` op, and a genesis with a non-default `key_overlap_secs`.
 //! `scripts/check_vectors.py`
 //! recomputes every field with Python's json, blake3 and cryptography
 //! packages, independently of this code.
@@ -67,6 +69,19 @@ fn vectors() -> Value {
     });
     let update_policy =
         Operation::update(&did, update.cid().unwrap(), guarded, 1_790_000_095, &a).unwrap();
+    // Sign-out everywhere at 1_790_000_100 plus one revoked token id
+    // (PROTOCOL.md, "Revocation"); states without revocations carry no
+    // `revocations` member at all, so their bytes did not change.
+    let mut revoked = next.clone();
+    revoked.revocations = did_core::op::Revocations {
+        before: 1_790_000_100,
+        jti: vec![did_core::op::RevokedJti {
+            jti: "00112233445566778899aabbccddeeff".into(),
+            exp: 1_790_000_900,
+        }],
+    };
+    let update_revocations =
+        Operation::update(&did, update.cid().unwrap(), revoked, 1_790_000_100, &a).unwrap();
     // A membership change by two members (author a, co-signer b): the
     // co-signature is outside the signed body and outside the CID.
     let member_add = Operation::membership(
@@ -95,6 +110,36 @@ fn vectors() -> Value {
         &[&a, &b],
     )
     .unwrap();
+    // The same member rotates its three token keys (PROTOCOL.md, "Member
+    // key rotation"): new Ed25519 key (seed 6), new P-256 key (scalar 6),
+    // the same RSA key, its node_did unchanged. The parent is the add.
+    let mut rotated = Member::from_key("node4", public_of(&SigningKey::from_bytes(&[6u8; 32])))
+        .with_token_keys(
+            RsaPublicJwk::new(RFC7517_N, "AQAB").unwrap(),
+            p256_of(&[6u8; 32]),
+        );
+    rotated.node_did = token_member.node_did.clone();
+    let member_rotate = Operation::membership(
+        did_core::op::OpKind::MemberRotate,
+        "mesh-vectors",
+        Some(member_add_token_keys.cid().unwrap()),
+        rotated,
+        1_790_000_400,
+        &[&a, &b],
+    )
+    .unwrap();
+    // A member quorum revokes the sessions of a compromised DID.
+    let member_revoke = Operation::member_revoke(
+        "mesh-vectors",
+        Some(member_rotate.cid().unwrap()),
+        did_core::member::MemberRevocation {
+            did: did.clone(),
+            before: 1_790_000_500,
+        },
+        1_790_000_500,
+        &[&a, &b],
+    )
+    .unwrap();
     let entry = |name: &str, seed: &[u8; 32], op: &Operation| {
         json!({
             "name": name,
@@ -115,11 +160,14 @@ fn vectors() -> Value {
             entry("deactivate", &seed_a, &deactivate),
             entry("update-with-federated-link", &seed_a, &update_link),
             entry("update-with-login-policy", &seed_a, &update_policy),
+            entry("update-with-revocations", &seed_a, &update_revocations),
             entry("member-add-with-cosignature", &seed_a, &member_add),
             entry("member-add-with-token-keys", &seed_a, &member_add_token_keys),
+            entry("member-rotate-keeps-node-did", &seed_a, &member_rotate),
+            entry("member-revoke", &seed_a, &member_revoke),
         ],
         "member_token_keys": [token_keys_vector(&token_member)],
-        "networks": [network_vector()],
+        "networks": [network_vector(None), network_vector(Some(600))],
         "login_messages": [login_vector()],
         "federated_links": [link],
         "phone_commitments": [phone],
@@ -200,8 +248,10 @@ fn token_keys_vector(member: &Member) -> Value {
 }
 
 /// A three-member genesis: network_id = "mesh-" + base32_lower(blake3(
-/// canonical JSON of {created_at, issuer, members, quorum}))[..16].
-fn network_vector() -> Value {
+/// canonical JSON of {created_at, issuer, members, quorum}))[..16]; with a
+/// non-default `key_overlap_secs` rule, that member joins the hashed
+/// object (absent at the default 3600, so older ids are unchanged).
+fn network_vector(overlap: Option<u64>) -> Value {
     let seeds: Vec<[u8; 32]> = (1..=3u8).map(|i| [i; 32]).collect();
     let members: Vec<Member> = seeds
         .iter()
@@ -213,16 +263,32 @@ fn network_vector() -> Value {
             )
         })
         .collect();
-    let genesis = Genesis::new("https://didmesh.local", members, 2, 1_790_000_000).unwrap();
-    let preimage = id_preimage(
-        &genesis.issuer,
-        &genesis.members,
-        genesis.quorum,
-        genesis.created_at,
-    )
-    .unwrap();
+    let (genesis, preimage) = match overlap {
+        None => {
+            let g = Genesis::new("https://didmesh.local", members, 2, 1_790_000_000).unwrap();
+            let p = id_preimage(&g.issuer, &g.members, g.quorum, g.created_at).unwrap();
+            (g, p)
+        }
+        Some(secs) => {
+            let g = Genesis::with_overlap("https://didmesh.local", members, 2, 1_790_000_000, secs)
+                .unwrap();
+            let p = did_core::network::id_preimage_with_overlap(
+                &g.issuer,
+                &g.members,
+                g.quorum,
+                g.created_at,
+                secs,
+            )
+            .unwrap();
+            (g, p)
+        }
+    };
+    let name = match overlap {
+        None => "three-founders-quorum-2".to_string(),
+        Some(secs) => format!("three-founders-quorum-2-key-overlap-{secs}"),
+    };
     json!({
-        "name": "three-founders-quorum-2",
+        "name": name,
         "member_seeds_hex": seeds.iter().map(hex::encode).collect::<Vec<_>>(),
         "genesis": genesis,
         "id_preimage_hex": hex::encode(preimage),

@@ -32,6 +32,10 @@ Examples:
       --issuer https://didmesh.local --audience home-api
   home-api --auth sidecar --listen 127.0.0.1:8081   # behind Envoy
 
+Revocation: in jwt mode home-api follows the JWKS node's /v1/revocations
+(signed long-poll feed) unless --no-revocations; --revocations URL picks
+another node.
+
 Endpoints: GET /api/activities/home, GET /healthz.
 Logs: RUST_LOG (default info), to stderr.";
 
@@ -88,6 +92,22 @@ pub struct Cli {
     /// after the removal reaches the node.
     #[arg(long, env = "HOME_API_JWKS_MAX_CACHE_SECS", default_value_t = 60)]
     pub jwks_max_cache_secs: u64,
+
+    /// The network's revocation feed to follow (a node's `/v1/revocations`,
+    /// long-poll, signed with a JWKS key): revoked tokens are refused from
+    /// the moment the entry arrives. Default: the JWKS node's
+    /// `/v1/revocations`.
+    #[arg(long, env = "HOME_API_REVOCATIONS", conflicts_with = "no_revocations")]
+    pub revocations: Option<String>,
+
+    /// Do not follow a revocation feed: a revoked token is then accepted
+    /// until it expires (900 s for a node's default access token).
+    #[arg(long, env = "HOME_API_NO_REVOCATIONS")]
+    pub no_revocations: bool,
+
+    /// Verified-token cache size, in tokens (0: verify every request).
+    #[arg(long, env = "HOME_API_TOKEN_CACHE", default_value_t = 100_000)]
+    pub token_cache: usize,
 
     /// Whole-request timeout, in seconds (answered with 503).
     #[arg(long, env = "HOME_API_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
@@ -149,6 +169,19 @@ impl Cli {
         ))
     }
 
+    /// The revocation feed URL home-api follows in jwt mode: `--revocations`,
+    /// else the JWKS URL's origin + `/v1/revocations`; `None` with
+    /// `--no-revocations`.
+    pub fn revocations_url(&self) -> Option<String> {
+        if self.no_revocations {
+            return None;
+        }
+        if let Some(url) = &self.revocations {
+            return Some(url.clone());
+        }
+        self.jwks_url.as_deref().map(default_feed_url)
+    }
+
     /// Limits for [`crate::app`].
     pub fn app_options(&self) -> AppOptions {
         AppOptions {
@@ -187,6 +220,14 @@ impl Cli {
                 drop(jwks.spawn_periodic_refresh());
                 let mut config = VerifierConfig::new(issuer, audience);
                 config.leeway = Duration::from_secs(self.leeway_secs);
+                config.cache_capacity = self.token_cache;
+                match self.revocations_url() {
+                    Some(feed) => config = config.revocations(feed),
+                    None => tracing::warn!(
+                        "not following a revocation feed (--no-revocations): revoked tokens \
+                         are accepted until they expire"
+                    ),
+                }
                 Ok(Auth::Jwt(AuthLayer::new(
                     TokenVerifier::new(jwks, config),
                     AuthMode::Optional,
@@ -194,4 +235,15 @@ impl Cli {
             }
         }
     }
+}
+
+/// A node's feed next to its JWKS: the origin of `jwks_url` (scheme, host,
+/// port) + `/v1/revocations` (scale-spec.md, "Feed").
+pub fn default_feed_url(jwks_url: &str) -> String {
+    let origin_end = jwks_url
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| jwks_url[start..].find('/').map(|j| start + j))
+        .unwrap_or(jwks_url.len());
+    format!("{}/v1/revocations", &jwks_url[..origin_end])
 }

@@ -68,3 +68,36 @@ fn the_jwks_is_never_trusted_for_more_than_60_seconds_by_default() {
     assert_eq!(cli.jwks_max_cache_secs, 60);
     assert!(cli.jwks_refresh_secs <= cli.jwks_max_cache_secs);
 }
+
+#[test]
+fn follows_the_jwks_nodes_revocation_feed_by_default() {
+    let jwt = [
+        "--jwks-url",
+        "http://127.0.0.1:7001/.well-known/jwks.json",
+        "--issuer",
+        "didmesh:test",
+        "--audience",
+        "home-api",
+    ];
+    assert_eq!(
+        parse(&jwt).revocations_url().as_deref(),
+        Some("http://127.0.0.1:7001/v1/revocations")
+    );
+    let mut other = jwt.to_vec();
+    other.extend(["--revocations", "https://n3.example:8443/v1/revocations"]);
+    assert_eq!(
+        parse(&other).revocations_url().as_deref(),
+        Some("https://n3.example:8443/v1/revocations")
+    );
+    let mut off = jwt.to_vec();
+    off.push("--no-revocations");
+    assert_eq!(parse(&off).revocations_url(), None);
+    assert_eq!(
+        home_api::cli::default_feed_url("https://node.example/.well-known/jwks.json"),
+        "https://node.example/v1/revocations"
+    );
+    assert_eq!(
+        home_api::cli::default_feed_url("http://node:7000"),
+        "http://node:7000/v1/revocations"
+    );
+}

@@ -236,6 +236,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 auth_rate_limit,
             ))
         }))
+        .merge(crate::revocations::routes(&state))
         .merge(crate::sms::routes::routes(|r| {
             r.route_layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -536,7 +537,10 @@ async fn discovery(State(state): State<Arc<NodeState>>) -> Response {
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "revocation_endpoint": format!("{base}/oidc/revoke"),
+        "revocation_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "none"],
         "subject_types_supported": ["public"],
         "scopes_supported": ["openid"],
         "code_challenge_methods_supported": ["S256"],

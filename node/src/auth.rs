@@ -269,8 +269,15 @@ pub struct Authenticator {
     /// MAC key of challenges; never leaves memory, never logged.
     secret: [u8; 32],
     redeemed: Redeemed,
-    key: EncodingKey,
-    kid: String,
+    signer: AccessSigner,
+}
+
+/// What signs access tokens: the node's live key set (swapped when a
+/// `member-rotate` op commits, [`crate::token_keys`]), or one fixed key
+/// (tools and tests).
+enum AccessSigner {
+    Live(crate::token_keys::TokenKeys),
+    Fixed { key: EncodingKey, kid: String },
 }
 
 /// The key a DID logs in with, as resolved now.
@@ -321,6 +328,14 @@ pub struct Verified {
     /// The distinct factors that counted, in the order of the DID's
     /// factors.
     pub factors: Vec<Factor>,
+    /// The key that proved the login, for the token's `key` claim: the
+    /// multibase of the first Ed25519 key that signed, else the passkey id
+    /// (PROTOCOL.md, "Revocation": removing it revokes the token).
+    pub key: Option<String>,
+    /// The DID's revocation watermark at the login: the largest `before`
+    /// of its own sign-outs and of member revocations (0 = none); the
+    /// token's `rev` claim.
+    pub revoked_before: u64,
 }
 
 impl Verified {
@@ -412,6 +427,25 @@ impl LoginKeys {
             LoginKeys::DidKey(_) => Err(LoginError::NoMatchingKey),
         }
     }
+
+    /// The multibase of the key with entry id `id` (the token's `key`).
+    fn multibase_of(&self, id: &str) -> Option<String> {
+        match self {
+            LoginKeys::Mesh(state) => state
+                .verification_methods
+                .iter()
+                .find(|vm| vm.id == id)
+                .map(|vm| vm.public_key_multibase.to_string()),
+            LoginKeys::DidKey(key) => Some(key.to_string()),
+        }
+    }
+
+    fn revoked_before(&self) -> u64 {
+        match self {
+            LoginKeys::Mesh(state) => state.revocations.before,
+            LoginKeys::DidKey(_) => 0,
+        }
+    }
 }
 
 /// The policy part of a challenge answer.
@@ -420,15 +454,35 @@ fn policy_answer((required, factors): (u8, Vec<Factor>)) -> PolicyAnswer {
 }
 
 impl Authenticator {
+    /// A login service signing with one fixed Ed25519 key (PKCS#8 DER)
+    /// named `kid`.
     pub fn new(settings: AuthSettings, member_key_pkcs8: &[u8], kid: String) -> Authenticator {
+        Self::with_signer(
+            settings,
+            AccessSigner::Fixed {
+                key: EncodingKey::from_ed_der(member_key_pkcs8),
+                kid,
+            },
+        )
+    }
+
+    /// A login service signing with the node's Ed25519 key in force: a
+    /// committed rotation moves it to the new key (and `kid`) at once.
+    pub fn with_token_keys(
+        settings: AuthSettings,
+        keys: crate::token_keys::TokenKeys,
+    ) -> Authenticator {
+        Self::with_signer(settings, AccessSigner::Live(keys))
+    }
+
+    fn with_signer(settings: AuthSettings, signer: AccessSigner) -> Authenticator {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         Authenticator {
             redeemed: Redeemed::new(settings.max_redeemed),
             settings,
             secret,
-            key: EncodingKey::from_ed_der(member_key_pkcs8),
-            kid,
+            signer,
         }
     }
 
@@ -461,7 +515,7 @@ impl Authenticator {
             return Err(AuthError::Disputed);
         }
         let state = view.state.ok_or(AuthError::Deactivated)?;
-        Ok(LoginKeys::Mesh(state.clone()))
+        Ok(LoginKeys::Mesh(did_core::DidState::clone(&state)))
     }
 
     /// A keyed hash under this node's secret, for other node-local handles
@@ -748,6 +802,7 @@ impl Authenticator {
                 presented.push(id);
             }
         }
+        let mut key = presented.first().and_then(|id| keys.multibase_of(id));
         let mut passkey = None;
         if let Some(p) = proofs.passkey {
             let LoginKeys::Mesh(state) = &keys else {
@@ -759,6 +814,7 @@ impl Authenticator {
                 verify_passkey_login(state, message.as_bytes(), p.assertion, p.origins, p.rp_id)
                     .map_err(AuthError::Passkey)?;
             presented.push(v.passkey.id.clone());
+            key = key.or_else(|| Some(v.passkey.id.clone()));
             passkey = Some(PasskeyUse {
                 credential_id: v.passkey.credential_id.clone(),
                 sign_count: v.sign_count,
@@ -839,6 +895,15 @@ impl Authenticator {
             challenge,
             passkey,
             factors,
+            key,
+            // The DID's watermark: its own sign-outs and member revocations.
+            revoked_before: keys.revoked_before().max(
+                ledger
+                    .read()
+                    .ok()
+                    .and_then(|l| l.member_revocation(did))
+                    .unwrap_or(0),
+            ),
         })
     }
 
@@ -891,11 +956,22 @@ impl Authenticator {
         );
         claims.amr = verified.amr();
         claims.acr = Some(verified.acr().to_string());
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
-        let access_token =
-            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| AuthError::Signing)?;
+        claims.key = verified.key.clone();
+        // The watermark this node holds: the token is revoked by a later
+        // sign-out (rev < its before) and by none it has seen, whatever the
+        // clocks of the wallet and of this node say.
+        claims.rev = Some(verified.revoked_before);
+        let access_token = match &self.signer {
+            AccessSigner::Live(keys) => keys
+                .sign(did_core::client::IdTokenAlg::EdDSA, &claims)
+                .map_err(|_| AuthError::Signing)?,
+            AccessSigner::Fixed { key, kid } => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some(kid.clone());
+                header.typ = Some("JWT".into());
+                jsonwebtoken::encode(&header, &claims, key).map_err(|_| AuthError::Signing)?
+            }
+        };
         Ok((
             TokenResponse {
                 access_token,

@@ -63,8 +63,10 @@ pub struct Config {
     #[arg(long, env = "DIDMESH_PROVIDERS", value_name = "FILE")]
     pub providers: Option<PathBuf>,
 
-    /// Lifetime of access tokens, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime of access tokens (DID logins and OpenID), in seconds.
+    /// Short (15 minutes) because a revocation reaches verifiers that do
+    /// not follow the feed only when the token expires (issue 13).
+    #[arg(long, default_value_t = 900)]
     pub token_ttl: u64,
 
     /// Lifetime of login challenges, in seconds.
@@ -164,15 +166,38 @@ pub struct Config {
     )]
     pub p2p_addr: Multiaddr,
 
-    /// A peer to connect to at start, e.g.
-    /// /ip4/192.0.2.7/tcp/7101/p2p/12D3KooW… (repeatable; the env variable
-    /// takes a comma-separated list). More peers are learned from them.
+    /// A peer to connect to at start, by address or by name:
+    /// /ip4/192.0.2.7/tcp/7101/p2p/12D3KooW… or /dns4/node1/tcp/7101 (the
+    /// /p2p/<peer id> part is optional; repeatable; the env variable takes
+    /// a comma-separated list). More peers are learned from them. A name is
+    /// resolved again (hosts file, then DNS) each time the peer is redialed,
+    /// so a peer that comes back at a new address is found again.
     #[arg(long = "bootstrap", env = "DIDMESH_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<Multiaddr>,
+
+    /// An address other nodes should dial to reach this one, e.g.
+    /// /dns4/node1/tcp/7101 or /ip4/203.0.113.5/tcp/7101 behind NAT or in a
+    /// container (repeatable; env comma-separated). When given, peers are
+    /// told these addresses (identify, hence Kademlia) instead of the
+    /// --p2p-addr interfaces.
+    #[arg(long = "announce", env = "DIDMESH_ANNOUNCE", value_delimiter = ',')]
+    pub announce: Vec<Multiaddr>,
 
     /// Milliseconds between anti-entropy rounds with a random peer.
     #[arg(long, env = "DIDMESH_SYNC_INTERVAL_MS", default_value_t = 2000)]
     pub sync_interval_ms: u64,
+
+    /// sled's page cache for the op log and op bodies, in MiB: bounds
+    /// what the database holds in memory (op bodies are read from disk
+    /// beyond it).
+    #[arg(long, env = "DIDMESH_SLED_CACHE_MB", default_value_t = crate::storage::DEFAULT_CACHE_MB)]
+    pub sled_cache_mb: u64,
+
+    /// Write a ledger checkpoint every this many committed ops (and at a
+    /// clean shutdown), so a restart replays only the log after it; 0:
+    /// only at shutdown.
+    #[arg(long, env = "DIDMESH_CHECKPOINT_EVERY", default_value_t = 50_000)]
+    pub checkpoint_every: u64,
 
     /// Run without the peer-to-peer layer (a lone node; nothing replicates).
     #[arg(long)]
@@ -232,6 +257,10 @@ pub enum Command {
         /// (default: a majority of the founders).
         #[arg(long)]
         quorum: Option<usize>,
+        /// Seconds a member key replaced by member-rotate stays in the
+        /// JWKS (at least the longest token lifetime).
+        #[arg(long, default_value_t = did_core::member::DEFAULT_KEY_OVERLAP_SECS)]
+        key_overlap_secs: u64,
     },
     /// Print a node's member entry (name, Ed25519 key, RS256 and ES256
     /// ID-token keys) as one line of JSON, for `member-add --member-entry`.
@@ -251,6 +280,43 @@ pub enum Command {
     MemberAdd(MemberChange),
     /// Remove a member, the same way.
     MemberRemove(MemberChange),
+    /// Prepare a rotation of this node's three token keys: makes new keys
+    /// in DATA_DIR/pending-keys/ and prints the entry (same node_did) for
+    /// `member-rotate --member-entry`. The node switches to them once the
+    /// member-rotate op commits.
+    MemberRotateKeys {
+        /// The node's data folder.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Label of the member.
+        #[arg(long, default_value = "member")]
+        name: String,
+    },
+    /// Rotate a member's token keys: a member-rotate op carrying the entry
+    /// `member-rotate-keys` printed (or `--member DATA_DIR` of the rotating
+    /// node), signed by a quorum.
+    MemberRotate(MemberChange),
+    /// Revoke every session of a DID issued before a time, by a member
+    /// quorum (a member-revoke op).
+    MemberRevoke(MemberRevokeArgs),
+}
+
+/// Arguments of `member-revoke`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemberRevokeArgs {
+    /// A node of the network (its HTTP base URL).
+    #[arg(long)]
+    pub node: String,
+    /// The DID whose sessions are revoked (`did:mesh:…`).
+    #[arg(long)]
+    pub did: String,
+    /// Revoke sessions issued before this unix time (default: now).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Data folder of a current member whose key signs (repeat until the
+    /// quorum is reached).
+    #[arg(long = "sign-with", required = true)]
+    pub sign_with: Vec<PathBuf>,
 }
 
 /// Arguments of a membership change.

@@ -58,6 +58,7 @@ pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod p2p;
+pub mod revocations;
 pub mod server;
 pub mod sms;
 pub mod storage;
@@ -136,11 +137,26 @@ pub struct NodeState {
     /// The peer-to-peer layer, once started (`main` starts it after
     /// `open`; in-process tests run without it).
     pub p2p: std::sync::OnceLock<p2p::Client>,
+    /// The data folder's ledger checkpoint ([`storage`]).
+    pub checkpoints: storage::Checkpoints,
+    /// Ops covered by the newest checkpoint.
+    pub checkpointed: std::sync::atomic::AtomicU64,
+    /// One checkpoint written at a time.
+    checkpoint_lock: std::sync::Mutex<()>,
 }
 
 impl NodeState {
     /// Opens (or creates) the data folder, verifies and replays the log.
     pub fn open(config: &Config) -> Result<Arc<NodeState>, NodeError> {
+        Self::open_with(config, &storage::Progress::default())
+    }
+
+    /// [`Self::open`], reporting how far the ledger has loaded to
+    /// `progress` (what `/healthz` shows while the node starts).
+    pub fn open_with(
+        config: &Config,
+        progress: &storage::Progress,
+    ) -> Result<Arc<NodeState>, NodeError> {
         // First: a bad providers file stops the node before anything else.
         let federation = federation::Federation::load(config.providers.as_deref())?;
         let sms_config = config.sms.as_deref().map(sms::config::load).transpose()?;
@@ -166,22 +182,37 @@ impl NodeState {
                 }
             }
         };
+        // By the stable member id: a rotated member's key file holds its
+        // new key, which no genesis entry names.
         let me = genesis
             .members
             .iter()
-            .find(|m| m.key == public)
+            .find(|m| m.key == public || m.node_did == token_keys.node_did())
             .cloned()
             .unwrap_or_else(|| Member::from_key("observer", public));
         let limits = Limits::default();
-        let mut ledger = Ledger::new(limits).with_network(genesis.rules());
         let started = std::time::Instant::now();
-        let store = Store::open(dir, &mut ledger)?;
+        let checkpoints = storage::Checkpoints::open(dir)?;
+        let (store, ledger, loaded) = storage::load(
+            dir,
+            storage::StoreOptions {
+                cache_bytes: config.sled_cache_mb.max(1) << 20,
+            },
+            storage::LedgerBase {
+                limits,
+                network: Some(genesis.rules()),
+            },
+            &checkpoints,
+            progress,
+        )?;
         let counters = oidc::counters::SignCounters::open(&store)?;
         let sms = sms::Sms::open(sms_config, &store)?;
         tracing::info!(
             ops = ledger.len(),
+            from_checkpoint = loaded.from_checkpoint,
+            replayed = loaded.replayed,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "op log verified"
+            "op log verified, ledger loaded"
         );
         let ledger = Arc::new(RwLock::new(ledger));
         let (writer, store) = Writer::start(store, ledger.clone()).map_err(NodeError::Writer)?;
@@ -196,7 +227,7 @@ impl NodeState {
             .nth(1)
             .unwrap_or(&public_url)
             .to_string();
-        let auth = Authenticator::new(
+        let auth = Authenticator::with_token_keys(
             AuthSettings {
                 domain,
                 network_id: genesis.network_id.clone(),
@@ -206,12 +237,10 @@ impl NodeState {
                 token_ttl: config.token_ttl,
                 max_redeemed: 1_000_000,
             },
-            &identity::pkcs8_der(&key),
-            identity::kid(&public),
+            token_keys.clone(),
         );
         let oidc = oidc::Oidc::new(
             oidc_settings(config, &genesis.issuer, &public_url, &me.name)?,
-            key.clone(),
             counters,
             now(),
         );
@@ -230,18 +259,75 @@ impl NodeState {
             ops_limiter: PrefixLimiter::new(config.ops_rate, 5),
             jwks_max_age: config.jwks_max_age,
             trusted_proxies: config.trusted_proxies.clone(),
-            serve_options: server::ServeOptions {
-                header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
-                max_connections: config.max_connections,
-                max_connections_per_network: config.max_connections_per_network,
-            },
+            serve_options: serve_options(config),
             oidc,
             federation,
             sms,
             p2p: std::sync::OnceLock::new(),
+            checkpoints,
+            checkpointed: std::sync::atomic::AtomicU64::new(loaded.from_checkpoint),
+            checkpoint_lock: std::sync::Mutex::new(()),
         });
         state.spawn_housekeeping();
+        state.spawn_checkpointer(config.checkpoint_every);
         Ok(state)
+    }
+
+    /// Writes a checkpoint of the ledger if it grew since the last one
+    /// (storage module doc); whether one was written. Blocks while the
+    /// ledger state is serialized and written: call it off the async
+    /// workers.
+    pub fn write_checkpoint(&self) -> Result<bool, storage::StorageError> {
+        use std::sync::atomic::Ordering;
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(cp) = storage::take_checkpoint(&self.ledger, &self.store)? else {
+            return Ok(false);
+        };
+        if cp.count == self.checkpointed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        self.checkpoints.write(&cp)?;
+        self.checkpointed.store(cp.count, Ordering::Relaxed);
+        tracing::info!(
+            ops = cp.count,
+            bytes = cp.state.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ledger checkpoint written"
+        );
+        Ok(true)
+    }
+
+    /// Starts the thread that writes a checkpoint every `every` committed
+    /// ops (`--checkpoint-every`; 0: only at a clean shutdown). It runs
+    /// beside the writer, which waits only while the ledger is serialized.
+    /// The thread ends once the state is dropped.
+    fn spawn_checkpointer(self: &Arc<Self>, every: u64) {
+        if every == 0 {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let Some(state) = weak.upgrade() else { return };
+                let count = state.store.read().map(|s| s.count()).unwrap_or(0);
+                let last = state
+                    .checkpointed
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if count >= last.saturating_add(every) {
+                    if let Err(e) = state.write_checkpoint() {
+                        tracing::warn!(error = %e, "no checkpoint written; the next start replays more of the log");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the checkpoint thread; checkpoints at shutdown only");
+        }
     }
 
     /// Starts the timer that bounds the node's per-client memory: rate
@@ -289,10 +375,21 @@ impl NodeState {
             .unwrap_or(false)
     }
 
-    /// Whether this node's key is a current member's (only members issue
-    /// tokens that verifiers accept).
+    /// Whether `key` is a current member's token key, or one a rotation
+    /// retired inside the overlap window ([`views::live_member_key`]): what
+    /// signs a code or refresh token this node still redeems.
+    pub fn is_live_member_key(&self, key: &did_core::PublicKey) -> bool {
+        self.ledger
+            .read()
+            .map(|l| views::live_member_key(&l, key, now()))
+            .unwrap_or(false)
+    }
+
+    /// Whether this node's Ed25519 key in force is a current member's
+    /// (only members issue tokens that verifiers accept; a committed
+    /// rotation switches the key at once, [`token_keys`]).
     pub fn is_member(&self) -> bool {
-        self.is_member_key(&self.me.key)
+        self.is_member_key(&self.token_keys.ed25519_public())
     }
 }
 
@@ -343,6 +440,32 @@ fn oidc_settings(
         token_ttl: config.token_ttl,
         node_name: node_name.to_string(),
     })
+}
+
+/// The accept loop's limits from the flags.
+pub fn serve_options(config: &Config) -> server::ServeOptions {
+    server::ServeOptions {
+        header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
+        max_connections: config.max_connections,
+        max_connections_per_network: config.max_connections_per_network,
+    }
+}
+
+/// Serves `routes` on a plain TCP `listener` until `shutdown` completes,
+/// with the header timeout and connection cap of [`server`].
+pub async fn serve_routes(
+    listener: tokio::net::TcpListener,
+    routes: server::Routes,
+    options: server::ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Small JSON answers: without nodelay, Nagle plus delayed ACKs can add
+    // tens of milliseconds to a response written in two parts.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    server::serve_on(listener, routes, options, shutdown).await
 }
 
 /// Serves the API on `listener` until `shutdown` completes, with the

@@ -30,19 +30,86 @@ async fn main() -> ExitCode {
         },
         _ => None,
     };
-    let state = match NodeState::open(&config) {
-        Ok(s) => s,
+    // The listener opens before the ledger loads, so the node answers
+    // from the first second: `/healthz` 503 with the progress until the
+    // ledger is loaded (issue 12, item 4), then the full API on the same
+    // listener.
+    let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("didmesh-node: {e}");
+            eprintln!("didmesh-node: cannot listen on {}: {e}", config.http_addr);
             return ExitCode::from(2);
+        }
+    };
+    let progress = std::sync::Arc::new(didmesh_node::storage::Progress::default());
+    let routes =
+        didmesh_node::server::Routes::new(didmesh_node::server::starting_router(progress.clone()));
+    let options = didmesh_node::serve_options(&config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let server = match tls {
+        Some(tls) => match didmesh_node::tls::TlsListener::new(listener, tls) {
+            Ok(listener) => tokio::spawn(didmesh_node::server::serve_on(
+                listener,
+                routes.clone(),
+                options,
+                stopped,
+            )),
+            Err(e) => {
+                eprintln!("didmesh-node: cannot listen on {}: {e}", config.http_addr);
+                return ExitCode::from(2);
+            }
+        },
+        None => tokio::spawn(didmesh_node::serve_routes(
+            listener,
+            routes.clone(),
+            options,
+            stopped,
+        )),
+    };
+    tracing::info!(addr = %config.http_addr, "listening; loading the ledger");
+
+    let opening = {
+        let (config, progress) = (config.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || NodeState::open_with(&config, &progress))
+    };
+    let mut stop_wait = stop_rx.clone();
+    let state = tokio::select! {
+        opened = opening => match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                eprintln!("didmesh-node: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("didmesh-node: the start failed: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ = stop_wait.wait_for(|stop| *stop) => {
+            // Nothing was acknowledged yet; the loader thread is not
+            // waited for.
+            tracing::info!("stopped while loading the ledger");
+            std::process::exit(0);
         }
     };
     #[cfg(unix)]
     reload_providers_on_sighup(state.clone());
+    didmesh_node::token_keys::watch_rotation(&state);
     if !config.no_p2p {
         let p2p = didmesh_node::p2p::P2pConfig {
             listen: config.p2p_addr.clone(),
             bootstrap: config.bootstrap.clone(),
+            announce: config.announce.clone(),
             sync_interval: std::time::Duration::from_millis(config.sync_interval_ms.max(100)),
         };
         match didmesh_node::p2p::start(state.clone(), p2p, &config.data_dir).await {
@@ -55,13 +122,7 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("didmesh-node: cannot listen on {}: {e}", config.http_addr);
-            return ExitCode::from(2);
-        }
-    };
+    routes.set(didmesh_node::api::router(state.clone()));
     tracing::info!(
         addr = %config.http_addr,
         scheme = config.url_scheme(),
@@ -69,11 +130,17 @@ async fn main() -> ExitCode {
         node_did = %state.me.node_did,
         "serving"
     );
-    let shutdown = shutdown_signal();
-    let served = match tls {
-        Some(tls) => didmesh_node::tls::serve_tls(state, listener, tls, shutdown).await,
-        None => didmesh_node::serve(state, listener, shutdown).await,
+    let served = match server.await {
+        Ok(served) => served,
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     };
+    // A clean stop: a checkpoint, so the next start replays nothing.
+    let checkpointing = state.clone();
+    match tokio::task::spawn_blocking(move || checkpointing.write_checkpoint()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "no checkpoint written at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "no checkpoint written at shutdown"),
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,22 +158,25 @@ async fn run_command(command: &Command) -> ExitCode {
             out,
             issuer,
             quorum,
-        } => admin::init_network(*nodes, out, issuer, *quorum).map(|g| {
-            println!(
-                "network {} ({} members, quorum {})",
-                g.network_id,
-                g.members.len(),
-                g.quorum
-            );
-            for (i, m) in g.members.iter().enumerate() {
+            key_overlap_secs,
+        } => admin::init_network_with_overlap(*nodes, out, issuer, *quorum, *key_overlap_secs).map(
+            |g| {
                 println!(
-                    "  node{}: {}  data folder {}",
-                    i + 1,
-                    m.node_did,
-                    out.join(format!("node{}", i + 1)).display()
+                    "network {} ({} members, quorum {})",
+                    g.network_id,
+                    g.members.len(),
+                    g.quorum
                 );
-            }
-        }),
+                for (i, m) in g.members.iter().enumerate() {
+                    println!(
+                        "  node{}: {}  data folder {}",
+                        i + 1,
+                        m.node_did,
+                        out.join(format!("node{}", i + 1)).display()
+                    );
+                }
+            },
+        ),
         Command::MemberEntry { data_dir, name } => {
             admin::member_entry(data_dir, name).map(|line| println!("{line}"))
         }
@@ -116,6 +186,13 @@ async fn run_command(command: &Command) -> ExitCode {
         Command::MemberRemove(args) => admin::member_change(OpKind::MemberRemove, args)
             .await
             .map(|v| println!("{v}")),
+        Command::MemberRotateKeys { data_dir, name } => {
+            admin::member_rotate_keys(data_dir, name).map(|line| println!("{line}"))
+        }
+        Command::MemberRotate(args) => admin::member_change(OpKind::MemberRotate, args)
+            .await
+            .map(|v| println!("{v}")),
+        Command::MemberRevoke(args) => admin::member_revoke(args).await.map(|v| println!("{v}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,6 +186,13 @@ pub fn render(node: &Metrics, gauges: NodeGauges, p2p: Option<(&P2pMetrics, P2pG
         "Client networks tracked by the rate limiters.",
         gauges.rate_limiter_keys,
     );
+    t.metric(
+        "counter",
+        "didmesh_sig_verifications_total",
+        "Ops whose signatures this process checked (each op once: gossip, fetches and HTTP \
+         pass their proof to the writer).",
+        did_core::verify::verified_ops(),
+    );
     if let Some((p, g)) = p2p {
         render_p2p(&mut t, p, g);
     }

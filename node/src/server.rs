@@ -24,6 +24,11 @@
 //!
 //! Handlers see the peer's address as `ConnectInfo<SocketAddr>`, as with
 //! `into_make_service_with_connect_info` (the rate limiters key on it).
+//!
+//! The routes can be swapped while serving ([`Routes::set`]): a node opens
+//! its listener before it loads the ledger and answers with the routes of
+//! [`starting_router`] meanwhile, then with the full API, on the same
+//! listener and even the same keep-alive connections (issue 12, item 4).
 
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
@@ -60,17 +65,44 @@ impl Default for ServeOptions {
     }
 }
 
+/// The router requests are handed to; swappable while serving.
+#[derive(Clone)]
+pub struct Routes(Arc<std::sync::RwLock<Router>>);
+
+impl Routes {
+    pub fn new(router: Router) -> Routes {
+        Routes(Arc::new(std::sync::RwLock::new(router)))
+    }
+
+    /// From now on, requests go to `router` (requests in flight finish
+    /// where they started).
+    pub fn set(&self, router: Router) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = router;
+    }
+
+    fn current(&self) -> Router {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Routes {
+        Routes::new(router)
+    }
+}
+
 /// Serves `router` on the connections `listener` hands out until
 /// `shutdown` completes.
 pub async fn serve_on<L>(
     mut listener: L,
-    router: Router,
+    router: impl Into<Routes>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
 {
+    let routes: Routes = router.into();
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let per_network = Arc::new(NetworkCounts::default());
     let network_cap = options.max_connections_per_network.max(1);
@@ -96,10 +128,10 @@ where
             tracing::debug!(%peer, "connection refused: its network is at its connection cap");
             continue;
         };
-        let router = router.clone();
+        let routes = routes.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
+            routes.current().oneshot(req)
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
@@ -160,4 +192,60 @@ impl Drop for Counted {
             }
         }
     }
+}
+
+/// The routes served while the node loads its ledger (issue 12, item 4):
+/// `GET /healthz` answers 503 with the progress (so a health check sees
+/// the node alive but not ready), `GET /v1/status` answers 200 with
+/// `"starting": true` and the progress, everything else 503
+/// `{"error":"starting"}` with `Retry-After`.
+pub fn starting_router(progress: Arc<crate::storage::Progress>) -> Router {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse as _;
+    use axum::routing::get;
+    use axum::Json;
+    fn view(p: &crate::storage::Progress) -> serde_json::Value {
+        let (loaded, total) = p.ops();
+        serde_json::json!({
+            "phase": p.phase(),
+            "ops_loaded": loaded,
+            "ops_total": total,
+        })
+    }
+    let health = progress.clone();
+    let status = progress.clone();
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || async move {
+                let body = serde_json::json!({"status": "starting", "progress": view(&health)});
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(body),
+                )
+            }),
+        )
+        .route(
+            "/v1/status",
+            get(move || async move {
+                Json(serde_json::json!({"starting": true, "progress": view(&status)}))
+            }),
+        )
+        .fallback(move || async move {
+            let (loaded, total) = progress.ops();
+            let body = serde_json::json!({
+                "error": "starting",
+                "reason": format!(
+                    "the node is loading its ledger ({loaded} of {total} ops, {:?}); retry shortly",
+                    progress.phase()
+                ),
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(body),
+            )
+                .into_response()
+        })
 }

@@ -20,6 +20,21 @@
 //! only through the ledger (genesis or a member-add op carrying
 //! [`TokenKeys::member_entry`]); a member whose entry lacks them signs
 //! tokens no verifier can check ([`TokenKeys::listed`]).
+//!
+//! **Rotation** (PROTOCOL.md, "Member key rotation"): `didmesh-node
+//! member-rotate-keys` makes a new set of the three keys in
+//! `<data-dir>/pending-keys/` and prints the entry a quorum signs into a
+//! `member-rotate` op ([`prepare_rotation`]). The member keeps its
+//! `node_did` (the did:key of the Ed25519 key it was admitted with, kept in
+//! `member-node-did` once it first rotates). As soon as the ledger's entry
+//! for this node names the pending keys ([`TokenKeys::adopt_rotation`],
+//! polled by [`watch_rotation`]), the node moves its old key files to
+//! `retired-keys/<unix time>/`, the pending ones into place, and signs ID
+//! tokens, access tokens, authorization codes and refresh tokens with the
+//! new keys from that moment, without a restart: [`crate::auth::Authenticator`]
+//! and the OpenID provider share this key set ([`TokenKeys`] clones share
+//! one slot). The old keys sign nothing more; what they signed verifies
+//! until `retired_at + key_overlap_secs` ([`crate::views::access_token_key`]).
 
 use crate::identity::{self, IdentityError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,7 +48,15 @@ use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use ring::signature::{EcdsaKeyPair, RsaKeyPair};
 use rsa::traits::PublicKeyParts as _;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Folder (inside the data folder) of the key set a rotation will switch to.
+pub const PENDING_DIR: &str = "pending-keys";
+/// Folder (inside the data folder) where replaced key files are kept.
+pub const RETIRED_DIR: &str = "retired-keys";
+/// File holding the member's `node_did` once its Ed25519 key rotated.
+pub const NODE_DID_FILE: &str = "member-node-did";
 
 pub const RSA_KEY_FILE: &str = "member-rsa.pem";
 pub const P256_KEY_FILE: &str = "member-p256.pem";
@@ -50,8 +73,21 @@ pub enum SignError {
     Crypto(&'static str),
 }
 
-/// The node's token keys, loaded from its data folder.
+/// The node's token keys, loaded from its data folder; swapped at once when
+/// a rotation commits (module doc). A clone shares the key slot, so every
+/// holder (the login service, the OpenID provider) signs with the keys in
+/// force after a swap.
+#[derive(Clone)]
 pub struct TokenKeys {
+    /// The data folder (`None` for keys that live in memory only).
+    dir: Option<PathBuf>,
+    /// The member's stable id ([`did_core::member`]).
+    node_did: String,
+    current: Arc<RwLock<Arc<KeySet>>>,
+}
+
+/// One set of the three keys.
+struct KeySet {
     ed: ed25519_dalek::SigningKey,
     rsa: RsaKeyPair,
     es: EcdsaKeyPair,
@@ -67,10 +103,12 @@ pub struct TokenKeys {
 impl std::fmt::Debug for TokenKeys {
     // Only the public side: a private key never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.keys();
         f.debug_struct("TokenKeys")
-            .field("ed25519_kid", &self.ed_kid)
-            .field("rsa_kid", &self.rsa_kid)
-            .field("p256_kid", &self.es_kid)
+            .field("node_did", &self.node_did)
+            .field("ed25519_kid", &keys.ed_kid)
+            .field("rsa_kid", &keys.rsa_kid)
+            .field("p256_kid", &keys.es_kid)
             .finish()
     }
 }
@@ -168,16 +206,14 @@ fn load_or_create_p256(
     Ok((pair, public))
 }
 
-impl TokenKeys {
-    /// Loads the three keys from `dir`, creating any that is missing
-    /// (RSA-2048 generation takes 0.1-1 s).
-    pub fn load_or_create(dir: &Path) -> Result<TokenKeys, IdentityError> {
+impl KeySet {
+    fn load_or_create(dir: &Path) -> Result<KeySet, IdentityError> {
         let ed = identity::load_or_create_member_key(dir)?;
         let ed_public = did_core::keys::public_of(&ed);
         let rng = ring::rand::SystemRandom::new();
         let (rsa, rsa_public) = load_or_create_rsa(dir)?;
         let (es, p256_public) = load_or_create_p256(dir, &rng)?;
-        Ok(TokenKeys {
+        Ok(KeySet {
             ed_kid: identity::kid(&ed_public),
             rsa_kid: rsa_public.thumbprint(),
             es_kid: p256_thumbprint(&p256_public),
@@ -191,14 +227,131 @@ impl TokenKeys {
         })
     }
 
+    /// The entry naming these three keys.
+    fn entry(&self, name: &str, node_did: &str) -> Member {
+        let mut m = Member::from_key(name, self.ed_public)
+            .with_token_keys(self.rsa_public.clone(), self.p256_public);
+        m.node_did = node_did.to_string();
+        m
+    }
+}
+
+/// The member's `node_did`: from `member-node-did` once it rotated, else
+/// the did:key of its Ed25519 key.
+fn read_node_did(dir: &Path, ed: &PublicKey) -> Result<String, IdentityError> {
+    let path = dir.join(NODE_DID_FILE);
+    if !path.exists() {
+        return Ok(ed.did_key());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let did = text.trim();
+    if !did.starts_with("did:key:z6Mk") || did.len() > 64 {
+        return Err(bad(&path, "not a did:key"));
+    }
+    Ok(did.to_string())
+}
+
+/// `member-rotate-keys`: makes (or reuses) the pending key set in
+/// `dir/pending-keys/` and returns the entry a quorum signs into a
+/// `member-rotate` op: the new keys under the member's unchanged
+/// `node_did`. Nothing the node signs with changes until that op commits.
+pub fn prepare_rotation(dir: &Path, name: &str) -> Result<Member, IdentityError> {
+    let now = KeySet::load_or_create(dir)?;
+    let node_did = read_node_did(dir, &now.ed_public)?;
+    let pending_dir = dir.join(PENDING_DIR);
+    std::fs::create_dir_all(&pending_dir).map_err(|source| IdentityError::Io {
+        path: pending_dir.display().to_string(),
+        source,
+    })?;
+    let pending = KeySet::load_or_create(&pending_dir)?;
+    Ok(pending.entry(name, &node_did))
+}
+
+impl TokenKeys {
+    /// Loads the three keys from `dir`, creating any that is missing
+    /// (RSA-2048 generation takes 0.1-1 s).
+    pub fn load_or_create(dir: &Path) -> Result<TokenKeys, IdentityError> {
+        let keys = KeySet::load_or_create(dir)?;
+        Ok(TokenKeys {
+            dir: Some(dir.to_path_buf()),
+            node_did: read_node_did(dir, &keys.ed_public)?,
+            current: Arc::new(RwLock::new(Arc::new(keys))),
+        })
+    }
+
+    /// The key set in force (a poisoned lock still holds a whole set: the
+    /// swap is one pointer write).
+    fn keys(&self) -> Arc<KeySet> {
+        match self.current.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The member's stable id ([`did_core::member`]).
+    pub fn node_did(&self) -> &str {
+        &self.node_did
+    }
+
+    /// Switches to the pending key set once `members` (the ledger's
+    /// current set) holds this node's entry with exactly those keys
+    /// (module doc). Returns whether it switched. The old key files move
+    /// to `retired-keys/<now>/`, so a restart loads the new ones too.
+    pub fn adopt_rotation(&self, members: &[Member], now: u64) -> Result<bool, IdentityError> {
+        let Some(dir) = &self.dir else {
+            return Ok(false);
+        };
+        let pending_dir = dir.join(PENDING_DIR);
+        if !pending_dir.join(identity::MEMBER_KEY_FILE).exists() {
+            return Ok(false);
+        }
+        let Some(listed) = members.iter().find(|m| m.node_did == self.node_did) else {
+            return Ok(false);
+        };
+        let pending = KeySet::load_or_create(&pending_dir)?;
+        if pending.entry(&listed.name, &self.node_did) != *listed {
+            return Ok(false);
+        }
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| IdentityError::Io { path, source }
+        };
+        let retired = dir.join(RETIRED_DIR).join(now.to_string());
+        std::fs::create_dir_all(&retired).map_err(io(&retired))?;
+        // The node_did first: a crash between the moves below leaves a
+        // folder whose keys and id still agree with the ledger.
+        let did_path = dir.join(NODE_DID_FILE);
+        if !did_path.exists() {
+            identity::write_private(&did_path, format!("{}\n", self.node_did).as_bytes())?;
+        }
+        for file in [identity::MEMBER_KEY_FILE, RSA_KEY_FILE, P256_KEY_FILE] {
+            let from = dir.join(file);
+            if from.exists() {
+                std::fs::rename(&from, retired.join(file)).map_err(io(&from))?;
+            }
+            let new = pending_dir.join(file);
+            std::fs::rename(&new, dir.join(file)).map_err(io(&new))?;
+        }
+        let _ = std::fs::remove_dir(&pending_dir);
+        match self.current.write() {
+            Ok(mut k) => *k = Arc::new(pending),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(pending),
+        }
+        Ok(true)
+    }
+
     /// A compact JWS (RFC 7515 §7.1) of `claims` with header `{alg, typ:
     /// "JWT", kid}`, `kid` the RFC 7638 thumbprint of the key `alg` names
     /// (the EdDSA kid is the one access tokens have always carried).
     pub fn sign<T: Serialize>(&self, alg: IdTokenAlg, claims: &T) -> Result<String, SignError> {
+        let keys = self.keys();
         let header = JoseHeader {
             alg: alg.as_str(),
             typ: "JWT",
-            kid: self.kid_ref(alg),
+            kid: keys.kid_ref(alg),
         };
         let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
         jws.push('.');
@@ -206,41 +359,33 @@ impl TokenKeys {
         let input = jws.as_bytes();
         let signature = match alg {
             IdTokenAlg::RS256 => {
-                let mut sig = vec![0; self.rsa.public().modulus_len()];
-                self.rsa
+                let mut sig = vec![0; keys.rsa.public().modulus_len()];
+                keys.rsa
                     .sign(
                         &ring::signature::RSA_PKCS1_SHA256,
-                        &self.rng,
+                        &keys.rng,
                         input,
                         &mut sig,
                     )
                     .map_err(|_| SignError::Crypto("RS256"))?;
                 sig
             }
-            IdTokenAlg::ES256 => self
+            IdTokenAlg::ES256 => keys
                 .es
-                .sign(&self.rng, input)
+                .sign(&keys.rng, input)
                 .map_err(|_| SignError::Crypto("ES256"))?
                 .as_ref()
                 .to_vec(),
-            IdTokenAlg::EdDSA => self.ed.sign(input).to_bytes().to_vec(),
+            IdTokenAlg::EdDSA => keys.ed.sign(input).to_bytes().to_vec(),
         };
         jws.push('.');
         jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(jws)
     }
 
-    fn kid_ref(&self, alg: IdTokenAlg) -> &str {
-        match alg {
-            IdTokenAlg::RS256 => &self.rsa_kid,
-            IdTokenAlg::ES256 => &self.es_kid,
-            IdTokenAlg::EdDSA => &self.ed_kid,
-        }
-    }
-
     /// The `kid` of the key `alg` names.
     pub fn kid(&self, alg: IdTokenAlg) -> String {
-        self.kid_ref(alg).to_string()
+        self.keys().kid_ref(alg).to_string()
     }
 
     /// Whether the node holds a key for `alg` (always, once loaded: all
@@ -252,29 +397,95 @@ impl TokenKeys {
     /// Whether one of `members` (the ledger's current set) publishes this
     /// node's key for `alg`, i.e. whether the JWKS serves it and a token
     /// signed with it verifies. False for a member added before ID-token
-    /// keys until a member op carries them.
+    /// keys until a member op carries them, and for keys a rotation
+    /// replaced (the node signs nothing with them).
     pub fn listed(&self, alg: IdTokenAlg, members: &[Member]) -> bool {
+        let keys = self.keys();
         members.iter().any(|m| {
-            m.key == self.ed_public
+            m.key == keys.ed_public
                 && match alg {
                     IdTokenAlg::EdDSA => true,
-                    IdTokenAlg::RS256 => m.rsa.as_ref() == Some(&self.rsa_public),
-                    IdTokenAlg::ES256 => m.p256.as_ref() == Some(&self.p256_public),
+                    IdTokenAlg::RS256 => m.rsa.as_ref() == Some(&keys.rsa_public),
+                    IdTokenAlg::ES256 => m.p256.as_ref() == Some(&keys.p256_public),
                 }
         })
     }
 
     /// This node's member entry with all three public keys: what a genesis
-    /// or a member-add op should carry for it.
+    /// or a member-add op should carry for it (its `node_did` kept across
+    /// rotations).
     pub fn member_entry(&self, name: &str) -> Member {
-        Member::from_key(name, self.ed_public)
-            .with_token_keys(self.rsa_public.clone(), self.p256_public)
+        self.keys().entry(name, &self.node_did)
     }
 
     /// The Ed25519 member key's public half.
     pub fn ed25519_public(&self) -> PublicKey {
-        self.ed_public
+        self.keys().ed_public
     }
+
+    /// A copy of the Ed25519 key in force, for an API that takes the key
+    /// itself (federation attestations, `did_core::federation::
+    /// sign_attestation`). Prefer [`Self::ed25519_sign`]: the copy does not
+    /// follow a later rotation.
+    pub fn ed25519_signing_key(&self) -> ed25519_dalek::SigningKey {
+        self.keys().ed.clone()
+    }
+
+    /// Signs `msg` with the Ed25519 key in force, returning that key's
+    /// public half with the signature (one snapshot: a rotation between
+    /// the two cannot pair a signature with the wrong key). What
+    /// authorization codes and refresh tokens are signed with.
+    pub fn ed25519_sign(&self, msg: &[u8]) -> (PublicKey, ed25519_dalek::Signature) {
+        let keys = self.keys();
+        (keys.ed_public, keys.ed.sign(msg))
+    }
+}
+
+impl KeySet {
+    fn kid_ref(&self, alg: IdTokenAlg) -> &str {
+        match alg {
+            IdTokenAlg::RS256 => &self.rsa_kid,
+            IdTokenAlg::ES256 => &self.es_kid,
+            IdTokenAlg::EdDSA => &self.ed_kid,
+        }
+    }
+}
+
+/// Adopts a committed rotation of this node's keys as soon as the ledger
+/// holds it ([`TokenKeys::adopt_rotation`]): checks twice a second,
+/// and only when the membership head moved. Stops with the node.
+pub fn watch_rotation(state: &Arc<crate::NodeState>) {
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut seen: Option<Option<did_core::Cid>> = None;
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            let members = match state.ledger.read() {
+                Ok(l) if seen != Some(l.membership_head()) => {
+                    seen = Some(l.membership_head());
+                    l.members().to_vec()
+                }
+                _ => continue,
+            };
+            match state.token_keys.adopt_rotation(&members, crate::now()) {
+                Ok(true) => tracing::info!(
+                    ed25519_kid = %state.token_keys.kid(IdTokenAlg::EdDSA),
+                    rs256_kid = %state.token_keys.kid(IdTokenAlg::RS256),
+                    es256_kid = %state.token_keys.kid(IdTokenAlg::ES256),
+                    "member-rotate committed: signing every token with the new keys"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    seen = None;
+                    tracing::warn!(error = %e, "cannot switch to the rotated keys");
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -327,6 +538,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(RSA_KEY_FILE), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_switches_only_once_the_ledger_lists_the_pending_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let first = keys.member_entry("n");
+        let old_kid = keys.kid(IdTokenAlg::RS256);
+        let entry = prepare_rotation(dir.path(), "n").unwrap();
+        // Preparing twice reuses the pending keys.
+        assert_eq!(prepare_rotation(dir.path(), "n").unwrap(), entry);
+        assert_eq!(entry.node_did, first.node_did);
+        assert_ne!(entry.key, first.key);
+        // Not committed yet: nothing changes.
+        assert!(!keys
+            .adopt_rotation(std::slice::from_ref(&first), 100)
+            .unwrap());
+        assert_eq!(keys.kid(IdTokenAlg::RS256), old_kid);
+        // Committed: the node signs with the new keys at once.
+        assert!(keys
+            .adopt_rotation(std::slice::from_ref(&entry), 100)
+            .unwrap());
+        assert_eq!(keys.member_entry("n"), entry);
+        assert_ne!(keys.kid(IdTokenAlg::RS256), old_kid);
+        assert!(keys.listed(IdTokenAlg::ES256, std::slice::from_ref(&entry)));
+        assert!(!keys.listed(IdTokenAlg::ES256, &[first]));
+        assert!(dir
+            .path()
+            .join(RETIRED_DIR)
+            .join("100")
+            .join(RSA_KEY_FILE)
+            .exists());
+        assert!(!dir.path().join(PENDING_DIR).exists());
+        // A restart loads the new keys under the same node_did.
+        let again = TokenKeys::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.member_entry("n"), entry);
+        assert_eq!(again.node_did(), entry.node_did);
+        assert!(!again.adopt_rotation(&[entry], 200).unwrap());
     }
 
     #[test]

@@ -33,6 +33,9 @@ impl From<Unavailable> for ApiError {
 /// `GET /v1/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// Always false here: while the ledger loads, `/v1/status` is answered
+    /// by the starting router (`"starting": true` and the progress).
+    pub starting: bool,
     pub node_did: String,
     /// Whether this node's key is a current member's (only members issue
     /// tokens that verifiers accept).
@@ -73,6 +76,9 @@ pub struct P2pStatus {
     /// Orphans parked for peers, charged to their budgets (only with p2p).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orphans_by_peers: Option<usize>,
+    /// A catch-up in progress (fetched, to go, ops/s, ETA); absent when in step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<crate::p2p::anti_entropy::CatchUpStatus>,
     pub replication: &'static str,
 }
 
@@ -108,6 +114,15 @@ pub struct EquivocationView {
 /// and P-256 (ES256) ID-token keys when its ledger entry carries them. Every
 /// `kid` is the key's RFC 7638 thumbprint, so a verifier picks the key by
 /// `kid` and can recompute it.
+///
+/// Keys a `member-rotate` op replaced stay listed until `retired_at +
+/// key_overlap_secs` (network rule, default 3600 s: at least the longest
+/// access-token lifetime), each carrying the extension member
+/// `"didmesh_retires": <unix s>` (RFC 7517 §4: unknown members are
+/// ignored by verifiers that do not understand them); a verifier that does
+/// refuses a token with that `kid` from that moment even if its cached JWKS
+/// still lists it. A removed member's keys, current or retired, leave at
+/// once.
 #[derive(Debug, Clone, Serialize)]
 pub struct Jwks {
     pub keys: Vec<serde_json::Value>,
@@ -126,7 +141,9 @@ pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
             l.orphan_count(),
             hex(&l.op_set_digest()),
             hex(&l.state_digest()),
-            l.members().iter().any(|m| m.key == state.me.key),
+            l.members()
+                .iter()
+                .any(|m| m.key == state.token_keys.ed25519_public()),
         )
     };
     let (log_entries, log_head) = {
@@ -143,6 +160,7 @@ pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
                 banned_peers: view.banned.clone(),
                 banned_addrs: Some(view.banned_addrs),
                 orphans_by_peers: Some(c.orphans_held()),
+                catch_up: c.catch_up(),
                 replication: "gossipsub push + range-based anti-entropy",
             }
         }
@@ -153,11 +171,14 @@ pub fn status(state: &NodeState) -> Result<Status, Unavailable> {
             banned_peers: vec![],
             banned_addrs: None,
             orphans_by_peers: None,
+            catch_up: None,
             replication: "no peers: this node runs alone",
         },
     };
     Ok(Status {
-        node_did: state.me.node_did.clone(),
+        starting: false,
+        // The stable member id: unchanged by key rotations.
+        node_did: state.token_keys.node_did().to_string(),
         member,
         network_id: state.genesis.network_id.clone(),
         issuer: state.genesis.issuer.clone(),
@@ -205,8 +226,82 @@ pub fn network(state: &NodeState) -> Result<Network, Unavailable> {
 pub fn jwks(state: &NodeState) -> Result<Jwks, Unavailable> {
     let l = state.ledger.read().map_err(|_| Unavailable("ledger"))?;
     Ok(Jwks {
-        keys: l.members().iter().flat_map(member_jwks).collect(),
+        keys: jwks_of(&l, crate::now()),
     })
+}
+
+/// The JWKS of `ledger` at `now` ([`Jwks`]): current members' keys, then
+/// rotated-away keys still inside their overlap window.
+pub fn jwks_of(ledger: &did_core::Ledger, now: u64) -> Vec<serde_json::Value> {
+    let mut keys: Vec<serde_json::Value> = ledger.members().iter().flat_map(member_jwks).collect();
+    let overlap = ledger.key_overlap_secs();
+    // Latest retirement first: a key replaced twice (an Ed25519 key kept
+    // by a rotation of the ID-token keys, then rotated) retires at the
+    // later time.
+    for r in ledger.retired_member_keys().iter().rev() {
+        let retires = r.retires(overlap);
+        if retires <= now {
+            continue;
+        }
+        for mut jwk in member_jwks(&r.entry) {
+            if keys.iter().any(|k| k["kid"] == jwk["kid"]) {
+                continue;
+            }
+            jwk["didmesh_retires"] = retires.into();
+            keys.push(jwk);
+        }
+    }
+    keys
+}
+
+/// The Ed25519 key behind an access token's `kid` at `now`: a current
+/// member's, or one a rotation replaced less than `key_overlap_secs` ago.
+/// A removed member's kid finds nothing (its tokens stop at once).
+pub fn access_token_key(
+    ledger: &did_core::Ledger,
+    kid: &str,
+    now: u64,
+) -> Option<did_core::PublicKey> {
+    if let Some(m) = ledger
+        .members()
+        .iter()
+        .find(|m| identity::kid(&m.key) == kid)
+    {
+        return Some(m.key);
+    }
+    let overlap = ledger.key_overlap_secs();
+    ledger
+        .retired_member_keys()
+        .iter()
+        .find(|r| r.retires(overlap) > now && identity::kid(&r.entry.key) == kid)
+        .map(|r| r.entry.key)
+}
+
+/// Whether `key` signs for a member at `now`: a current member's Ed25519
+/// key or one a rotation replaced less than `key_overlap_secs` ago (what
+/// authorization codes and refresh tokens are checked against, as access
+/// tokens are by [`access_token_key`]).
+pub fn live_member_key(ledger: &did_core::Ledger, key: &did_core::PublicKey, now: u64) -> bool {
+    access_token_key(ledger, &identity::kid(key), now).as_ref() == Some(key)
+}
+
+/// Whether `key` is this node's own Ed25519 key at `now`: the one in
+/// force, or one of its own keys a rotation retired less than
+/// `key_overlap_secs` ago (a code or refresh token it signed before the
+/// rotation is still its own to consume during the overlap).
+pub fn own_key(state: &NodeState, key: &did_core::PublicKey, now: u64) -> bool {
+    if *key == state.token_keys.ed25519_public() {
+        return true;
+    }
+    let Ok(l) = state.ledger.read() else {
+        return false;
+    };
+    let overlap = l.key_overlap_secs();
+    let mine = state.token_keys.node_did();
+    l.members().iter().any(|m| m.node_did == mine)
+        && l.retired_member_keys()
+            .iter()
+            .any(|r| r.entry.node_did == mine && r.entry.key == *key && r.retires(overlap) > now)
 }
 
 /// One member's JWKs: Ed25519 first (its `kid` is unchanged since the JWKS
@@ -279,5 +374,53 @@ impl NodeState {
             Ok(Err(e)) => unavailable(e.to_string()),
             Err(e) => unavailable(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use did_core::member::{NetworkRules, DEFAULT_KEY_OVERLAP_SECS};
+    use did_core::{Ledger, OpKind, Operation};
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn a_rotated_key_is_listed_with_its_end_until_the_window_closes() {
+        let k = |i: u8| SigningKey::from_bytes(&[i; 32]);
+        let founders: Vec<Member> = (1..=3)
+            .map(|i| Member::from_key(&format!("n{i}"), did_core::keys::public_of(&k(i))))
+            .collect();
+        let mut l = Ledger::default().with_network(NetworkRules {
+            network_id: "mesh-test".into(),
+            founders: founders.clone(),
+            quorum: 2,
+            key_overlap_secs: DEFAULT_KEY_OVERLAP_SECS,
+        });
+        let mut entry = Member::from_key("n1", did_core::keys::public_of(&k(9)));
+        entry.node_did = founders[0].node_did.clone();
+        let op = Operation::membership(
+            OpKind::MemberRotate,
+            "mesh-test",
+            None,
+            entry,
+            1_000,
+            &[&k(1), &k(2)],
+        )
+        .unwrap();
+        l.apply(op).unwrap();
+        let old = identity::kid(&founders[0].key);
+        let retires = 1_000 + DEFAULT_KEY_OVERLAP_SECS;
+        let during = jwks_of(&l, retires - 1);
+        assert_eq!(during.len(), 4);
+        let listed = during.iter().find(|j| j["kid"] == old.as_str()).unwrap();
+        assert_eq!(listed["didmesh_retires"], retires);
+        assert_eq!(
+            access_token_key(&l, &old, retires - 1),
+            Some(founders[0].key)
+        );
+        let after = jwks_of(&l, retires);
+        assert_eq!(after.len(), 3);
+        assert!(after.iter().all(|j| j.get("didmesh_retires").is_none()));
+        assert_eq!(access_token_key(&l, &old, retires), None);
     }
 }

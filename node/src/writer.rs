@@ -9,9 +9,18 @@
 //! requests in hand are answered with a storage error, later ones with
 //! `Unavailable` (503), and the log says to restart, which re-verifies the
 //! log and rebuilds the ledger from it.
+//!
+//! Signatures are checked once per op on this node (issue 12, item 1): an
+//! op that arrives with a [`SigVerified`] proof (p2p ingest) or already
+//! validated (gossip) is not checked again, and the ops of a round that
+//! arrive without one (HTTP bursts) are checked together on all cores
+//! ([`verify_on_all_cores`]) before the ledger lock is taken, not one by
+//! one on this thread.
 
 use crate::storage::Store;
-use did_core::{Check, Cid, Ledger, OpError, Operation, Validated};
+use did_core::op::Form;
+use did_core::verify::{verify_batch, SigVerified};
+use did_core::{Check, Cid, Ledger, Limits, OpError, Operation, Validated};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -56,6 +65,59 @@ struct Request {
     /// Already validated against this ledger (gossip validation): the
     /// writer skips a second signature check.
     pre: Option<Box<Validated>>,
+    /// Signatures already checked on this node ([`Writer::submit_verified`]
+    /// or the round's own check): validation skips them.
+    proof: Option<SigVerified>,
+}
+
+/// Ops checked per thread at least: below, a thread costs more than it
+/// saves.
+const MIN_PER_THREAD: usize = 8;
+
+/// Checks the signatures of `ops` spread over all cores (scoped threads,
+/// [`std::thread::available_parallelism`] of them at most), each op once.
+/// Per op: its canonical form and the check's result, or `None` when the
+/// op is not well-formed (validation then says why). Blocking: call it
+/// from a blocking thread, never from an async task.
+pub fn verify_on_all_cores(
+    ops: &[&Operation],
+    limits: &Limits,
+) -> Vec<Option<(Form, Result<SigVerified, OpError>)>> {
+    let check = |part: &[&Operation]| -> Vec<Option<(Form, Result<SigVerified, OpError>)>> {
+        let forms: Vec<Option<Form>> = part.iter().map(|op| op.check_form(limits).ok()).collect();
+        let items: Vec<(&Operation, &Form)> = part
+            .iter()
+            .zip(&forms)
+            .filter_map(|(op, f)| Some((*op, f.as_ref()?)))
+            .collect();
+        let mut results = verify_batch(&items).into_iter();
+        forms
+            .into_iter()
+            .map(|f| Some((f?, results.next()?)))
+            .collect()
+    };
+    // Asked once: the std call reads cgroup files on every call.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per = ops.len().div_ceil(threads).max(MIN_PER_THREAD);
+    if ops.len() <= per {
+        return check(ops);
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = ops
+            .chunks(per)
+            .map(|part| s.spawn(move || check(part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| {
+                // A panic in a check (none is expected) leaves those ops to
+                // the writer's own validation.
+                h.join().unwrap_or_default()
+            })
+            .collect()
+    })
 }
 
 /// A cheap handle to submit ops; clone freely.
@@ -93,6 +155,29 @@ impl Writer {
         op: Operation,
         allow_orphan: bool,
     ) -> Result<Submitted, SubmitError> {
+        self.send(op, None, allow_orphan).await
+    }
+
+    /// Submits an op whose signatures were checked on this node
+    /// ([`did_core::verify`]): the writer validates everything else
+    /// ([`Ledger::validate_verified`]), not the signatures again.
+    pub async fn submit_verified(
+        &self,
+        op: Operation,
+        proof: SigVerified,
+        allow_orphan: bool,
+    ) -> Result<Submitted, SubmitError> {
+        self.send(op, Some(proof), allow_orphan).await
+    }
+
+    /// Queues one op (with its signature proof, if any) and waits for the
+    /// writer's answer.
+    async fn send(
+        &self,
+        op: Operation,
+        proof: Option<SigVerified>,
+        allow_orphan: bool,
+    ) -> Result<Submitted, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Request {
@@ -100,6 +185,7 @@ impl Writer {
                 allow_orphan,
                 reply: Some(reply),
                 pre: None,
+                proof,
             })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -116,6 +202,7 @@ impl Writer {
                 allow_orphan: true,
                 reply: Some(reply),
                 pre: Some(Box::new(v)),
+                proof: None,
             })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -150,6 +237,7 @@ impl WriterLoop {
                     Err(_) => break,
                 }
             }
+            self.verify_unchecked(&mut pending);
             match self.round(std::mem::take(&mut pending)) {
                 Ok(retry) => pending = retry,
                 Err(Poisoned(what)) => {
@@ -159,6 +247,43 @@ impl WriterLoop {
                     );
                     return;
                 }
+            }
+        }
+    }
+
+    /// Checks, on all cores, the signatures of the requests that come
+    /// without a proof (HTTP submissions, released orphans) and that the
+    /// ledger does not hold; each gets its
+    /// proof, so [`WriterLoop::round`] does not check it again. A failed
+    /// check leaves the request without one: validation then refuses it
+    /// with the reason.
+    fn verify_unchecked(&self, pending: &mut [Request]) {
+        let todo: Vec<usize> = (0..pending.len())
+            .filter(|i| pending[*i].pre.is_none() && pending[*i].proof.is_none())
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        // A held op (a client's retry) needs no check: the round answers
+        // it as known.
+        let (limits, todo) = {
+            let Ok(ledger) = self.ledger.read() else {
+                return; // round() answers them with the poisoned-lock error
+            };
+            let todo: Vec<usize> = todo
+                .into_iter()
+                .filter(|i| !pending[*i].op.cid().is_ok_and(|c| ledger.contains(&c)))
+                .collect();
+            (*ledger.limits(), todo)
+        };
+        if todo.is_empty() {
+            return;
+        }
+        let ops: Vec<&Operation> = todo.iter().map(|i| &pending[*i].op).collect();
+        let checked = verify_on_all_cores(&ops, &limits);
+        for (i, c) in todo.into_iter().zip(checked) {
+            if let Some((_, Ok(proof))) = c {
+                pending[i].proof = Some(proof);
             }
         }
     }
@@ -181,7 +306,10 @@ impl WriterLoop {
                 let check = match req.pre.take() {
                     Some(v) if ledger.contains(&v.cid) => Ok(Check::Known(v.cid)),
                     Some(v) => Ok(Check::New(v)),
-                    None => ledger.validate(&req.op),
+                    None => match &req.proof {
+                        Some(proof) => ledger.validate_verified(&req.op, proof),
+                        None => ledger.validate(&req.op),
+                    },
                 };
                 match check {
                     Ok(Check::Known(cid)) => reply(req.reply, Ok(Submitted::Existing(cid))),
@@ -267,6 +395,7 @@ impl WriterLoop {
                         allow_orphan: true,
                         reply: None,
                         pre: None,
+                        proof: None,
                     });
                 }
                 let _ = self.committed.send(shared);

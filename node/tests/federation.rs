@@ -499,7 +499,7 @@ impl World {
 
     async fn state_of(&self, did: &str) -> DidState {
         let ledger = self.node.state.ledger.read().unwrap();
-        ledger.resolve(did).unwrap().state.unwrap().clone()
+        DidState::clone(&ledger.resolve(did).unwrap().state.unwrap())
     }
 
     async fn update(&self, did: &str, prev: Cid, state: DidState, owner: &SigningKey) -> Cid {

@@ -35,6 +35,20 @@ them and is retried after `jwks_min_age`. An unknown kid refetches at once
 (one fetch at a time; waiters share it), but not within `refetch_cooldown`
 seconds of the last fetch (so junk kids cannot make us hammer the node).
 
+Revocation (issue 13): with `revocations_uri` (a node's `/v1/revocations`),
+a daemon thread polls the network's signed revocation feed every
+`revocations_interval` seconds (default 5), verifies each page's JWS with
+PyJWT against the same JWKS (`typ` didmesh-revocations+jwt, `alg` EdDSA, a
+`kid` of the JWKS - an unknown one refetches it - and `iss` the issuer), and
+from then on refuses the tokens it revokes with 401 `invalid_token`, reason
+"the token was revoked": a `did` entry (sub, `rev` < before; `iat` when the token has no `rev`), a `jti` entry,
+a `key` entry (sub, the `key` claim, iat < before) and a `member` entry (the
+token's header kid; `before` = u64::MAX at once, else from `before` on).
+A page that does not verify is ignored; another feed id restarts from
+cursor 0. So a revocation reaches this app within the poll interval plus
+the node's propagation. Without `revocations_uri` the bound is the token
+lifetime (900 s for a node's default access token).
+
 A request cannot forge claims: they live under an environ key with a dot,
 which no HTTP header can produce (headers arrive as HTTP_*).
 
@@ -294,6 +308,215 @@ class JwksCache:
         return keys, asked
 
 
+FEED_TYP = "didmesh-revocations+jwt"
+MAX_FEED_PAGE_BYTES = 8 * 1024 * 1024
+U64_MAX = 2**64 - 1
+
+
+class RevokedTokenError(jwt.InvalidTokenError):
+    """The network's revocation feed revoked this token."""
+
+    def __init__(self):
+        super().__init__("the token was revoked")
+
+
+def _u64(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= U64_MAX
+
+
+class RevocationFeed:
+    """Follows a node's signed revocation feed by polling it (module doc).
+
+    `poll_once()` asks for the entries after the cursor (wait=0) and applies
+    a page that verifies; `start()` runs it every `interval` seconds on a
+    daemon thread; `revoked(claims, kid, now)` is the check. Thread-safe:
+    pages swap in new dicts, readers never wait for a poll."""
+
+    def __init__(
+        self,
+        uri: str,
+        keys: JwksCache,
+        issuer: str,
+        *,
+        interval: float = 5,
+        timeout: float = 5,
+        horizon: float = MAX_TOKEN_LIFETIME + CLOCK_SKEW_SECONDS,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if urlparse(uri).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"the revocation feed URI must be http(s): {uri!r}")
+        self.uri = uri
+        self.keys = keys
+        self.issuer = issuer
+        self.interval = interval
+        self.timeout = timeout
+        self.horizon = horizon
+        self._clock = clock
+        handlers: list[Any] = [_NoRedirect()]
+        if ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
+        self._opener = urllib.request.build_opener(*handlers)
+        self.feed: str | None = None
+        self.cursor = 0
+        self.pages = 0
+        self.bad_pages = 0
+        self.last_ok: float | None = None  # wall clock of the last good answer
+        # jti -> exp; did -> before; did -> {key: before}; kid -> before
+        self._jti: dict[str, int] = {}
+        self._did: dict[str, int] = {}
+        self._key: dict[str, dict[str, int]] = {}
+        self._member: dict[str, int] = {}
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the check -------------------------------------------------------------
+    def revoked(self, claims: dict[str, Any], kid: str | None, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        before = self._member.get(kid) if isinstance(kid, str) else None
+        if before is not None and (before == U64_MAX or now >= before):
+            return True
+        if claims.get("jti") in self._jti:
+            return True
+        sub, iat = claims.get("sub"), claims.get("iat")
+        if type(iat) is not int:
+            return False
+        did_before = self._did.get(sub)
+        # `rev`: the DID's revocation watermark the issuing node held (no
+        # clock involved); tokens of older nodes have none, `iat` stands in.
+        rev = claims.get("rev", iat)
+        if type(rev) is not int:
+            rev = iat
+        if did_before is not None and rev < did_before:
+            return True
+        key = claims.get("key")
+        key_before = self._key.get(sub, {}).get(key) if isinstance(key, str) else None
+        return key_before is not None and iat < key_before
+
+    # -- polling ---------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        """Poll every `interval` seconds on a daemon thread until stop()."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="didmesh-revocations", daemon=True)
+            self._thread.start()
+            log.info("following the revocation feed %s every %ss", self.uri, self.interval)
+        return self._thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                # Drain: a full page may be followed by more.
+                while self.poll_once() and not self._stop.is_set():
+                    pass
+                if failing:
+                    log.info("revocation feed reachable again")
+                failing = False
+            except Exception as err:  # noqa: BLE001 - the thread must survive anything
+                (log.debug if failing else log.warning)("revocation feed: %s; retrying", err)
+                failing = True
+            self._stop.wait(self.interval)
+
+    def poll_once(self) -> bool:
+        """One poll. True if a page with new entries was applied (poll again
+        at once); False if nothing was new. Raises on a failed fetch; a page
+        that does not verify is counted in bad_pages and ignored."""
+        with self._poll_lock:
+            body = self._fetch(self.cursor)
+            try:
+                page = self._verify_page(body)
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError) as err:
+                self.bad_pages += 1
+                log.warning("revocation feed page refused: %s", err)
+                return False
+            if page["feed"] != self.feed:
+                if self.feed is not None or self.cursor != 0:
+                    log.info("revocation feed id changed (%s -> %s): restarting from 0", self.feed, page["feed"])
+                self.feed = page["feed"]
+                if page["since"] != 0:
+                    self.cursor = 0
+                    return True
+            elif page["since"] != self.cursor or page["cursor"] < page["since"]:
+                self.bad_pages += 1
+                log.warning("revocation feed page does not continue cursor %s; ignored", self.cursor)
+                return False
+            entries = page["entries"]
+            if entries:
+                self._apply(entries)
+                log.info("revocation entries applied: %d new, cursor %d, lag %ds", len(entries),
+                         page["cursor"], max(0, int(self._clock()) - page["iat"]))
+            self.cursor = page["cursor"]
+            self.pages += 1
+            self.last_ok = self._clock()
+            return bool(entries) and page["cursor"] > page["since"]
+
+    def _fetch(self, since: int) -> bytes:
+        sep = "&" if "?" in self.uri else "?"
+        request = urllib.request.Request(f"{self.uri}{sep}since={since}&wait=0",
+                                         headers={"Accept": "application/jwt"})
+        with self._opener.open(request, timeout=self.timeout) as response:
+            body = response.read(MAX_FEED_PAGE_BYTES + 1)
+        if len(body) > MAX_FEED_PAGE_BYTES:
+            raise ValueError("revocation feed page too large")
+        return body
+
+    def _verify_page(self, body: bytes) -> dict[str, Any]:
+        jws = body.decode().strip()
+        header = jwt.get_unverified_header(jws)
+        if header.get("alg") != "EdDSA" or header.get("typ") != FEED_TYP:
+            raise jwt.InvalidTokenError(f"not a revocation feed page (alg EdDSA, typ {FEED_TYP})")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise jwt.InvalidTokenError("no kid in the page header")
+        key = self.keys.get(kid)  # an unknown kid refetches the JWKS
+        payload = jwt.api_jws.decode_complete(jws, key, algorithms=["EdDSA"])["payload"]
+        page = json.loads(payload)
+        if not isinstance(page, dict) or page.get("iss") != self.issuer:
+            raise jwt.InvalidIssuerError("the page is not from this network's issuer")
+        if not isinstance(page.get("feed"), str) or not all(_u64(page.get(k)) for k in ("since", "cursor", "iat")):
+            raise ValueError("page fields feed/since/cursor/iat missing or not integers")
+        if not isinstance(page.get("entries"), list):
+            raise ValueError("page entries is not a list")
+        return page
+
+    def _apply(self, entries: list[Any]) -> None:
+        jti, did, keyed, member = dict(self._jti), dict(self._did), {d: dict(k) for d, k in self._key.items()}, dict(self._member)
+        for e in entries:
+            if not isinstance(e, dict):
+                continue
+            kind = e.get("kind")
+            if kind == "did" and isinstance(e.get("did"), str) and _u64(e.get("before")):
+                did[e["did"]] = max(did.get(e["did"], 0), e["before"])
+            elif kind == "jti" and isinstance(e.get("jti"), str) and _u64(e.get("exp")):
+                jti[e["jti"]] = max(jti.get(e["jti"], 0), e["exp"])
+            elif kind == "key" and isinstance(e.get("did"), str) and isinstance(e.get("key"), str) and _u64(e.get("before")):
+                slot = keyed.setdefault(e["did"], {})
+                slot[e["key"]] = max(slot.get(e["key"], 0), e["before"])
+            elif kind == "member" and isinstance(e.get("kids"), list) and _u64(e.get("before")):
+                for kid in e["kids"]:
+                    if not isinstance(kid, str):
+                        continue
+                    old = member.get(kid)
+                    # The earliest refusal wins; a removal (u64::MAX: at once) stays.
+                    if old is None:
+                        member[kid] = e["before"]
+                    elif old == U64_MAX or e["before"] == U64_MAX:
+                        member[kid] = U64_MAX
+                    else:
+                        member[kid] = min(old, e["before"])
+            # other kinds: from a newer node, skipped
+        now = self._clock()
+        jti = {k: v for k, v in jti.items() if v + self.horizon > now}
+        did = {k: v for k, v in did.items() if v + self.horizon > now}
+        keyed = {d: {k: b for k, b in ks.items() if b + self.horizon > now} for d, ks in keyed.items()}
+        keyed = {d: ks for d, ks in keyed.items() if ks}
+        self._jti, self._did, self._key, self._member = jti, did, keyed, member
+
+
 class BearerAuthMiddleware:
     def __init__(
         self,
@@ -308,6 +531,8 @@ class BearerAuthMiddleware:
         jwks_refresh: float = 60,
         refetch_cooldown: float = 10,
         max_token_lifetime: int = MAX_TOKEN_LIFETIME,
+        revocations_uri: str | None = None,
+        revocations_interval: float = 5,
     ):
         self.app = app
         self.issuer = issuer
@@ -321,6 +546,17 @@ class BearerAuthMiddleware:
             refresh=jwks_refresh,
             refetch_cooldown=refetch_cooldown,
         )
+        self.revocations: RevocationFeed | None = None
+        if revocations_uri:
+            self.revocations = RevocationFeed(
+                revocations_uri,
+                self.keys,
+                issuer,
+                interval=revocations_interval,
+                horizon=max_token_lifetime + CLOCK_SKEW_SECONDS,
+                ssl_context=ssl.create_default_context(cafile=jwks_ca) if jwks_ca else None,
+            )
+            self.revocations.start()
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or a jwt.PyJWTError saying why not."""
@@ -342,6 +578,8 @@ class BearerAuthMiddleware:
             options={"require": ["exp", "nbf", "iat", "iss", "aud", "sub"], "verify_iat": True},
         )
         self.check_claims(claims, time.time())
+        if self.revocations is not None and self.revocations.revoked(claims, kid):
+            raise RevokedTokenError()
         return claims
 
     def check_claims(self, claims: dict[str, Any], now: float) -> None:

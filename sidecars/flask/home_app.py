@@ -105,6 +105,8 @@ def create_app(
     if missing:
         raise ValueError(f"missing setting(s): {', '.join(missing)} (or DIDMESH_*)")
 
+    if not verifier_settings.get("revocations_uri") and env("DIDMESH_REVOCATIONS_URI"):
+        verifier_settings["revocations_uri"] = env("DIDMESH_REVOCATIONS_URI")
     app = flask.Flask(__name__)
     didmesh_auth.init_app(app, jwks_ca=jwks_ca or env("DIDMESH_JWKS_CA"), **settings, **verifier_settings)
 
@@ -168,6 +170,9 @@ def main() -> None:
     parser.add_argument("--audience", default=env("DIDMESH_AUDIENCE"), help="expected aud [DIDMESH_AUDIENCE]")
     parser.add_argument("--jwks-uri", default=env("DIDMESH_JWKS_URI"), help="the node's JWKS URL [DIDMESH_JWKS_URI]")
     parser.add_argument("--jwks-ca", default=env("DIDMESH_JWKS_CA"), help="CA file for an https JWKS [DIDMESH_JWKS_CA]")
+    parser.add_argument("--revocations-uri", default=env("DIDMESH_REVOCATIONS_URI"),
+                        help="a node's /v1/revocations feed: tokens signed out, or of removed keys, are refused "
+                             "within seconds, not at their expiry [DIDMESH_REVOCATIONS_URI]")
     group = parser.add_argument_group(
         "sign in with didmesh (OpenID Connect; the client secret only by environment, never on a command line)")
     group.add_argument("--oidc-issuer", default=env("DIDMESH_OIDC_ISSUER"),
@@ -191,7 +196,8 @@ def main() -> None:
         if not oidc["issuer"] or not oidc["redirect_uri"]:
             parser.error("sign-in needs --oidc-redirect-uri and an issuer (--oidc-issuer or --issuer)")
     try:
-        app = create_app(args.issuer, args.audience, args.jwks_uri, args.jwks_ca, oidc=oidc or {})
+        extra = {"revocations_uri": args.revocations_uri} if args.revocations_uri else {}
+        app = create_app(args.issuer, args.audience, args.jwks_uri, args.jwks_ca, oidc=oidc or {}, **extra)
     except ValueError as err:
         parser.error(str(err))
     logging.getLogger("werkzeug").addFilter(signin.RedactCodes())

@@ -17,6 +17,7 @@
 //! | the OpenID code flow as the sign-in page drives it (client registration, authorize, sign-in, token) | [`oidc`] |
 //! | a blocking HTTP client for plain `#[test]` functions | [`http`] |
 //! | a local server of Twilio's Messages API that records SMS and fails on demand | [`twilio`] |
+//! | hosts in network namespaces on a bridge, named in /etc/netns hosts files; partitions and re-addressing | [`netns::Lab`] |
 //! | step-up (issue 11): a DID whose login needs several keys, a login presenting them all, home-api's private route | [`stepup`] |
 //!
 //! Users: `node/tests/*.rs` (in-process), `client/tests/end_to_end.rs` and
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod http;
 pub mod issuer;
 pub mod login;
+pub mod netns;
 pub mod oidc;
 pub mod ops;
 pub mod router;

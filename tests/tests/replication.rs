@@ -177,7 +177,7 @@ fn a_dev_network_shared_by_genesis_file_replicates() {
         std::slice::from_ref(&seed),
         &["--genesis", genesis.to_str().unwrap()],
     );
-    assert!(wait_peers(&[&n1.url, &n2.url], 1, Duration::from_secs(20)));
+    assert!(wait_peers(&[&n1.url, &n2.url], 1, Duration::from_secs(45)));
     assert_eq!(post(&n2.url, &create_op(&key(77, 0)).0), 201);
     wait_converged(&[&n1.url, &n2.url], Duration::from_secs(15)).unwrap();
 }

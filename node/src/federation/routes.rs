@@ -790,7 +790,7 @@ fn attest_for(
     usable_did(state, did)?;
     member_check(state)?;
     Ok(sign_attestation(
-        state.oidc.member_key(),
+        &state.token_keys.ed25519_signing_key(),
         &state.genesis.network_id,
         did,
         provider,
@@ -825,6 +825,7 @@ fn cli_token(state: &NodeState, did: &str, idp: &str) -> Result<String, Refusal>
     rand::rngs::OsRng.fill_bytes(&mut jti);
     let mut claims = Claims::for_login(&s.issuer, did, &s.default_audience, now, s.token_ttl, jti);
     claims.amr = vec!["fed".to_string()];
+    claims.rev = Some(crate::revocations::watermark(state, did));
     state
         .token_keys
         .sign(

@@ -9,6 +9,7 @@
 //!           member_key[32] str(peer id) str(client_id) sha256(redirect_uri)[32]
 //!           has_challenge(1) [sha256 of the PKCE verifier, 32] str(nonce) str(sub)
 //!           amr_count(1) str(amr)…  [str(idp), version 2 only]
+//!           [str(idp, empty = none) str(key), version 3 only]
 //! str     = len(u8) bytes
 //! signature = Ed25519(member key, "didmesh oidc code v1\0" ‖ payload)
 //! ```
@@ -21,7 +22,11 @@
 //! redeeming node asks to consume it. A sign-in through an external
 //! provider ([`crate::federation`]) names the provider (`idp`), which the
 //! tokens carry; such a code is version 2, every other code stays
-//! version 1, so nodes of the previous release still read those. The context string keeps a code from
+//! version 1, so nodes of the previous release still read those. A code
+//! that knows the key that proved the sign-in (a DID key's multibase or a
+//! passkey id) is version 3 and carries it, so the tokens carry it as
+//! their `key` claim (removing that key revokes them; PROTOCOL.md,
+//! "Revocation"). The context string keeps a code from
 //! ever being read as any other message the member key signs (ops, tokens).
 //!
 //! The code is not encrypted: it carries the DID and the nonce, both of
@@ -35,12 +40,13 @@ use crate::NodeState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use did_core::PublicKey;
-use ed25519_dalek::Signer as _;
 use sha2::{Digest as _, Sha256};
 
 const VERSION: u8 = 1;
 /// A code that names the external provider of a federated sign-in.
 const VERSION_IDP: u8 = 2;
+/// A code that names the key that proved the sign-in (and maybe an idp).
+const VERSION_KEY: u8 = 3;
 const CONTEXT: &[u8] = b"didmesh oidc code v1\0";
 /// Longest code text accepted (base64url of 1,024 bytes would be 1,366;
 /// a code is at most ~940 characters, [`MAX_CODE_BYTES`] on the wire).
@@ -86,6 +92,8 @@ pub struct CodeFacts {
     pub amr: Vec<String>,
     /// The external provider of a federated sign-in (its configured name).
     pub idp: Option<String>,
+    /// The key that proved the sign-in (the tokens' `key` claim).
+    pub key: Option<String>,
 }
 
 /// SHA-256 of a redirect URI, as a code binds it.
@@ -134,10 +142,10 @@ impl<'a> Reader<'a> {
 
 fn encode(f: &CodeFacts) -> Result<Vec<u8>, CodeError> {
     let mut out = Vec::with_capacity(512);
-    out.push(if f.idp.is_some() {
-        VERSION_IDP
-    } else {
-        VERSION
+    out.push(match (&f.key, &f.idp) {
+        (Some(_), _) => VERSION_KEY,
+        (None, Some(_)) => VERSION_IDP,
+        (None, None) => VERSION,
     });
     out.extend_from_slice(&f.id);
     for n in [f.issued_at, f.expires_at, f.auth_time] {
@@ -161,8 +169,16 @@ fn encode(f: &CodeFacts) -> Result<Vec<u8>, CodeError> {
     for m in &f.amr {
         put_str(&mut out, m, "amr")?;
     }
-    if let Some(idp) = &f.idp {
-        put_str(&mut out, idp, "idp")?;
+    match &f.key {
+        Some(key) => {
+            put_str(&mut out, f.idp.as_deref().unwrap_or_default(), "idp")?;
+            put_str(&mut out, key, "key")?;
+        }
+        None => {
+            if let Some(idp) = &f.idp {
+                put_str(&mut out, idp, "idp")?;
+            }
+        }
     }
     Ok(out)
 }
@@ -170,7 +186,7 @@ fn encode(f: &CodeFacts) -> Result<Vec<u8>, CodeError> {
 fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
     let mut r = Reader(payload);
     let version = r.byte()?;
-    if version != VERSION && version != VERSION_IDP {
+    if ![VERSION, VERSION_IDP, VERSION_KEY].contains(&version) {
         return Err(CodeError::Malformed);
     }
     let id = r.array()?;
@@ -190,10 +206,19 @@ fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
         .map(|_| r.string())
         .collect::<Result<Vec<_>, _>>()?;
     let idp = match version {
-        VERSION_IDP => Some(r.string()?).filter(|s| !s.is_empty()),
+        VERSION_IDP | VERSION_KEY => r.opt_string()?,
         _ => None,
     };
-    if (version == VERSION_IDP) != idp.is_some() || !r.0.is_empty() {
+    let key = match version {
+        VERSION_KEY => Some(r.string()?),
+        _ => None,
+    };
+    // One spelling per code: version 2 always names an idp, version 3 a
+    // non-empty key.
+    if (version == VERSION_IDP && idp.is_none())
+        || key.as_ref().is_some_and(|k| k.is_empty())
+        || !r.0.is_empty()
+    {
         return Err(CodeError::Malformed);
     }
     Ok(CodeFacts {
@@ -210,6 +235,7 @@ fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
         sub,
         amr,
         idp,
+        key,
     })
 }
 
@@ -231,6 +257,19 @@ pub fn issue(
     issue_with_idp(state, req, did, amr, None)
 }
 
+/// [`issue`] naming `key`, the DID key (multibase) or passkey id that
+/// proved the sign-in ([`crate::auth::Verified::key`]): the tokens the code
+/// buys carry it as their `key` claim.
+pub fn issue_with_key(
+    state: &NodeState,
+    req: &AuthRequest,
+    did: &str,
+    amr: &[&str],
+    key: Option<&str>,
+) -> Result<String, CodeError> {
+    issue_full(state, req, did, amr, None, key)
+}
+
 /// [`issue`] for a sign-in through the external provider `idp` (its
 /// configured name), which the code and then the tokens carry.
 pub fn issue_with_idp(
@@ -239,6 +278,17 @@ pub fn issue_with_idp(
     did: &str,
     amr: &[&str],
     idp: Option<&str>,
+) -> Result<String, CodeError> {
+    issue_full(state, req, did, amr, idp, None)
+}
+
+fn issue_full(
+    state: &NodeState,
+    req: &AuthRequest,
+    did: &str,
+    amr: &[&str],
+    idp: Option<&str>,
+    key: Option<&str>,
 ) -> Result<String, CodeError> {
     let now = crate::now();
     // Random, with a tag only this run of the node can check: the issuer
@@ -259,7 +309,8 @@ pub fn issue_with_idp(
         issued_at: now,
         expires_at: now.saturating_add(state.oidc.settings.code_ttl),
         auth_time: now,
-        member_key: state.me.key,
+        // Filled in with the key that signs (one snapshot of the key set).
+        member_key: state.token_keys.ed25519_public(),
         peer: state.p2p.get().map(|p| p.peer_id().to_string()),
         client_id: req.client_id.clone(),
         redirect_uri_hash: redirect_uri_hash(&req.redirect_uri),
@@ -268,9 +319,22 @@ pub fn issue_with_idp(
         sub: did.to_string(),
         amr: amr.iter().map(|s| s.to_string()).collect(),
         idp: idp.map(str::to_string),
+        key: key.filter(|k| !k.is_empty()).map(str::to_string),
     };
     let mut payload = encode(&facts)?;
-    let sig = state.oidc.member_key().sign(&signing_input(&payload));
+    let (signer, sig) = state.token_keys.ed25519_sign(&signing_input(&payload));
+    if signer != facts.member_key {
+        // A rotation landed between the two reads: sign again with the
+        // new key named in the code.
+        let facts = CodeFacts {
+            member_key: signer,
+            ..facts
+        };
+        let mut payload = encode(&facts)?;
+        let (_, sig) = state.token_keys.ed25519_sign(&signing_input(&payload));
+        payload.extend_from_slice(&sig.to_bytes());
+        return Ok(URL_SAFE_NO_PAD.encode(payload));
+    }
     payload.extend_from_slice(&sig.to_bytes());
     Ok(URL_SAFE_NO_PAD.encode(payload))
 }
@@ -289,7 +353,9 @@ pub fn facts(state: &NodeState, code: &str) -> Result<CodeFacts, CodeError> {
     }
     let (payload, sig) = raw.split_at(raw.len() - 64);
     let facts = decode(payload)?;
-    if !state.is_member_key(&facts.member_key) {
+    // A current member's key, or one rotated away inside the overlap
+    // window (a code signed just before the rotation still redeems).
+    if !state.is_live_member_key(&facts.member_key) {
         return Err(CodeError::UnknownIssuer);
     }
     let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| CodeError::Malformed)?;
@@ -374,6 +440,7 @@ mod tests {
             sub: format!("did:key:z6Mk{}", "x".repeat(44)),
             amr: vec!["hwk".into(), "user".into()],
             idp: None,
+            key: None,
         }
     }
 
@@ -402,6 +469,16 @@ mod tests {
         assert_eq!(payload[0], VERSION_IDP);
         assert_eq!(decode(&payload).unwrap(), fed);
         assert!((payload.len() + 64).div_ceil(3) * 4 <= MAX_CODE_TEXT);
+        // a code naming the key that proved the sign-in (version 3), with
+        // and without an idp, still fits a consume frame
+        let mut keyed = f.clone();
+        keyed.key = Some(format!("z6Mk{}", "k".repeat(44)));
+        let payload = encode(&keyed).unwrap();
+        assert_eq!(payload[0], VERSION_KEY);
+        assert_eq!(decode(&payload).unwrap(), keyed);
+        assert!((payload.len() + 64).div_ceil(3) * 4 <= MAX_CODE_TEXT);
+        keyed.idp = Some("p".repeat(32));
+        assert_eq!(decode(&encode(&keyed).unwrap()).unwrap(), keyed);
         let mut long_nonce = f;
         long_nonce.nonce = Some("n".repeat(MAX_NONCE + 1));
         assert!(encode(&long_nonce).is_err());

@@ -37,6 +37,11 @@
 //! The run secret is the authenticator's, drawn at start and kept in memory
 //! only ([`crate::auth`]). A code whose id does not carry this run's tag is
 //! refused; so is one whose `issued_at` is before the start.
+//!
+//! Refresh tokens ([`super::refresh`]) are consumed the same way, at the
+//! member that signed them, on each use (rotation) and on `/oidc/revoke`
+//! (RFC 7009); their issuer keeps the used ids in sled instead, because a
+//! refresh token outlives a restart.
 
 use super::code;
 use crate::p2p::codec::{ConsumeVerdict, SyncResponse};
@@ -184,10 +189,15 @@ fn local_peer(state: &NodeState) -> Option<PeerId> {
 /// a valid code signed by this node (its member key and peer id) and
 /// consumes it.
 fn consume_own(state: &NodeState, code_text: &str, now: u64) -> ConsumeVerdict {
+    // Refresh tokens take the same path to their issuer; their used set
+    // is durable ([`super::refresh`]).
+    if super::refresh::is_refresh_token(code_text) {
+        return super::refresh::consume_own(state, code_text, now);
+    }
     let Ok(facts) = code::facts(state, code_text) else {
         return ConsumeVerdict::Refused;
     };
-    if facts.member_key != state.me.key || !of_this_run(state, &facts.id) {
+    if !crate::views::own_key(state, &facts.member_key, now) || !of_this_run(state, &facts.id) {
         return ConsumeVerdict::Refused;
     }
     if let (Some(mine), Some(named)) = (local_peer(state), facts.peer.as_deref()) {
@@ -230,10 +240,10 @@ pub async fn consume_code(
         (None, _) => true,
         // We run without p2p but the code names a peer: ours only if the
         // member key is ours (a node without p2p has no peer id to name).
-        (Some(_), None) => *issuer_key == state.me.key,
+        (Some(_), None) => crate::views::own_key(state, issuer_key, crate::now()),
     };
     if local {
-        if *issuer_key != state.me.key {
+        if !crate::views::own_key(state, issuer_key, crate::now()) {
             return Err(ConsumeError::Refused(
                 "issued by another member without p2p",
             ));

@@ -21,7 +21,9 @@
 //! * [`code`] — authorization codes signed by the member key.
 //! * [`consume`] — single use of codes across nodes (libp2p).
 //! * [`pending`] — sign-ins approved from the CLI wallet.
-//! * [`token`] — `POST /oidc/token` and the ID token.
+//! * [`token`] — `POST /oidc/token` (codes and refresh tokens), the ID
+//!   token, and `POST /oidc/revoke` (RFC 7009).
+//! * [`refresh`] — refresh tokens signed by the member key, rotated on use.
 //! * [`userinfo`] — `GET|POST /oidc/userinfo`.
 
 pub mod authorize;
@@ -29,6 +31,7 @@ pub mod code;
 pub mod consume;
 pub mod counters;
 pub mod pending;
+pub mod refresh;
 pub mod request;
 pub mod signin;
 pub mod token;
@@ -70,33 +73,25 @@ pub struct OidcSettings {
 /// The provider's state in [`NodeState::oidc`].
 pub struct Oidc {
     pub settings: OidcSettings,
-    /// Signs authorization codes (the member key, [`code`]).
-    member_key: ed25519_dalek::SigningKey,
     /// This node's used codes ([`consume`]).
     pub used_codes: consume::UsedCodes,
     /// Sign-ins waiting for `didmesh approve` ([`pending`]).
     pub pending: pending::PendingLogins,
     pub counters: counters::SignCounters,
+    /// The revocation feed ([`crate::revocations`]), started with the
+    /// router. Kept here so the token endpoints reach it.
+    pub revocations: std::sync::OnceLock<Arc<crate::revocations::Feed>>,
 }
 
 impl Oidc {
-    pub fn new(
-        settings: OidcSettings,
-        member_key: ed25519_dalek::SigningKey,
-        counters: counters::SignCounters,
-        started_at: u64,
-    ) -> Oidc {
+    pub fn new(settings: OidcSettings, counters: counters::SignCounters, started_at: u64) -> Oidc {
         Oidc {
             settings,
-            member_key,
             used_codes: consume::UsedCodes::new(started_at),
             pending: pending::PendingLogins::default(),
             counters,
+            revocations: std::sync::OnceLock::new(),
         }
-    }
-
-    pub(crate) fn member_key(&self) -> &ed25519_dalek::SigningKey {
-        &self.member_key
     }
 
     /// Drops expired used codes (the node's housekeeping timer; pending
@@ -179,6 +174,7 @@ pub fn routes(
             .layer(cors);
     Router::new()
         .route("/oidc/token", post(token::token))
+        .route("/oidc/revoke", post(token::revoke))
         .route(
             "/oidc/userinfo",
             get(userinfo::userinfo).post(userinfo::userinfo),

@@ -887,8 +887,9 @@ fn approve_inner(
                 };
             let amr = verified.amr();
             let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
-            let code_text = code::issue(state, &request, &did, &amr)
-                .map_err(|e| PendingError::Code(e.to_string()))?;
+            let code_text =
+                code::issue_with_key(state, &request, &did, &amr, verified.key.as_deref())
+                    .map_err(|e| PendingError::Code(e.to_string()))?;
             let redirect = code::success_redirect(state, &request, &code_text);
             let mut inner = pending.lock()?;
             if let Some(Entry {

@@ -233,10 +233,11 @@ pub async fn complete(
     }
     let amr = verified.amr();
     let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
-    let code = code::issue(&state, &req, &did, &amr).map_err(|e| {
-        tracing::error!(error = %e, "authorization code not issued");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })?;
+    let code =
+        code::issue_with_key(&state, &req, &did, &amr, verified.key.as_deref()).map_err(|e| {
+            tracing::error!(error = %e, "authorization code not issued");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
     Ok(no_store(serde_json::json!({
         "redirect": code::success_redirect(&state, &req, &code),
     })))

@@ -14,6 +14,14 @@
 //! issuer is asked to consume it ([`super::consume`]), so a request that
 //! would fail anyway does not use it up; only a confirmed first use yields
 //! tokens.
+//!
+//! `grant_type=refresh_token` (RFC 6749 §6) takes a refresh token of
+//! [`super::refresh`]: checked in full (signature by a current member,
+//! expiry, client, the DID in good standing and not revoked since), then
+//! consumed at its issuer like a code, then answered with new tokens and
+//! a new refresh token (rotation, RFC 9700 §4.14.2). `POST /oidc/revoke`
+//! (RFC 7009) consumes a refresh token at its issuer; it answers 200 for
+//! any token, known or not (§2.2), after the same client authentication.
 
 use super::code::{self, redirect_uri_hash, CodeFacts};
 use super::{find_client, ClientError};
@@ -99,6 +107,9 @@ pub struct TokenAnswer {
     pub expires_in: u64,
     pub id_token: String,
     pub scope: String,
+    /// A new refresh token ([`super::refresh`]), on every answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// The claims of an ID token (OIDC Core §2).
@@ -118,6 +129,10 @@ pub struct IdTokenClaims {
     /// The external provider of a federated sign-in (`amr` has `fed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp: Option<String>,
+    /// The DID key (multibase) or passkey id that proved the sign-in
+    /// (`did_core::proto::Claims::key`; PROTOCOL.md, "Revocation").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A didmesh access token's claims, with the external provider of a
@@ -325,19 +340,24 @@ pub async fn token(
 ) -> Result<Response, TokenError> {
     let body = body.map_err(|r| TokenError::new("invalid_request", r.body_text()))?;
     let params = form(&headers, &body)?;
-    match params.get("grant_type").map(String::as_str) {
+    let refresh = match params.get("grant_type").map(String::as_str) {
         None => return Err(TokenError::new("invalid_request", "grant_type is missing")),
-        Some("authorization_code") => {}
+        Some("authorization_code") => false,
+        Some("refresh_token") => true,
         Some(_) => {
             return Err(TokenError::new(
                 "unsupported_grant_type",
-                "only authorization_code is supported",
+                "only authorization_code and refresh_token are supported",
             ))
         }
-    }
+    };
     let (client, client_id) = authenticate(&state, &headers, &params)?;
     let now = crate::now();
-    let result = check_code(&state, &client, &client_id, &params, now);
+    let result = if refresh {
+        check_refresh(&state, &client_id, &params, now)
+    } else {
+        check_code(&state, &client, &client_id, &params, now)
+    };
     let (code_text, facts) = result.inspect_err(|_| state.metrics.logins_failed.inc())?;
     if !state.is_member() {
         return Err(TokenError::new(
@@ -364,7 +384,7 @@ pub async fn token(
         .await
         .map_err(|e| {
             state.metrics.logins_failed.inc();
-            tracing::info!(reason = %e, "authorization code refused");
+            tracing::info!(reason = %e, "authorization code or refresh token refused");
             TokenError::grant(e.to_string())
         })?;
     let answer = mint(&state, alg, &client_id, &facts, now)?;
@@ -399,6 +419,7 @@ fn mint(
         amr: facts.amr.clone(),
         acr: crate::auth::acr_of_amr(&facts.amr).to_string(),
         idp: facts.idp.clone(),
+        key: facts.key.clone(),
     };
     let failed = |e: crate::token_keys::SignError| {
         tracing::error!(error = %e, "token not signed");
@@ -411,6 +432,17 @@ fn mint(
     access.auth_time = facts.auth_time;
     access.amr = facts.amr.clone();
     access.acr = Some(crate::auth::acr_of_amr(&facts.amr).to_string());
+    // A token obtained with a key dies with it (the feed's `key` entry).
+    access.key = facts.key.clone();
+    // Never hand out a token that is revoked already (the DID signed out
+    // everywhere after this sign-in started, or this member's key left).
+    let kid = state.token_keys.kid(IdTokenAlg::EdDSA);
+    if let Some(why) = crate::revocations::refused(state, &access, Some(&kid), now) {
+        return Err(TokenError::grant(why));
+    }
+    // Not revoked by what this node holds: stamp the watermark, so a later
+    // sign-out revokes the token whatever the clocks say (Claims::rev).
+    access.rev = Some(crate::revocations::watermark(state, &facts.sub));
     let access_token = state
         .token_keys
         .sign(
@@ -427,7 +459,115 @@ fn mint(
         expires_in: ttl,
         id_token,
         scope: "openid".to_string(),
+        refresh_token: super::refresh::issue(state, client_id, facts, now),
     })
+}
+
+/// Every check of a refresh token except single use (module doc). The
+/// answer has the shape of a code's: the token text for the issuer's
+/// consume, and the facts the new tokens are minted from.
+fn check_refresh(
+    state: &NodeState,
+    client_id: &str,
+    params: &HashMap<String, String>,
+    now: u64,
+) -> Result<(String, CodeFacts), TokenError> {
+    let text = params
+        .get("refresh_token")
+        .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is missing"))?;
+    let facts = super::refresh::read(state, text).map_err(|e| TokenError::grant(e.to_string()))?;
+    if facts.exp <= now {
+        return Err(TokenError::grant("refresh token expired"));
+    }
+    if facts.client_id != client_id {
+        return Err(TokenError::grant("refresh token issued to another client"));
+    }
+    // Revoked since it was issued, or since the sign-in it descends from
+    // (a refresh that raced the sign-out must not keep the session alive).
+    let mut probe = Claims::for_login(
+        &state.oidc.settings.issuer,
+        &facts.sub,
+        client_id,
+        facts.iat.min(facts.auth_time),
+        0,
+        [0; 16],
+    );
+    probe.jti = facts.id.clone();
+    if let Some(why) = crate::revocations::refused(state, &probe, None, now) {
+        return Err(TokenError::grant(format!("refresh token revoked: {why}")));
+    }
+    let code_facts = CodeFacts {
+        id: [0; 16],
+        issued_at: facts.iat,
+        expires_at: facts.exp,
+        auth_time: facts.auth_time,
+        member_key: facts.member,
+        peer: facts.peer,
+        client_id: facts.client_id,
+        redirect_uri_hash: [0; 32],
+        code_challenge: None,
+        nonce: None,
+        sub: facts.sub,
+        amr: facts.amr,
+        idp: facts.idp,
+        key: facts.key,
+    };
+    Ok((text.clone(), code_facts))
+}
+
+/// `POST /oidc/revoke` (RFC 7009 §2): the client authenticates as at the
+/// token endpoint; a refresh token of this client is consumed at its
+/// issuer. 200 for every token, even an unknown or foreign one (§2.2:
+/// "invalid tokens do not cause an error"). Access tokens are short-lived
+/// JWTs a node cannot recall on its own (the DID owner's sign-out does):
+/// `unsupported_token_type` (§2.2.1) when the hint or shape says so.
+pub async fn revoke(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, TokenError> {
+    let body = body.map_err(|r| TokenError::new("invalid_request", r.body_text()))?;
+    let params = form(&headers, &body)?;
+    let (_, client_id) = authenticate(&state, &headers, &params)?;
+    let text = params
+        .get("token")
+        .ok_or_else(|| TokenError::new("invalid_request", "token is missing"))?;
+    if super::refresh::is_refresh_token(text) {
+        if let Ok(facts) = super::refresh::read(&state, text) {
+            if facts.client_id == client_id {
+                let result = super::consume::consume_code(
+                    &state,
+                    &facts.member,
+                    facts.peer.as_deref(),
+                    text,
+                )
+                .await;
+                match result {
+                    Ok(()) | Err(super::consume::ConsumeError::AlreadyUsed) => {}
+                    // The issuer could not be reached: the client must
+                    // retry (§2.2.1, 503), or the token would live on.
+                    Err(super::consume::ConsumeError::Unreachable(e)) => {
+                        return Err(TokenError::new(
+                            "temporarily_unavailable",
+                            format!("the refresh token's issuer did not answer: {e}"),
+                        ))
+                    }
+                    Err(e) => tracing::info!(reason = %e, "revoked refresh token not consumed"),
+                }
+            }
+        }
+    } else if text.matches('.').count() == 2
+        || params.get("token_type_hint").map(String::as_str) == Some("access_token")
+    {
+        return Err(TokenError::new(
+            "unsupported_token_type",
+            "access tokens expire on their own (15 minutes); sign out with the DID to revoke them",
+        ));
+    }
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! but the DID, so the answer is `{"sub": DID}`.
 //!
 //! The access token is a node's EdDSA token: its `kid` must name a current
-//! member's Ed25519 key, the signature must verify, `iss` be the network's
-//! and `exp` in the future (RFC 7519; 30 s of leeway like the verifiers).
+//! member's Ed25519 key or one a rotation replaced less than
+//! `key_overlap_secs` ago ([`crate::views::access_token_key`]), the
+//! signature must verify, `iss` be the network's
+//! and `exp` in the future (RFC 7519; 30 s of leeway like the verifiers),
+//! and the token not revoked ([`crate::revocations::refused`]).
 //! Errors follow RFC 6750 §3: no token is a bare 401 with
 //! `WWW-Authenticate: Bearer realm="didmesh"`; a bad one adds
 //! `error="invalid_token"`.
@@ -88,16 +91,13 @@ fn verify(state: &NodeState, token: &str) -> Result<Claims, Unauthorized> {
         return Err(invalid("not a didmesh access token"));
     }
     let kid = header.kid.ok_or_else(|| invalid("token without kid"))?;
+    // A current member's key, or one a rotation replaced less than
+    // key_overlap_secs ago (PROTOCOL.md, "Member key rotation").
     let key = state
         .ledger
         .read()
         .ok()
-        .and_then(|l| {
-            l.members()
-                .iter()
-                .find(|m| crate::identity::kid(&m.key) == kid)
-                .map(|m| m.key)
-        })
+        .and_then(|l| crate::views::access_token_key(&l, &kid, crate::now()))
         .ok_or_else(|| invalid("not signed by a current member"))?;
     let decoding = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(key.as_bytes()))
         .map_err(|_| invalid("not signed by a current member"))?;
@@ -107,9 +107,15 @@ fn verify(state: &NodeState, token: &str) -> Result<Claims, Unauthorized> {
     validation.validate_aud = false;
     validation.leeway = LEEWAY;
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    jsonwebtoken::decode::<Claims>(token, &decoding, &validation)
+    let claims = jsonwebtoken::decode::<Claims>(token, &decoding, &validation)
         .map(|d| d.claims)
-        .map_err(|_| invalid("the access token is invalid or expired"))
+        .map_err(|_| invalid("the access token is invalid or expired"))?;
+    // A revoked token is refused here as at every verifier that follows
+    // the revocation feed (PROTOCOL.md, "Revocation").
+    match crate::revocations::refused(state, &claims, Some(&kid), crate::now()) {
+        Some(why) => Err(invalid(why)),
+        None => Ok(claims),
+    }
 }
 
 /// `GET|POST /oidc/userinfo`.

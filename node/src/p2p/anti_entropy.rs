@@ -27,14 +27,34 @@
 //! [`did_core::ingest::judge_fetched`]), the same checks gossip applies.
 //!
 //! A peer that answers with malformed messages or ops it was not asked for,
-//! or serves invalid ops, is punished (gossipsub application score).
+//! or serves invalid ops, is punished (gossipsub application score). A
+//! peer that answers `Busy` is not: the session (or fetch) ends and a
+//! later round picks it up, and it does not count as a failed session.
+//!
+//! Catch-up follows the difference (issue 12, item 5): each side fetches
+//! what a round shows it lacks at once, while the session goes on (the
+//! responder from [`Reconciler::respond`]'s `need`, the initiator from
+//! [`Session::take_outcome`]), in batches of
+//! [`MAX_FETCH_CIDS`](super::codec::MAX_FETCH_CIDS) with the next batch on
+//! the wire while the last one is verified and written, so the two sides
+//! repair each other in one session without waiting for a later one. A
+//! batch's signatures are checked together on all cores
+//! ([`crate::writer::verify_on_all_cores`], on a blocking thread, never on
+//! the event loop) and the writer gets the proofs, so no fetched op is
+//! verified twice. Fetched ops are not republished on gossip
+//! ([`Replication::mark_fetched`]): they are repair, and a late joiner
+//! echoing its whole catch-up would make every peer check it again. While
+//! a backlog is being fetched the node logs a progress line every
+//! [`PROGRESS_EVERY`] (ops/s, ETA) and `/v1/status` shows it as
+//! `"catch_up"` ([`CatchUpStatus`]).
 
 use super::codec::{SyncRequest, SyncResponse, MAX_FETCH_CIDS};
 use super::event_loop::{Client, P2pError, SyncEvent};
 use super::ingest::Ingest;
-use crate::writer::{SubmitError, Submitted};
+use crate::writer::{verify_on_all_cores, SubmitError, Submitted};
 use did_core::ingest::{self as verdicts, Received};
 use did_core::sync::{Message, Reconciler, Session, SyncConfig, SyncIndex};
+use did_core::verify::SigVerified;
 use did_core::{Cid, Ledger, OpError, Operation};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
@@ -68,6 +88,116 @@ pub const DEFER_GRACE: Duration = Duration::from_secs(15);
 /// A fetch that would wait longer than this for the peer's sync budget
 /// stops; the next session picks up what is left.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(10);
+/// How often a catch-up logs its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// A fetch backlog at least this large is a catch-up worth a progress line.
+pub const CATCH_UP_REPORT: u64 = 1000;
+/// Fetched CIDs remembered as not to republish; beyond (a writer that
+/// never committed them), the set is cleared: at worst a few fetched ops
+/// are published.
+const MAX_QUIET: usize = 1 << 17;
+
+/// Replication state shared by anti-entropy, ingest and the publisher
+/// (held by the [`Client`]).
+#[derive(Default)]
+pub(crate) struct Replication {
+    /// Fetched ops on their way to the writer: the publisher does not
+    /// publish them when they commit.
+    quiet: Mutex<HashSet<Cid>>,
+    pub catch_up: CatchUpMeter,
+}
+
+impl Replication {
+    /// `cid` was fetched: not to be republished when it commits.
+    pub fn mark_fetched(&self, cid: Cid) {
+        if let Ok(mut q) = self.quiet.lock() {
+            if q.len() >= MAX_QUIET {
+                q.clear();
+            }
+            q.insert(cid);
+        }
+    }
+
+    /// Forgets `cid`; true when it was a fetched op (then not published).
+    pub fn take_fetched(&self, cid: &Cid) -> bool {
+        self.quiet.lock().is_ok_and(|mut q| q.remove(cid))
+    }
+}
+
+/// What a catch-up looks like now (`/v1/status` `"catch_up"`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CatchUpStatus {
+    /// Ops fetched and stored since the backlog began.
+    pub ops_fetched: u64,
+    /// Ops listed as missing and not fetched yet.
+    pub ops_pending: u64,
+    pub ops_per_s: f64,
+    /// Seconds left at the current rate (`None` before the first op).
+    pub eta_s: Option<u64>,
+}
+
+/// Counts a backlog being fetched: starts when the first fetch of an idle
+/// node begins, ends when nothing is left to fetch.
+#[derive(Default)]
+pub(crate) struct CatchUpMeter(Mutex<Meter>);
+
+#[derive(Default)]
+struct Meter {
+    pending: u64,
+    fetched: u64,
+    started: Option<Instant>,
+}
+
+impl CatchUpMeter {
+    fn listed(&self, n: usize) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.pending == 0 {
+                *m = Meter {
+                    started: Some(Instant::now()),
+                    ..Meter::default()
+                };
+            }
+            m.pending += n as u64;
+        }
+    }
+
+    /// `n` listed ops are done with (stored, held or given up).
+    fn settled(&self, n: usize) {
+        if let Ok(mut m) = self.0.lock() {
+            m.pending = m.pending.saturating_sub(n as u64);
+        }
+    }
+
+    fn stored(&self, n: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.fetched += n;
+        }
+    }
+
+    /// The backlog now, `None` when there is none.
+    pub fn status(&self) -> Option<CatchUpStatus> {
+        let m = self.0.lock().ok()?;
+        if m.pending == 0 {
+            return None;
+        }
+        let secs = m.started?.elapsed().as_secs_f64().max(1e-3);
+        let rate = m.fetched as f64 / secs;
+        Some(CatchUpStatus {
+            ops_fetched: m.fetched,
+            ops_pending: m.pending,
+            ops_per_s: (rate * 10.0).round() / 10.0,
+            eta_s: (rate > 0.0).then(|| (m.pending as f64 / rate).ceil() as u64),
+        })
+    }
+}
+
+/// How a session as initiator ended.
+enum SessionEnd {
+    /// Nothing left open.
+    Done,
+    /// The peer answered `Busy`: not a failure, a later round retries.
+    Busy,
+}
 
 /// The sync index, shared by the publisher (inserts) and the sessions.
 #[derive(Clone)]
@@ -156,8 +286,11 @@ impl AntiEntropy {
     pub async fn run(self, mut events: mpsc::Receiver<SyncEvent>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = progress.tick() => self.log_progress(),
                 event = events.recv() => match event {
                     None => return,
                     Some(SyncEvent::Connected(peer)) => self.start_session(peer),
@@ -188,7 +321,10 @@ impl AntiEntropy {
             let _guard = SessionGuard(this.sessions.clone(), peer);
             let metrics = this.client.metrics();
             match this.session(peer).await {
-                Ok(()) => metrics.sync_sessions.inc(),
+                Ok(SessionEnd::Done) => metrics.sync_sessions.inc(),
+                Ok(SessionEnd::Busy) => {
+                    tracing::debug!(%peer, "peer busy; a later round syncs with it");
+                }
                 Err(e) => {
                     metrics.sync_failures.inc();
                     tracing::debug!(%peer, error = %e, "sync session failed");
@@ -197,8 +333,30 @@ impl AntiEntropy {
         });
     }
 
+    /// Logs a catch-up's progress (ops/s, ETA) while a large backlog is
+    /// being fetched.
+    fn log_progress(&self) {
+        let Some(s) = self.client.replication().catch_up.status() else {
+            return;
+        };
+        if s.ops_pending + s.ops_fetched >= CATCH_UP_REPORT {
+            let eta = s
+                .eta_s
+                .map_or_else(|| "unknown".to_string(), |e| format!("{e} s"));
+            tracing::info!(
+                fetched = s.ops_fetched,
+                pending = s.ops_pending,
+                ops_per_s = s.ops_per_s,
+                "catching up: {} ops fetched, {} to go, {:.0} ops/s, ETA {eta}",
+                s.ops_fetched,
+                s.ops_pending,
+                s.ops_per_s,
+            );
+        }
+    }
+
     /// One reconciliation session as initiator, fetching as it learns.
-    async fn session(&self, peer: PeerId) -> Result<(), P2pError> {
+    async fn session(&self, peer: PeerId) -> Result<SessionEnd, P2pError> {
         let mut session = Session::new(self.config);
         let mut message = self.index.read(|i| session.initiate(i))?;
         loop {
@@ -208,12 +366,7 @@ impl AntiEntropy {
                 .await?
             {
                 SyncResponse::Reconcile(bytes) => bytes,
-                SyncResponse::Busy => {
-                    return Err(P2pError::Request {
-                        peer,
-                        why: "busy".into(),
-                    })
-                }
+                SyncResponse::Busy => return Ok(SessionEnd::Busy),
                 SyncResponse::Ops(_) | SyncResponse::Consumed(_) => {
                     self.misbehaved(peer).await;
                     return Err(P2pError::Request {
@@ -236,7 +389,7 @@ impl AntiEntropy {
             self.fetch(peer, need).await;
             match next {
                 Some(m) => message = m,
-                None => return Ok(()),
+                None => return Ok(SessionEnd::Done),
             }
         }
     }
@@ -322,7 +475,11 @@ impl AntiEntropy {
             return;
         }
         self.count_fetching(peer, need.len(), true);
+        let meter = &self.client.replication().catch_up;
+        meter.listed(need.len());
         let mut storing: Option<tokio::task::JoinHandle<()>> = None;
+        // Listed ops whose batch was stored (progress counts them done).
+        let mut done = 0usize;
         for batch in need.chunks(MAX_FETCH_CIDS) {
             let wait = self.client.budgets().sync_delay(peer, batch.len());
             if wait > MAX_SYNC_WAIT {
@@ -338,6 +495,10 @@ impl AntiEntropy {
                 .await;
             let ops = match answer {
                 Ok(SyncResponse::Ops(ops)) => ops,
+                Ok(SyncResponse::Busy) => {
+                    tracing::debug!(%peer, "peer busy; the rest of the fetch is left for later");
+                    break;
+                }
                 Ok(_) => {
                     self.misbehaved(peer).await;
                     break;
@@ -349,6 +510,8 @@ impl AntiEntropy {
             };
             if let Some(previous) = storing.take() {
                 let _ = previous.await;
+                meter.settled(MAX_FETCH_CIDS);
+                done += MAX_FETCH_CIDS;
             }
             let this = self.clone();
             let asked: HashSet<Cid> = batch.iter().copied().collect();
@@ -364,6 +527,7 @@ impl AntiEntropy {
                 fetching.remove(c);
             }
         }
+        meter.settled(need.len().saturating_sub(done));
         self.count_fetching(peer, need.len(), false);
         self.settle_deferred().await;
     }
@@ -407,17 +571,42 @@ impl AntiEntropy {
                 verdicts::Fetched::Known | verdicts::Fetched::Later(_) => {}
             }
         }
+        // Signatures, all of the batch on all cores, off the async
+        // runtime; the writer gets the proofs and does not check again.
+        let limits = self.ingest.state.limits;
+        let checked = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&Operation> = ops.iter().map(|(_, op)| op).collect();
+            let checked = verify_on_all_cores(&refs, &limits);
+            drop(refs);
+            (ops, checked)
+        })
+        .await;
+        let Ok((ops, checked)) = checked else {
+            tracing::warn!(%peer, "signature check task failed; a later session fetches again");
+            return;
+        };
+        let mut group: Vec<Fetched> = Vec::with_capacity(ops.len());
+        for ((cid, op), check) in ops.into_iter().zip(checked) {
+            match check {
+                Some((_, Ok(proof))) => group.push(Fetched {
+                    cid,
+                    op,
+                    from: peer,
+                    proof,
+                }),
+                Some((_, Err(e))) => {
+                    tracing::info!(%peer, reason = %e, "peer served an op with a bad signature");
+                    bad_here += 1;
+                }
+                None => {
+                    tracing::debug!(%peer, "peer served a malformed op");
+                    bad_here += 1;
+                }
+            }
+        }
         // What arrived releases the ops held back for it, and so do
         // parents that other fetches or gossip committed meanwhile.
-        let arrived: Vec<Cid> = ops.iter().map(|(c, _)| *c).collect();
-        let mut group: Vec<Fetched> = ops
-            .into_iter()
-            .map(|(cid, op)| Fetched {
-                cid,
-                op,
-                from: peer,
-            })
-            .collect();
+        let arrived: Vec<Cid> = group.iter().map(|f| f.cid).collect();
         group.extend(self.release(arrived));
         let bad = self.store_group(group, true).await;
         // Served ops that were not asked for, not canonical: this peer's.
@@ -546,12 +735,19 @@ impl AntiEntropy {
         }
         let from: Vec<PeerId> = store.iter().map(|f| f.from).collect();
         let results =
-            futures::future::join_all(store.into_iter().map(|f| self.ingest.store(f.op))).await;
+            futures::future::join_all(store.into_iter().map(|f| self.ingest.store(f.op, f.proof)))
+                .await;
         let metrics = self.client.metrics();
+        let meter = &self.client.replication().catch_up;
         let mut bad: HashMap<PeerId, u64> = HashMap::new();
+        let mut good: HashMap<PeerId, usize> = HashMap::new();
         for (from, r) in from.into_iter().zip(results) {
             match r {
-                Ok(Submitted::Created(_)) => metrics.sync_fetched_ops.inc(),
+                Ok(Submitted::Created(_)) => {
+                    metrics.sync_fetched_ops.inc();
+                    meter.stored(1);
+                    *good.entry(from).or_default() += 1;
+                }
                 Ok(_) => {}
                 // Its parent was refused (then the parent's server pays for
                 // that) or raced away: a later session fetches it again.
@@ -564,6 +760,10 @@ impl AntiEntropy {
                 }
                 Err(e) => tracing::debug!(error = %e, "fetched op not stored"),
             }
+        }
+        // Good ops give most of their sync budget back (budget::SYNC_REFUND).
+        for (peer, n) in good {
+            self.client.budgets().sync_refund(peer, n);
         }
         bad
     }
@@ -603,6 +803,8 @@ pub(crate) struct Fetched {
     cid: Cid,
     op: Operation,
     from: PeerId,
+    /// Its signatures checked on arrival.
+    proof: SigVerified,
 }
 
 /// Fetched ops held back until their parent arrives. A catch-up fetches
@@ -762,8 +964,53 @@ mod tests {
     fn fetched(ops: Vec<(Cid, Operation)>) -> Vec<Fetched> {
         let from = PeerId::random();
         ops.into_iter()
-            .map(|(cid, op)| Fetched { cid, op, from })
+            .map(|(cid, op)| {
+                let form = op.check_form(&did_core::Limits::default()).unwrap();
+                let proof = did_core::verify::verify_one(&op, &form).unwrap();
+                Fetched {
+                    cid,
+                    op,
+                    from,
+                    proof,
+                }
+            })
             .collect()
+    }
+
+    /// The catch-up line: nothing while idle, then fetched / pending /
+    /// rate / ETA, and nothing again once the backlog is done.
+    #[test]
+    fn catch_up_progress_follows_the_backlog() {
+        let m = CatchUpMeter::default();
+        assert_eq!(m.status(), None);
+        m.listed(1000);
+        let s = m.status().unwrap();
+        assert_eq!((s.ops_fetched, s.ops_pending, s.eta_s), (0, 1000, None));
+        std::thread::sleep(Duration::from_millis(20));
+        m.stored(400);
+        m.settled(400);
+        let s = m.status().unwrap();
+        assert_eq!((s.ops_fetched, s.ops_pending), (400, 600));
+        assert!(
+            s.ops_per_s > 0.0 && s.eta_s.is_some_and(|e| e >= 1),
+            "{s:?}"
+        );
+        m.settled(600);
+        assert_eq!(m.status(), None);
+        // A new backlog starts a new count.
+        m.listed(5);
+        assert_eq!(m.status().unwrap().ops_fetched, 0);
+    }
+
+    /// A fetched op is skipped by the publisher once, then forgotten.
+    #[test]
+    fn fetched_ops_are_marked_not_to_republish() {
+        let r = Replication::default();
+        let (a, b) = (Cid::of(b"a"), Cid::of(b"b"));
+        r.mark_fetched(a);
+        assert!(r.take_fetched(&a));
+        assert!(!r.take_fetched(&a));
+        assert!(!r.take_fetched(&b));
     }
 
     #[test]

@@ -55,8 +55,6 @@ pub const SYNC_PENALTY: f64 = -30.0;
 pub const MAX_SYNC_STREAMS: usize = 16;
 /// A sync request that takes longer fails (a large fetch response included).
 pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Dial the bootstrap peers again this often while no peer is connected.
-const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
 /// A Kademlia walk for our own id this often while fewer than
 /// [`DISCOVERY_TARGET`] peers are connected, to learn more peers...
 const KAD_WALK_INTERVAL: Duration = Duration::from_secs(5);
@@ -94,8 +92,12 @@ pub const COMMAND_CHANNEL: usize = 1024;
 pub struct P2pConfig {
     /// Where to listen for peers.
     pub listen: Multiaddr,
-    /// Peers dialled at start and whenever no peer is connected.
+    /// Peers dialled at start and redialled while disconnected, by address
+    /// or by DNS name ([`super::bootstrap`]).
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses peers are told to dial (`--announce`); empty: the listen
+    /// addresses.
+    pub announce: Vec<Multiaddr>,
     /// Time between anti-entropy rounds with a random peer.
     pub sync_interval: Duration,
 }
@@ -122,11 +124,25 @@ pub struct Client {
     metrics: Arc<P2pMetrics>,
     budgets: Arc<Budgets>,
     peer_id: PeerId,
+    /// Fetched ops not to republish, and the catch-up progress.
+    replication: Arc<super::anti_entropy::Replication>,
 }
 
 impl Client {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Fetched ops not to republish, and the catch-up progress (see
+    /// [`super::anti_entropy::Replication`]).
+    pub(crate) fn replication(&self) -> &super::anti_entropy::Replication {
+        &self.replication
+    }
+
+    /// A catch-up in progress (ops/s, ETA), for `/v1/status` `"catch_up"`;
+    /// `None` when this node is not fetching a backlog.
+    pub fn catch_up(&self) -> Option<super::anti_entropy::CatchUpStatus> {
+        self.replication.catch_up.status()
     }
 
     /// The latest snapshot of peers and addresses.
@@ -185,6 +201,16 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Consume { peer, code, reply }).await?;
         rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    /// Dials `addrs` (already resolved: IP addresses), as the peer `peer`
+    /// when known; nothing happens if that peer is connected or banned.
+    pub(crate) async fn dial(
+        &self,
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(), P2pError> {
+        self.send(Command::Dial { peer, addrs }).await
     }
 
     /// Sends a sync request and waits for the answer.
@@ -257,6 +283,10 @@ enum Command {
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    Dial {
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 /// A gossiped op to validate.
@@ -295,6 +325,9 @@ pub(crate) struct Inbound {
 
 struct PeerEntry {
     addr: Multiaddr,
+    /// Addresses of this node's outbound connections to the peer (how
+    /// [`super::bootstrap`] knows which peer an address without /p2p is).
+    dialed: Vec<Multiaddr>,
     connections: usize,
     agent: Option<String>,
     rejected: u64,
@@ -309,7 +342,6 @@ pub struct EventLoop {
     view_tx: watch::Sender<Arc<PeerView>>,
     metrics: Arc<P2pMetrics>,
     topic: IdentTopic,
-    bootstrap: Vec<Multiaddr>,
     /// Outbound sync requests waiting for their answer.
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
     /// Connected peers.
@@ -341,54 +373,48 @@ impl EventLoop {
         let codec = SyncCodec {
             metrics: metrics.clone(),
         };
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| transport(&e))?
-            .with_behaviour(
-                |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                    let gossipsub = gossip::behaviour(&topic, &limits)?;
-                    let identify = identify::Behaviour::new(
-                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                            .with_agent_version(format!(
-                                "didmesh-node/{}",
-                                env!("CARGO_PKG_VERSION")
-                            )),
-                    );
-                    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-                    // Walks are started by the event loop (on a peer's first
-                    // identify, then every KAD_WALK_INTERVAL), not by a
-                    // timer that fires before any peer is known.
-                    kad_config.set_periodic_bootstrap_interval(None);
-                    let mut kad = kad::Behaviour::with_config(
-                        key.public().to_peer_id(),
-                        kad::store::MemoryStore::new(key.public().to_peer_id()),
-                        kad_config,
-                    );
-                    // Nodes are servers: they listen and answer queries.
-                    kad.set_mode(Some(kad::Mode::Server));
-                    let sync = request_response::Behaviour::with_codec(
-                        codec,
-                        [(PROTOCOL, ProtocolSupport::Full)],
-                        request_response::Config::default()
-                            .with_request_timeout(SYNC_REQUEST_TIMEOUT)
-                            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
-                    );
-                    Ok(Behaviour {
-                        gossipsub,
-                        identify,
-                        kad,
-                        sync,
-                    })
-                },
-            )
-            .map_err(|e| transport(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-            .build();
+        let announce = !config.announce.is_empty();
+        macro_rules! tcp {
+            () => {
+                libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+                    .with_tokio()
+                    .with_tcp(
+                        tcp::Config::default().nodelay(true),
+                        noise::Config::new,
+                        yamux::Config::default,
+                    )
+                    .map_err(|e| transport(&e))?
+            };
+        }
+        // `/dns4/NAME` addresses peers announce are resolved by libp2p's DNS
+        // transport (hickory, configured from /etc/resolv.conf). Bootstrap
+        // names are resolved by `super::bootstrap` with the system resolver
+        // instead (hickory reads /etc/hosts only once). The two transports
+        // have different types, hence the macro for the rest of the build.
+        macro_rules! finish {
+            ($builder:expr) => {
+                $builder
+                    .with_behaviour(|key| behaviour(key, &topic, &limits, codec, announce))
+                    .map_err(|e| transport(&e))?
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+                    .build()
+            };
+        }
+        let mut swarm = match tcp!().with_dns() {
+            Ok(b) => finish!(b),
+            Err(e) => {
+                // No usable /etc/resolv.conf (a minimal container): names
+                // from the hosts file only.
+                tracing::warn!(error = %e, "no DNS servers configured: peers' /dns addresses resolve from the hosts file only");
+                finish!(tcp!().with_dns_config(
+                    libp2p::dns::ResolverConfig::new(),
+                    libp2p::dns::ResolverOpts::default(),
+                ))
+            }
+        };
+        for addr in &config.announce {
+            swarm.add_external_address(addr.clone());
+        }
         swarm
             .behaviour_mut()
             .gossipsub
@@ -413,8 +439,9 @@ impl EventLoop {
             metrics: metrics.clone(),
             budgets: budgets.clone(),
             peer_id,
+            replication: Arc::default(),
         };
-        let mut event_loop = EventLoop {
+        let event_loop = EventLoop {
             swarm,
             commands,
             gossip_tx,
@@ -423,7 +450,6 @@ impl EventLoop {
             view_tx,
             metrics,
             topic,
-            bootstrap: config.bootstrap.clone(),
             pending: HashMap::new(),
             peers: HashMap::new(),
             budgets,
@@ -432,7 +458,6 @@ impl EventLoop {
             seen: Seen::new(SEEN_CAPACITY),
             listen_addrs: vec![],
         };
-        event_loop.dial_bootstrap();
         Ok((
             event_loop,
             client,
@@ -447,10 +472,9 @@ impl EventLoop {
     /// Runs until every [`Client`] is dropped.
     pub async fn run(mut self) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         let mut kad_walk = tokio::time::interval(KAD_WALK_INTERVAL);
         let mut walks = 0u32;
-        for t in [&mut housekeeping, &mut redial, &mut kad_walk] {
+        for t in [&mut housekeeping, &mut kad_walk] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -461,11 +485,6 @@ impl EventLoop {
                     None => return,
                 },
                 _ = housekeeping.tick() => self.housekeeping(),
-                _ = redial.tick() => {
-                    if self.peers.is_empty() {
-                        self.dial_bootstrap();
-                    }
-                }
                 _ = kad_walk.tick() => {
                     walks = walks.wrapping_add(1);
                     let wanted = self.peers.len() < DISCOVERY_TARGET || walks % KAD_WALK_EVERY_WHEN_ENOUGH == 0;
@@ -477,19 +496,22 @@ impl EventLoop {
         }
     }
 
-    fn dial_bootstrap(&mut self) {
-        for addr in self.bootstrap.clone() {
-            let opts = match peer_of(&addr) {
-                Some(peer) if self.peers.contains_key(&peer) || self.banned.contains_key(&peer) => {
-                    continue
-                }
-                Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![addr.clone()])
-                    .build(),
-                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-            };
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%addr, error = %e, "bootstrap dial failed");
+    /// Dials a bootstrap peer at `addrs` ([`super::bootstrap`] resolved
+    /// them): as `peer` if its id is known, else each address on its own.
+    fn dial(&mut self, peer: Option<PeerId>, addrs: Vec<Multiaddr>) {
+        let opts = match peer {
+            Some(peer) if self.peers.contains_key(&peer) || self.banned.contains_key(&peer) => {
+                return
+            }
+            Some(peer) => vec![DialOpts::peer_id(peer).addresses(addrs.clone()).build()],
+            None => addrs
+                .iter()
+                .map(|a| DialOpts::unknown_peer_id().address(a.clone()).build())
+                .collect(),
+        };
+        for o in opts {
+            if let Err(e) = self.swarm.dial(o) {
+                tracing::debug!(?addrs, error = %e, "bootstrap dial failed");
             }
         }
     }
@@ -578,6 +600,7 @@ impl EventLoop {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.peers.keys().copied().collect());
             }
+            Command::Dial { peer, addrs } => self.dial(peer, addrs),
         }
     }
 
@@ -702,11 +725,17 @@ impl EventLoop {
                 }
                 let entry = self.peers.entry(peer_id).or_insert_with(|| PeerEntry {
                     addr: endpoint.get_remote_address().clone(),
+                    dialed: vec![],
                     connections: 0,
                     agent: None,
                     rejected: 0,
                 });
                 entry.connections += 1;
+                if endpoint.is_dialer()
+                    && entry.dialed.len() < super::bootstrap::MAX_DIALED_PER_PEER
+                {
+                    entry.dialed.push(endpoint.get_remote_address().clone());
+                }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     // The dialer reconciles at once; the listener's turn
@@ -721,6 +750,7 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
                 if num_established == 0 && self.peers.remove(&peer_id).is_some() {
@@ -729,6 +759,10 @@ impl EventLoop {
                     self.publish_view();
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connections = p.connections.saturating_sub(1);
+                    let gone = endpoint.get_remote_address();
+                    if let Some(i) = p.dialed.iter().position(|a| a == gone) {
+                        p.dialed.swap_remove(i);
+                    }
                 }
             }
             _ => {}
@@ -926,6 +960,7 @@ impl EventLoop {
                 PeerInfo {
                     peer_id: id.to_string(),
                     addr: p.addr.to_string(),
+                    dialed: p.dialed.iter().map(|a| a.to_string()).collect(),
                     agent: p.agent.clone(),
                     score: gs.peer_score(id).unwrap_or(0.0),
                     rejected: p.rejected,
@@ -966,10 +1001,45 @@ impl EventLoop {
     }
 }
 
-/// The peer id at the end of a multiaddr (`…/p2p/<id>`), if any.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
+/// The network behaviour: gossipsub, identify, Kademlia and the sync
+/// protocol. `hide_listen_addrs`: identify tells peers only the external
+/// addresses (`--announce`), not the interfaces behind a NAT.
+fn behaviour(
+    key: &Keypair,
+    topic: &IdentTopic,
+    limits: &Limits,
+    codec: SyncCodec,
+    hide_listen_addrs: bool,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let gossipsub = gossip::behaviour(topic, limits)?;
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+            .with_agent_version(format!("didmesh-node/{}", env!("CARGO_PKG_VERSION")))
+            .with_hide_listen_addrs(hide_listen_addrs),
+    );
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    // Walks are started by the event loop (on a peer's first
+    // identify, then every KAD_WALK_INTERVAL), not by a
+    // timer that fires before any peer is known.
+    kad_config.set_periodic_bootstrap_interval(None);
+    let mut kad = kad::Behaviour::with_config(
+        key.public().to_peer_id(),
+        kad::store::MemoryStore::new(key.public().to_peer_id()),
+        kad_config,
+    );
+    // Nodes are servers: they listen and answer queries.
+    kad.set_mode(Some(kad::Mode::Server));
+    let sync = request_response::Behaviour::with_codec(
+        codec,
+        [(PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(SYNC_REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+    );
+    Ok(Behaviour {
+        gossipsub,
+        identify,
+        kad,
+        sync,
     })
 }

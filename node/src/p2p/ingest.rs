@@ -9,7 +9,9 @@
 //! Gossip ([`run_validator`]), per [`Verdict`]:
 //!
 //! * **New** — Accept (forward) and store; the writer skips a second
-//!   signature check.
+//!   signature check. The signature is checked once, on a blocking
+//!   thread ([`judge`]), before the ledger is read, and only for ops the
+//!   ledger does not hold.
 //! * **Known**, younger than [`GOSSIP_MAX_AGE`](did_core::ingest::GOSSIP_MAX_AGE)
 //!   — Accept; older — Ignore (repair, not news).
 //! * **Orphan** (parent unknown) — Ignore, and park it in the ledger's
@@ -34,33 +36,101 @@
 use super::event_loop::{Client, GossipMessage};
 use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
-use did_core::ingest::{self as verdicts, Fetched, Verdict};
-use did_core::{Cid, Ledger, Limits, OpError, Operation};
+use did_core::ingest::{self as verdicts, Fetched, Received, Verdict};
+use did_core::verify::{verify_one, SigVerified};
+use did_core::{Check, Cid, Ledger, Limits, OpError, Operation};
 use libp2p::gossipsub::MessageAcceptance;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-/// Gossiped ops validated at once (each on a blocking thread: a signature
-/// check and a ledger read).
+/// Bursts of gossiped ops judged at once (each burst on a blocking
+/// thread: per op a signature check and a ledger read).
 pub const VALIDATION_CONCURRENCY: usize = 8;
+/// Most gossiped messages judged in one blocking task.
+pub const JUDGE_BATCH: usize = 64;
 /// How long a child waits for its parent, accepted a moment ago and still
 /// being written, before it is treated as an orphan.
 const PARENT_WAIT: Duration = Duration::from_secs(5);
 
 /// [`did_core::ingest::judge`] against the node's shared ledger: the checks
-/// that need no ledger run before the read lock is taken. `now` is unix
-/// seconds.
+/// that need no ledger run before the read lock is taken, and so does the
+/// signature check ([`verify_one`], counted in
+/// `didmesh_sig_verifications_total`), only for an op the ledger does not
+/// hold; the ledger then validates the rest
+/// ([`Ledger::validate_verified`]). The verdicts are
+/// [`did_core::ingest::judge_received`]'s. `now` is unix seconds.
+#[cfg(test)]
 pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now: u64) -> Verdict {
+    judge_proved(bytes, ledger, limits, now, None).0
+}
+
+/// `judge`, reusing `proof` from an earlier verdict on the same bytes
+/// (a child judged again once its parent is written), and returning the
+/// proof of the signature check it made or reused, so the writer (and a
+/// second verdict) do not check again.
+pub(crate) fn judge_proved(
+    bytes: &[u8],
+    ledger: &RwLock<Ledger>,
+    limits: &Limits,
+    now: u64,
+    proof: Option<SigVerified>,
+) -> (Verdict, Option<SigVerified>) {
+    let unavailable = || Verdict::Later(OpError::Invalid("ledger unavailable".into()));
     let received = match verdicts::screen(bytes, limits, now) {
         Ok(r) => r,
-        Err(refusal) => return refusal.into(),
+        Err(refusal) => return (refusal.into(), None),
+    };
+    let held = match ledger.read() {
+        Ok(l) => l.contains(&received.cid),
+        Err(_) => return (unavailable(), None),
+    };
+    let proof = match proof.filter(|p| p.cid() == received.cid) {
+        _ if held => None,
+        Some(p) => Some(p),
+        None => match received
+            .op
+            .check_form(limits)
+            .and_then(|f| verify_one(&received.op, &f))
+        {
+            Ok(p) => Some(p),
+            Err(e) => return (Verdict::Invalid(e), None),
+        },
     };
     let Ok(ledger) = ledger.read() else {
-        return Verdict::Later(OpError::Invalid("ledger unavailable".into()));
+        return (unavailable(), proof);
     };
-    verdicts::judge_received(received, &ledger, now)
+    let verdict = match &proof {
+        Some(proof) => judge_verified(received, &ledger, proof),
+        // Held (or committed meanwhile): did-core's verdict, which
+        // answers a held op without a signature check.
+        None => verdicts::judge_received(received, &ledger, now),
+    };
+    (verdict, proof)
+}
+
+/// The verdict on a message whose validation task failed (panicked): left
+/// for later, the sender is not at fault.
+fn task_failed() -> (Verdict, Option<SigVerified>) {
+    let failed = OpError::Invalid("validation task failed".into());
+    (Verdict::Later(failed), None)
+}
+
+/// [`did_core::ingest::judge_received`] for an op whose signatures were
+/// just checked and that the ledger did not hold a moment ago.
+fn judge_verified(received: Received, ledger: &Ledger, proof: &SigVerified) -> Verdict {
+    let Received { op, cid } = received;
+    if ledger.contains(&cid) {
+        // Committed meanwhile (by a fetch): old news, not forwarded again.
+        return Verdict::Known { fresh: false };
+    }
+    match ledger.validate_verified(&op, proof) {
+        Ok(Check::New(v)) => Verdict::New(v),
+        Ok(Check::Known(_)) => Verdict::Known { fresh: false },
+        Err(OpError::UnknownPrev(_)) => Verdict::Orphan(Box::new(op), cid),
+        Err(e) => Verdict::Invalid(e),
+    }
 }
 
 /// Judges ops from peers and hands the good ones to the writer; shared by
@@ -83,35 +153,64 @@ impl Ingest {
         }
     }
 
-    /// [`judge`] on a blocking thread.
-    pub async fn judge(&self, bytes: Arc<Vec<u8>>) -> Verdict {
-        let state = self.state.clone();
-        let run = move || judge(&bytes, &state.ledger, &state.limits, crate::now());
-        tokio::task::spawn_blocking(run)
+    /// [`judge_proved`] on a blocking thread (the blocking pool spreads
+    /// the signature checks of concurrent messages over all cores).
+    pub async fn judge(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        proof: Option<SigVerified>,
+    ) -> (Verdict, Option<SigVerified>) {
+        self.judge_all(vec![(bytes, proof)])
             .await
-            .unwrap_or_else(|_| Verdict::Later(OpError::Invalid("validation task failed".into())))
+            .pop()
+            .unwrap_or_else(task_failed)
     }
 
-    /// Judges `bytes`; when only the parent is missing and the parent is
-    /// being written right now, waits for it and judges again.
-    pub async fn judge_waiting(&self, bytes: Arc<Vec<u8>>) -> Verdict {
-        let verdict = self.judge(bytes.clone()).await;
+    /// [`judge_proved`] of each of `batch` (bytes, and the proof of an
+    /// earlier check of them), in order, in one blocking task.
+    pub async fn judge_all(
+        &self,
+        batch: Vec<(Arc<Vec<u8>>, Option<SigVerified>)>,
+    ) -> Vec<(Verdict, Option<SigVerified>)> {
+        let state = self.state.clone();
+        let n = batch.len();
+        let run = move || {
+            let now = crate::now();
+            batch
+                .into_iter()
+                .map(|(b, proof)| judge_proved(&b, &state.ledger, &state.limits, now, proof))
+                .collect::<Vec<_>>()
+        };
+        tokio::task::spawn_blocking(run)
+            .await
+            .unwrap_or_else(|_| (0..n).map(|_| task_failed()).collect())
+    }
+
+    /// Given the verdict on `bytes`: when only the parent was missing and
+    /// the parent is being written right now, waits for it and judges
+    /// again (without checking the signature again).
+    pub async fn after_parent(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        verdict: Verdict,
+        proof: Option<SigVerified>,
+    ) -> (Verdict, Option<SigVerified>) {
         let Verdict::Orphan(op, _) = &verdict else {
-            return verdict;
+            return (verdict, proof);
         };
         let parent = op
             .prev
             .and_then(|p| self.in_flight.lock().ok()?.get(&p).cloned());
         let Some(mut parent) = parent else {
-            return verdict;
+            return (verdict, proof);
         };
         let arrived = tokio::time::timeout(PARENT_WAIT, parent.wait_for(|done| *done))
             .await
             .is_ok();
         if arrived {
-            self.judge(bytes).await
+            self.judge(bytes, proof).await
         } else {
-            verdict
+            (verdict, proof)
         }
     }
 
@@ -135,14 +234,24 @@ impl Ingest {
         }
     }
 
-    /// Stores a fetched op and waits until it is durable. Orphans are not
-    /// allowed: anti-entropy hands the writer parents before children and
-    /// holds back the rest itself, so an op whose parent is still unknown
-    /// here is refused (`UnknownPrev`) instead of filling the ledger's
-    /// orphan pool outside any peer's budget.
-    pub async fn store(&self, op: Operation) -> Result<Submitted, SubmitError> {
-        let _writing = op.cid().ok().map(|cid| self.reserve(cid));
-        self.state.writer.submit(op, false).await
+    /// Stores a fetched op, its signatures checked (`proof`), and waits
+    /// until it is durable; it is not republished on gossip. Orphans are
+    /// not allowed: anti-entropy hands the writer parents before children
+    /// and holds back the rest itself, so an op whose parent is still
+    /// unknown here is refused (`UnknownPrev`) instead of filling the
+    /// ledger's orphan pool outside any peer's budget.
+    pub async fn store(&self, op: Operation, proof: SigVerified) -> Result<Submitted, SubmitError> {
+        let cid = proof.cid();
+        let _writing = self.reserve(cid);
+        let replication = self.client.replication();
+        replication.mark_fetched(cid);
+        let r = self.state.writer.submit_verified(op, proof, false).await;
+        if !matches!(r, Ok(Submitted::Created(_))) {
+            // Not committed by this submission: nothing for the publisher
+            // to skip.
+            replication.take_fetched(&cid);
+        }
+        r
     }
 }
 
@@ -166,90 +275,146 @@ impl Drop for InFlight {
 enum Store {
     /// Verified new op: the writer does not verify it again.
     Validated(Box<did_core::Validated>),
-    /// Parked orphan, charged to its sender's budget under this CID.
-    Orphan(Box<Operation>, Cid),
+    /// Parked orphan, charged to its sender's budget under this CID, and
+    /// the proof of its signature check.
+    Orphan(Box<Operation>, Cid, Option<SigVerified>),
 }
 
-/// Validates gossiped ops as they come, at most
-/// [`VALIDATION_CONCURRENCY`] at once, and reports each verdict to
-/// gossipsub.
+/// Validates gossiped ops as they come and reports each verdict to
+/// gossipsub. The messages waiting when a round starts (at most
+/// [`JUDGE_BATCH`]) are judged together in one blocking task, at most
+/// [`VALIDATION_CONCURRENCY`] such tasks at once: one hand-off to the
+/// blocking pool per burst, not per message (a task per message cost more
+/// than its signature check under a sustained load; BENCHMARKS.md).
+/// Each verdict is then settled in a task of its own, since storing waits
+/// for the writer's fsync.
 pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, ingest: Ingest) {
     let permits = Arc::new(Semaphore::new(VALIDATION_CONCURRENCY));
-    while let Some(msg) = inbound.recv().await {
+    while let Some(first) = inbound.recv().await {
+        let mut msgs = vec![first];
+        while msgs.len() < JUDGE_BATCH {
+            match inbound.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
         let ingest = ingest.clone();
         tokio::spawn(async move {
-            let verdict = ingest.judge_waiting(Arc::new(msg.data)).await;
+            let bytes: Vec<Arc<Vec<u8>>> = msgs
+                .iter_mut()
+                .map(|m| Arc::new(std::mem::take(&mut m.data)))
+                .collect();
+            let batch = bytes.iter().map(|b| (b.clone(), None)).collect();
+            let verdicts = ingest.judge_all(batch).await;
             drop(permit);
-            let metrics = ingest.client.metrics();
-            // A new op is marked as being written before it is forwarded, so
-            // a child that follows it closely waits for it (see
-            // `judge_waiting`) instead of being parked as an orphan.
-            let mut writing = None;
-            let (acceptance, store) = match verdict {
-                Verdict::New(v) => {
-                    metrics.gossip_accepted.inc();
-                    writing = Some(ingest.reserve(v.cid));
-                    (MessageAcceptance::Accept, Some(Store::Validated(v)))
-                }
-                Verdict::Known { fresh: true } => {
-                    metrics.gossip_accepted.inc();
-                    (MessageAcceptance::Accept, None)
-                }
-                Verdict::Known { fresh: false } => {
-                    metrics.gossip_ignored.inc();
-                    (MessageAcceptance::Ignore, None)
-                }
-                Verdict::Later(e) => {
-                    metrics.gossip_ignored.inc();
-                    tracing::debug!(peer = %msg.source, reason = %e, "gossiped op left for later");
-                    (MessageAcceptance::Ignore, None)
-                }
-                Verdict::Orphan(op, cid) => {
-                    metrics.gossip_ignored.inc();
-                    // Parked only within the sender's orphan budget.
-                    match ingest.client.budgets().charge_orphan(msg.source, cid) {
-                        Ok(()) => (MessageAcceptance::Ignore, Some(Store::Orphan(op, cid))),
-                        Err(refused) => {
-                            tracing::debug!(peer = %msg.source, ?refused, "orphan not parked");
-                            (MessageAcceptance::Ignore, None)
-                        }
-                    }
-                }
-                Verdict::Invalid(e) => {
-                    metrics.rejected.inc();
-                    tracing::info!(peer = %msg.source, reason = %e, "rejected a gossiped op");
-                    (MessageAcceptance::Reject, None)
-                }
-            };
-            let reported = ingest
-                .client
-                .report_validation(msg.id, msg.source, acceptance)
-                .await;
-            if reported.is_err() {
-                return;
+            // Every new op of the burst is marked as being written before
+            // any verdict is settled, so a child judged in the same burst
+            // as its parent waits for it instead of becoming an orphan.
+            let writing: Vec<Option<InFlight>> = verdicts
+                .iter()
+                .map(|(v, _)| match v {
+                    Verdict::New(v) => Some(ingest.reserve(v.cid)),
+                    _ => None,
+                })
+                .collect();
+            for (((msg, bytes), (verdict, proof)), writing) in
+                msgs.into_iter().zip(bytes).zip(verdicts).zip(writing)
+            {
+                let ingest = ingest.clone();
+                tokio::spawn(async move {
+                    let (verdict, proof) = ingest.after_parent(bytes, verdict, proof).await;
+                    settle(&ingest, msg, verdict, proof, writing).await;
+                });
             }
-            let stored = match store {
-                Some(Store::Validated(v)) => Some(ingest.state.writer.submit_validated(*v).await),
-                Some(Store::Orphan(op, cid)) => {
-                    let r = ingest.state.writer.submit(*op, true).await;
-                    // Not parked after all (its parent arrived meanwhile,
-                    // or the writer refused it): nothing to charge.
-                    if !matches!(r, Ok(Submitted::Orphaned)) {
-                        ingest.client.budgets().settle(&cid);
-                    }
-                    Some(r)
-                }
-                None => None,
-            };
-            if let Some(Err(e)) = stored {
-                tracing::debug!(error = %e, "gossiped op not stored");
-            }
-            drop(writing);
         });
     }
+}
+
+/// Reports one gossip verdict and stores what it says to store.
+/// `writing`: the op marked as being written, if it was new when judged.
+async fn settle(
+    ingest: &Ingest,
+    msg: GossipMessage,
+    verdict: Verdict,
+    proof: Option<SigVerified>,
+    mut writing: Option<InFlight>,
+) {
+    let metrics = ingest.client.metrics();
+    let (acceptance, store) = match verdict {
+        Verdict::New(v) => {
+            metrics.gossip_accepted.inc();
+            // A new op is marked as being written before it is forwarded,
+            // so a child that follows it closely waits for it (see
+            // `after_parent`) instead of being parked as an orphan.
+            if writing.as_ref().is_none_or(|w| w.cid != v.cid) {
+                writing = Some(ingest.reserve(v.cid));
+            }
+            (MessageAcceptance::Accept, Some(Store::Validated(v)))
+        }
+        Verdict::Known { fresh: true } => {
+            metrics.gossip_accepted.inc();
+            (MessageAcceptance::Accept, None)
+        }
+        Verdict::Known { fresh: false } => {
+            metrics.gossip_ignored.inc();
+            (MessageAcceptance::Ignore, None)
+        }
+        Verdict::Later(e) => {
+            metrics.gossip_ignored.inc();
+            tracing::debug!(peer = %msg.source, reason = %e, "gossiped op left for later");
+            (MessageAcceptance::Ignore, None)
+        }
+        Verdict::Orphan(op, cid) => {
+            metrics.gossip_ignored.inc();
+            // Parked only within the sender's orphan budget.
+            match ingest.client.budgets().charge_orphan(msg.source, cid) {
+                Ok(()) => (
+                    MessageAcceptance::Ignore,
+                    Some(Store::Orphan(op, cid, proof)),
+                ),
+                Err(refused) => {
+                    tracing::debug!(peer = %msg.source, ?refused, "orphan not parked");
+                    (MessageAcceptance::Ignore, None)
+                }
+            }
+        }
+        Verdict::Invalid(e) => {
+            metrics.rejected.inc();
+            tracing::info!(peer = %msg.source, reason = %e, "rejected a gossiped op");
+            (MessageAcceptance::Reject, None)
+        }
+    };
+    let reported = ingest
+        .client
+        .report_validation(msg.id, msg.source, acceptance)
+        .await;
+    if reported.is_err() {
+        return;
+    }
+    let stored = match store {
+        Some(Store::Validated(v)) => Some(ingest.state.writer.submit_validated(*v).await),
+        Some(Store::Orphan(op, cid, proof)) => {
+            let writer = &ingest.state.writer;
+            let r = match proof {
+                Some(proof) => writer.submit_verified(*op, proof, true).await,
+                None => writer.submit(*op, true).await,
+            };
+            // Not parked after all (its parent arrived meanwhile, or the
+            // writer refused it): nothing to charge.
+            if !matches!(r, Ok(Submitted::Orphaned)) {
+                ingest.client.budgets().settle(&cid);
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    if let Some(Err(e)) = stored {
+        tracing::debug!(error = %e, "gossiped op not stored");
+    }
+    drop(writing);
 }
 
 #[cfg(test)]

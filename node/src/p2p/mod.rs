@@ -9,6 +9,8 @@
 //! * [`key`] — the node's libp2p keypair (`<data-dir>/p2p-key`): a stable
 //!   peer id.
 //! * [`peers`] — the peer snapshot the event loop publishes.
+//! * [`bootstrap`] — `--bootstrap` entries by address or DNS name,
+//!   re-resolved and redialed while disconnected.
 //! * [`codec`] — `/didmesh/sync/1` framing, with length limits.
 //! * [`budget`] — per-peer budgets: orphans outstanding, gossip and fetch
 //!   rates, and the addresses of banned peers.
@@ -27,10 +29,21 @@
 //!  ingest       ──► event_loop
 //!  anti_entropy ──► codec, event_loop, ingest
 //!  publish      ──► anti_entropy, event_loop
+//!  bootstrap    ──► event_loop, peers
 //!  key, peers, gossip: nothing in p2p; codec, budget: crate::metrics only
 //! ```
 //!
 //! This file only wires them together ([`start`]).
+//!
+//! ## Across hosts
+//!
+//! The transport is TCP with DNS (`/dns4/NAME/tcp/PORT` addresses), so a
+//! node is named the way a cluster of hosts or containers names it:
+//! `--bootstrap /dns4/node1/tcp/7101` (the `/p2p/<peer id>` part is
+//! optional) and `--announce /dns4/node2/tcp/7101`, the addresses identify,
+//! hence Kademlia, advertise instead of the interfaces the node listens on
+//! (NAT, containers). Bootstrap names are resolved again at each redial
+//! ([`bootstrap`]).
 //!
 //! ## Shape
 //!
@@ -61,6 +74,7 @@
 //! | `/didmesh/sync/1` | pull: reconciliation rounds and op fetches, see [`codec`]; and the consume requests that keep authorization codes single-use across nodes ([`crate::oidc::consume`]) |
 
 pub mod anti_entropy;
+pub mod bootstrap;
 pub mod budget;
 pub mod codec;
 pub mod event_loop;
@@ -87,6 +101,13 @@ pub async fn start(
     config: P2pConfig,
     data_dir: &std::path::Path,
 ) -> Result<Client, P2pError> {
+    for addr in &config.bootstrap {
+        bootstrap::parse(addr).map_err(|e| P2pError::Transport(format!("--bootstrap {e}")))?;
+    }
+    for addr in &config.announce {
+        bootstrap::check_announce(addr)
+            .map_err(|e| P2pError::Transport(format!("--announce {e}")))?;
+    }
     let keypair = key::load_or_create(data_dir)?;
     let metrics = Arc::new(P2pMetrics::default());
     let budgets = Arc::new(Budgets::new(metrics.clone()));
@@ -104,6 +125,7 @@ pub async fn start(
     )?;
     let local = client.peer_id();
     tokio::spawn(event_loop.run());
+    tokio::spawn(bootstrap::run(client.clone(), config.bootstrap.clone()));
     let ingest = ingest::Ingest::new(state.clone(), client.clone());
     tokio::spawn(ingest::run_validator(inbound.gossip, ingest.clone()));
     tokio::spawn(publish::run_publisher(

@@ -9,6 +9,10 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Remote address of the first connection.
     pub addr: String,
+    /// Addresses this node dialed it at (its open outbound connections):
+    /// how a `--bootstrap` address without `/p2p/<id>` is matched to a peer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dialed: Vec<String>,
     /// The peer's identify agent, once known.
     pub agent: Option<String>,
     /// Its gossipsub score here (negative: it sent invalid ops).

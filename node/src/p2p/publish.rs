@@ -1,7 +1,10 @@
-//! Ops that become durable here — from HTTP, from anti-entropy, released
+//! Ops that become durable here — from HTTP, from gossip, released
 //! orphans — are published on the gossip topic, unless older than
-//! [`GOSSIP_MAX_AGE`]: old ops found by anti-entropy are repair, not news,
-//! and re-flooding them would cost every peer a validation. The same task
+//! [`GOSSIP_MAX_AGE`]. Ops fetched by anti-entropy are never published
+//! ([`super::anti_entropy::Replication::take_fetched`]), however young:
+//! they are repair, not news, and a late joiner re-flooding its whole
+//! catch-up would cost every peer a validation per op (issue 12, item 5:
+//! a 300,000-op join made the seed check 228,328 echoes of its own ops). The same task
 //! keeps the sync index in step with the ledger and gives a committed
 //! orphan's slot back to the peer it was charged to.
 
@@ -27,7 +30,9 @@ pub(crate) async fn run_publisher(
                 // A parked orphan that commits is resolved: its sender's
                 // budget gets the slot back.
                 client.budgets().settle(&v.cid);
-                if v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
+                let fetched = client.replication().take_fetched(&v.cid);
+                if !fetched
+                    && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
                     && client.publish(v.cid, v.bytes.clone()).await.is_err()
                 {
                     return;
