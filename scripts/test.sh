@@ -24,6 +24,14 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 step() { printf '\n=== %s ===\n' "$*"; }
 
+# A full run builds every test binary once: incremental compilation's
+# caches (about 1.5 GB of target/debug/incremental) buy nothing here, and a
+# CI machine has run out of disk linking the tests. CARGO_INCREMENTAL=1 in
+# the environment keeps them for repeated local runs.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+step "disk"
+df -h "$root" | tail -1 | awk '{print "free in " $6 ": " $4 " of " $2 " (a cold run needs about 15 GB: target/, .venv, node_modules, fuzz builds, container images)"}'
+
 step "system packages"
 missing=()
 for pair in curl:curl openssl:openssl ip:iproute2 chromium:chromium chromedriver:chromium-driver faketime:faketime; do
