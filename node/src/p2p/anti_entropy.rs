@@ -70,8 +70,11 @@ pub const MAX_SESSIONS: usize = 4;
 pub const SERVE_CONCURRENCY: usize = 8;
 /// While this node is fetching at least this many ops from a peer, it
 /// answers that peer's reconciliation rounds `Busy`: they would only list
-/// again the difference being fetched (this node's own session with the
-/// peer goes on, and tells the peer what the peer lacks).
+/// again the difference being fetched. The peer then still lacks what it
+/// would have learnt from those rounds (after a partition both sides hold
+/// ops the other lacks), so the node owes it a session: when the fetch from
+/// the peer ends, it starts one with the peer at once, as initiator, rather
+/// than waiting for a periodic round to pick that peer.
 pub const CATCH_UP_BUSY: usize = 512;
 /// Fetched ops held back until their parent arrives, all peers together.
 /// Beyond, they are dropped and fetched again by a later session (after
@@ -246,6 +249,9 @@ pub(crate) struct AntiEntropy {
     fetching: Arc<Mutex<HashSet<Cid>>>,
     /// How many of them come from each peer.
     fetching_from: Arc<Mutex<HashMap<PeerId, usize>>>,
+    /// Peers whose rounds were answered `Busy` while we fetched from them
+    /// ([`CATCH_UP_BUSY`]): each gets a session when that fetch ends.
+    owed: Arc<Mutex<HashSet<PeerId>>>,
     /// Fetched ops waiting for a parent that a fetch is bringing.
     deferred: Arc<Mutex<Deferred>>,
     serving: Arc<Semaphore>,
@@ -278,6 +284,7 @@ impl AntiEntropy {
             sessions: Arc::default(),
             fetching: Arc::default(),
             fetching_from: Arc::default(),
+            owed: Arc::default(),
             deferred: Arc::default(),
             serving: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
         }
@@ -402,6 +409,9 @@ impl AntiEntropy {
                 .map(|f| f.get(&peer).is_some_and(|n| *n >= CATCH_UP_BUSY))
                 .unwrap_or(false);
         let permit = if catching_up {
+            if let Ok(mut owed) = self.owed.lock() {
+                owed.insert(peer);
+            }
             None
         } else {
             self.serving.clone().try_acquire_owned().ok()
@@ -474,7 +484,7 @@ impl AntiEntropy {
         if need.is_empty() {
             return;
         }
-        self.count_fetching(peer, need.len(), true);
+        let _ = self.count_fetching(peer, need.len(), true);
         let meter = &self.client.replication().catch_up;
         meter.listed(need.len());
         let mut storing: Option<tokio::task::JoinHandle<()>> = None;
@@ -528,13 +538,17 @@ impl AntiEntropy {
             }
         }
         meter.settled(need.len().saturating_sub(done));
-        self.count_fetching(peer, need.len(), false);
+        let drained = self.count_fetching(peer, need.len(), false);
         self.settle_deferred().await;
+        if drained && self.owed.lock().is_ok_and(|mut o| o.remove(&peer)) {
+            self.start_session(peer);
+        }
     }
 
-    fn count_fetching(&self, peer: PeerId, n: usize, started: bool) {
+    /// Counts ops being fetched from `peer`; true when none are left.
+    fn count_fetching(&self, peer: PeerId, n: usize, started: bool) -> bool {
         let Ok(mut from) = self.fetching_from.lock() else {
-            return;
+            return false;
         };
         let count = from.entry(peer).or_insert(0);
         *count = if started {
@@ -544,7 +558,9 @@ impl AntiEntropy {
         };
         if *count == 0 {
             from.remove(&peer);
+            return true;
         }
+        false
     }
 
     /// Judges fetched ops ([`Ingest::judge_fetched`]: asked for, within

@@ -5,9 +5,9 @@
 //!    from the POST until it resolves on all 5 (p50, p90, p99, max).
 //! 2. Sustained replication: N creates POSTed concurrently over the 5 nodes;
 //!    ops/s until all 5 hold all of them.
-//! 3. Convergence after a 10,000-op divergence: node 5 runs alone
-//!    (`--no-p2p`) and takes 5,000 ops while nodes 1-4 take 5,000 others;
-//!    then node 5 rejoins; time until all 5 agree.
+//! 3. Convergence after a 10,000-op divergence (`DIVERGENCE`): node 5 runs
+//!    alone (`--no-p2p`) and takes half of them while nodes 1-4 take the
+//!    other half; then node 5 rejoins; time until all 5 agree.
 //! 4. Reconciliation cost: two nodes share 10,000 ops; node B misses d ops
 //!    (it ran `--no-p2p` while they were written); bytes of reconciliation
 //!    frames and of op fetches until B agrees again, for several d.
@@ -15,6 +15,7 @@
 //! Run: `scripts/bench.sh` (release build), or
 //! `DIDMESH_BIN_DIR=target/release target/release/bench-replication`.
 //! Knobs: `LATENCY_SAMPLES` (300), `SUSTAINED_OPS` (20000), `CONCURRENCY` (64),
+//! `DIVERGENCE` (10000: ops written on both sides of the cut, half each),
 //! `ONLY` (e.g. `ONLY=34`: run parts 3 and 4 only).
 
 use did_core::Operation;
@@ -143,12 +144,18 @@ fn sustained(nodes: &[Node], n: usize, concurrency: usize) {
     );
 }
 
-fn divergence(dirs: &[std::path::PathBuf], nodes: &mut Vec<Node>, concurrency: usize) {
-    // Node 5 alone takes 5,000 ops; the others take 5,000 different ones.
+fn divergence(
+    dirs: &[std::path::PathBuf],
+    nodes: &mut Vec<Node>,
+    concurrency: usize,
+    total: usize,
+) {
+    // Node 5 alone takes half of `total`; the others take as many others.
+    let half = u32::try_from(total / 2).expect("DIVERGENCE fits in u32");
     let last = nodes.len() - 1;
     nodes.pop();
     let alone = start_node(&dirs[last], &["--no-p2p"]);
-    let (a, b) = (creates(202, 5000), creates(203, 5000));
+    let (a, b) = (creates(202, half), creates(203, half));
     let others: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let t = std::thread::spawn(move || {
         let refs: Vec<&str> = others.iter().map(String::as_str).collect();
@@ -156,12 +163,12 @@ fn divergence(dirs: &[std::path::PathBuf], nodes: &mut Vec<Node>, concurrency: u
     });
     let ok_b = post_ops(&[&alone.url], &b, concurrency);
     let ok_a = t.join().unwrap();
-    wait_converged(&urls(nodes), Duration::from_secs(300)).unwrap();
+    wait_converged(&urls(nodes), Duration::from_secs(1800)).unwrap();
     drop(alone);
     let seed = p2p_addr(&nodes[0]);
     let t0 = Instant::now();
     nodes.push(start_peer(&dirs[last], &[seed], &[]));
-    let (_, held) = wait_converged(&urls(nodes), Duration::from_secs(600)).unwrap();
+    let (_, held) = wait_converged(&urls(nodes), Duration::from_secs(1800)).unwrap();
     println!(
         "3. divergence: node 5 alone took {ok_b} ops while nodes 1-4 took {ok_a} others; after node 5 rejoined, all 5 agreed on {held} ops in {:.2} s (restart included)",
         t0.elapsed().as_secs_f64()
@@ -247,7 +254,12 @@ fn main() {
         sustained(&nodes, sustained_ops, concurrency);
     }
     if only.contains('3') {
-        divergence(&dirs, &mut nodes, concurrency);
+        divergence(
+            &dirs,
+            &mut nodes,
+            concurrency,
+            env_usize("DIVERGENCE", 10_000),
+        );
     }
     drop(nodes);
     if only.contains('4') {
