@@ -75,8 +75,22 @@ pub fn wait_converged(urls: &[&str], within: Duration) -> Result<(Duration, u64)
             .all(|d| d.as_ref() == Some(&first))
             .then_some(first.2)
     });
-    got.map(|n| (start.elapsed(), n))
-        .ok_or_else(|| format!("no convergence within {within:?}: {last}"))
+    got.map(|n| (start.elapsed(), n)).ok_or_else(|| {
+        // What each node saw of the others, for the failure message.
+        let peers: Vec<String> = urls
+            .iter()
+            .map(|u| {
+                let s = c.status(u);
+                format!(
+                    "{u}: {} peers, {} banned, catch-up {}",
+                    s["peers"].as_array().map_or(0, Vec::len),
+                    s["banned_peers"].as_array().map_or(0, Vec::len),
+                    s["catch_up"]
+                )
+            })
+            .collect();
+        format!("no convergence within {within:?}: {last}; {peers:?}")
+    })
 }
 
 /// Waits until every node has at least `n` connected peers.

@@ -142,7 +142,7 @@ fn rotated_keys_overlap_then_retire_and_a_removed_member_is_refused_at_once() {
     ]);
     assert!(ok, "{text}");
     let rotated_at = now();
-    wait_converged(&[&n1.url, &n2.url, &n3.url], Duration::from_secs(20)).unwrap();
+    wait_converged(&[&n1.url, &n2.url, &n3.url], Duration::from_secs(30)).unwrap();
 
     // Node 3's JWKS: the new keys, and the old ones marked with their end.
     let listed = jwks(&n3.url);
