@@ -30,7 +30,7 @@ step() { printf '\n=== %s ===\n' "$*"; }
 # the environment keeps them for repeated local runs.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 step "disk"
-df -h "$root" | tail -1 | awk '{print "free in " $6 ": " $4 " of " $2 " (a cold run needs about 15 GB: target/, .venv, node_modules, fuzz builds, container images)"}'
+df -h "$root" | tail -1 | awk '{print "free in " $6 ": " $4 " of " $2 " (a cold run needs about 8 GB: target/ 4.3, fuzz/target 1.2, container images 1.4, .venv 0.2)"}'
 
 step "system packages"
 missing=()
