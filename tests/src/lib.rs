@@ -105,6 +105,16 @@ pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Polls `f` every 50 ms until it holds; panics naming `what` after
+/// `within`. Returns how long it took.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    if poll(within, Duration::from_millis(50), || f().then_some(())).is_none() {
+        panic!("timed out after {within:?} waiting for {what}");
+    }
+    start.elapsed()
+}
+
 /// Polls `GET {url}/healthz` until it answers 200; panics after `within`.
 pub fn wait_healthy(url: &str, within: Duration) {
     let c = http::blocking_client();

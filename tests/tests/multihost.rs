@@ -22,7 +22,7 @@ use didmesh_tests::cluster::init_network;
 use didmesh_tests::http::{blocking_client, BlockingClient};
 use didmesh_tests::netns::Lab;
 use didmesh_tests::ops::{cid, create_op, key, update_op};
-use didmesh_tests::{Node, NodeCommand};
+use didmesh_tests::{wait_for, Node, NodeCommand};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,18 +53,6 @@ fn start(lab: &Lab, i: usize, dir: &Path, peers: &[usize]) -> Node {
 
 fn peer_count(c: &BlockingClient, url: &str) -> usize {
     c.status(url)["peers"].as_array().map_or(0, Vec::len)
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -16,8 +16,9 @@
 use did_core::Operation;
 use didmesh_tests::cluster::init_network;
 use didmesh_tests::http::{blocking_client, BlockingClient};
+use didmesh_tests::netns::{ip, is_root};
 use didmesh_tests::ops::{create, state};
-use didmesh_tests::{now, Node, NodeCommand};
+use didmesh_tests::{now, wait_for, Node, NodeCommand};
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use std::process::Command;
@@ -26,22 +27,6 @@ use std::time::{Duration, Instant};
 struct Netns {
     tag: String,
     n: usize,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Netns {
@@ -171,18 +156,6 @@ fn login(c: &BlockingClient, url: &str, did: &str, key: &SigningKey) -> u16 {
     }
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 /// A DID whose authentication key is made from `seed` and whose rotation
 /// keys are `rotation`, created by the first of them.
 fn create_did(seed: u8, rotation: &[&SigningKey]) -> (Operation, String) {
@@ -195,12 +168,8 @@ fn create_did(seed: u8, rotation: &[&SigningKey]) -> (Operation, String) {
 #[test]
 #[ignore = "needs root and iproute2 (network namespaces); scripts/test.sh runs it with --ignored"]
 fn partition_heals_to_one_state_and_the_fork_rule_decides() {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
     assert!(
-        is_root && Command::new("ip").arg("-V").output().is_ok(),
+        is_root() && Command::new("ip").arg("-V").output().is_ok(),
         "the partition test needs root and iproute2 to create network namespaces"
     );
     let net =
