@@ -200,6 +200,16 @@ impl Net {
         }
     }
 
+    /// The network, a feed signed by its feed key, the feed's server, and
+    /// a verifier following it.
+    async fn with_feed() -> (Self, Feed, FeedServer, TokenVerifier) {
+        let net = Net::start().await;
+        let feed = Feed::new(net.feed_key.clone());
+        let server = FeedServer::start(&feed, "127.0.0.1:0".parse().unwrap()).await;
+        let verifier = net.verifier(&server.url()).await;
+        (net, feed, server, verifier)
+    }
+
     async fn verifier(&self, feed_url: &str) -> TokenVerifier {
         let cache = JwksCache::new(JwksConfig::new(&self.jwks.url)).unwrap();
         cache.refresh().await.unwrap();
@@ -253,10 +263,7 @@ fn is_revoked(result: Result<Arc<Claims>, AuthError>) -> bool {
 
 #[tokio::test]
 async fn did_jti_key_and_member_entries_refuse_tokens_cached_or_not() {
-    let net = Net::start().await;
-    let feed = Feed::new(net.feed_key.clone());
-    let server = FeedServer::start(&feed, "127.0.0.1:0".parse().unwrap()).await;
-    let verifier = net.verifier(&server.url()).await;
+    let (net, feed, server, verifier) = Net::with_feed().await;
     let t = now();
 
     let alice = "did:mesh:alice";
@@ -355,10 +362,7 @@ async fn did_jti_key_and_member_entries_refuse_tokens_cached_or_not() {
 
 #[tokio::test]
 async fn a_rotated_member_key_verifies_until_the_window_ends() {
-    let net = Net::start().await;
-    let feed = Feed::new(net.feed_key.clone());
-    let server = FeedServer::start(&feed, "127.0.0.1:0".parse().unwrap()).await;
-    let verifier = net.verifier(&server.url()).await;
+    let (net, feed, server, verifier) = Net::with_feed().await;
     let t = now();
     let old = token(&net.k2, SUB, t - 5, None);
     verifier.verify(&old).await.unwrap();
@@ -382,10 +386,7 @@ async fn a_rotated_member_key_verifies_until_the_window_ends() {
 
 #[tokio::test]
 async fn a_page_with_a_bad_signature_is_ignored() {
-    let net = Net::start().await;
-    let feed = Feed::new(net.feed_key.clone());
-    let server = FeedServer::start(&feed, "127.0.0.1:0".parse().unwrap()).await;
-    let verifier = net.verifier(&server.url()).await;
+    let (net, feed, server, verifier) = Net::with_feed().await;
     let victim = token(&net.k1, "did:mesh:victim", now() - 5, None);
     verifier.verify(&victim).await.unwrap();
     until_cursor(&verifier, "feed-a", 0).await;
@@ -450,10 +451,7 @@ async fn a_page_of_another_issuer_is_ignored() {
 
 #[tokio::test]
 async fn a_new_feed_id_restarts_from_zero() {
-    let net = Net::start().await;
-    let feed = Feed::new(net.feed_key.clone());
-    let server = FeedServer::start(&feed, "127.0.0.1:0".parse().unwrap()).await;
-    let verifier = net.verifier(&server.url()).await;
+    let (net, feed, server, verifier) = Net::with_feed().await;
     let first = token(&net.k1, "did:mesh:first", now() - 5, None);
     let second = token(&net.k1, "did:mesh:second", now() - 5, None);
     for (seq, did) in [(1, "did:mesh:x"), (2, "did:mesh:y"), (3, "did:mesh:first")] {
