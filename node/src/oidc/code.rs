@@ -239,9 +239,12 @@ fn decode(payload: &[u8]) -> Result<CodeFacts, CodeError> {
     })
 }
 
-fn signing_input(payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + payload.len());
-    m.extend_from_slice(CONTEXT);
+/// What a member signs for a code or a refresh token: the token kind's
+/// context string, then the payload (one signature can never pass for the
+/// other kind).
+pub(super) fn signing_input(context: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + payload.len());
+    m.extend_from_slice(context);
     m.extend_from_slice(payload);
     m
 }
@@ -322,7 +325,9 @@ fn issue_full(
         key: key.filter(|k| !k.is_empty()).map(str::to_string),
     };
     let mut payload = encode(&facts)?;
-    let (signer, sig) = state.token_keys.ed25519_sign(&signing_input(&payload));
+    let (signer, sig) = state
+        .token_keys
+        .ed25519_sign(&signing_input(CONTEXT, &payload));
     if signer != facts.member_key {
         // A rotation landed between the two reads: sign again with the
         // new key named in the code.
@@ -331,7 +336,9 @@ fn issue_full(
             ..facts
         };
         let mut payload = encode(&facts)?;
-        let (_, sig) = state.token_keys.ed25519_sign(&signing_input(&payload));
+        let (_, sig) = state
+            .token_keys
+            .ed25519_sign(&signing_input(CONTEXT, &payload));
         payload.extend_from_slice(&sig.to_bytes());
         return Ok(URL_SAFE_NO_PAD.encode(payload));
     }
@@ -359,7 +366,10 @@ pub fn facts(state: &NodeState, code: &str) -> Result<CodeFacts, CodeError> {
         return Err(CodeError::UnknownIssuer);
     }
     let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| CodeError::Malformed)?;
-    if !facts.member_key.verify(&signing_input(payload), &sig) {
+    if !facts
+        .member_key
+        .verify(&signing_input(CONTEXT, payload), &sig)
+    {
         return Err(CodeError::BadSignature);
     }
     Ok(facts)

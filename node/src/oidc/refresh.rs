@@ -75,13 +75,6 @@ pub enum RefreshError {
     BadSignature,
 }
 
-fn signing_input(payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + payload.len());
-    m.extend_from_slice(CONTEXT);
-    m.extend_from_slice(payload);
-    m
-}
-
 /// Issues a refresh token of this node for the sign-in `signin` (a code's
 /// or the previous refresh token's facts: its `sub`, `auth_time`, `amr`,
 /// `idp` and `key`) at `client_id`. `None` when the facts do not fit a
@@ -110,7 +103,9 @@ pub fn issue(
         key: signin.key.clone(),
     };
     let payload = serde_json::to_vec(&facts).ok()?;
-    let (signer, sig) = state.token_keys.ed25519_sign(&signing_input(&payload));
+    let (signer, sig) = state
+        .token_keys
+        .ed25519_sign(&super::code::signing_input(CONTEXT, &payload));
     if signer != facts.member {
         // A rotation landed between the two reads; the caller's next
         // refresh gets a token from the new key.
@@ -152,7 +147,10 @@ pub fn read(state: &NodeState, text: &str) -> Result<RefreshFacts, RefreshError>
         return Err(RefreshError::UnknownIssuer);
     }
     let sig = ed25519_dalek::Signature::from_slice(&sig).map_err(|_| RefreshError::Malformed)?;
-    if !facts.member.verify(&signing_input(&payload), &sig) {
+    if !facts
+        .member
+        .verify(&super::code::signing_input(CONTEXT, &payload), &sig)
+    {
         return Err(RefreshError::BadSignature);
     }
     Ok(facts)
