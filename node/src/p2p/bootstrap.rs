@@ -179,6 +179,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// A bootstrap address not resolved nor dialled yet, due at `now`.
+    fn new(given: Multiaddr, target: Target, now: Instant) -> Entry {
+        Entry {
+            given,
+            target,
+            learnt: None,
+            resolved: vec![],
+            next: now,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
     /// Whether the entry's peer is connected, learning which peer it is
     /// from the addresses this node dialed when the entry names none.
     fn connected(&mut self, view: &PeerView) -> bool {
@@ -232,14 +244,7 @@ pub(crate) async fn run(client: Client, entries: Vec<Multiaddr>) {
         .into_iter()
         .filter_map(|given| match parse(&given) {
             Ok(target) if target.peer == Some(local) => None,
-            Ok(target) => Some(Entry {
-                given,
-                target,
-                learnt: None,
-                resolved: vec![],
-                next: now,
-                backoff: MIN_BACKOFF,
-            }),
+            Ok(target) => Some(Entry::new(given, target, now)),
             // `p2p::start` checked them already.
             Err(_) => None,
         })
@@ -358,14 +363,9 @@ mod tests {
     #[test]
     fn an_entry_without_peer_id_learns_its_peer_from_the_address_dialed() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut e = Entry {
-            given: ma("/dns4/n2/tcp/7101"),
-            target: parse(&ma("/dns4/n2/tcp/7101")).unwrap(),
-            learnt: None,
-            resolved: vec![ma("/ip4/10.0.0.2/tcp/7101")],
-            next: Instant::now(),
-            backoff: MIN_BACKOFF,
-        };
+        let given = ma("/dns4/n2/tcp/7101");
+        let mut e = Entry::new(given.clone(), parse(&given).unwrap(), Instant::now());
+        e.resolved = vec![ma("/ip4/10.0.0.2/tcp/7101")];
         // Same host, another port (an inbound connection, or another node
         // on that host): not this entry.
         let mut view = PeerView {
@@ -398,14 +398,9 @@ mod tests {
     #[test]
     fn an_entry_with_a_peer_id_is_that_peer() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut e = Entry {
-            given: ma(&format!("/dns4/n2/tcp/7101/p2p/{a}")),
-            target: parse(&ma(&format!("/dns4/n2/tcp/7101/p2p/{a}"))).unwrap(),
-            learnt: None,
-            resolved: vec![ma("/ip4/10.0.0.2/tcp/7101")],
-            next: Instant::now(),
-            backoff: MIN_BACKOFF,
-        };
+        let given = ma(&format!("/dns4/n2/tcp/7101/p2p/{a}"));
+        let mut e = Entry::new(given.clone(), parse(&given).unwrap(), Instant::now());
+        e.resolved = vec![ma("/ip4/10.0.0.2/tcp/7101")];
         // Another peer at the address (the name now points elsewhere):
         // not the one the entry names.
         let mut view = PeerView {
