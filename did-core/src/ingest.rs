@@ -24,7 +24,7 @@
 
 use crate::encoding::Cid;
 use crate::ledger::{Check, Ledger, Validated};
-use crate::op::{check_clock, Limits, OpError, Operation};
+use crate::op::{check_clock, Form, Limits, OpError, Operation};
 
 /// Ops older than this many seconds (by `created_at`) are repair, not news:
 /// they are not gossiped when they commit, and a held one arriving by
@@ -37,6 +37,10 @@ pub struct Received {
     pub op: Operation,
     /// Its CID (of the signed body).
     pub cid: Cid,
+    /// Its canonical encodings, derived from `op` by the parse (so a
+    /// caller need not encode it again: [`Operation::check_formed`],
+    /// [`Ledger::validate_formed`]).
+    pub form: Form,
 }
 
 /// Why [`screen`] refused bytes.
@@ -95,8 +99,12 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Received, Refusal> {
             bytes.len()
         ))));
     }
-    let (op, cid) = Operation::from_canonical_json(bytes).map_err(Refusal::Invalid)?;
-    Ok(Received { op, cid })
+    let (op, form) = Operation::from_canonical_json_form(bytes).map_err(Refusal::Invalid)?;
+    Ok(Received {
+        op,
+        cid: form.cid,
+        form,
+    })
 }
 
 /// Steps 1 to 3: everything that needs no ledger. `now` is unix seconds.
@@ -112,7 +120,7 @@ fn is_fresh(op: &Operation, now: u64) -> bool {
 
 /// Step 4: a screened op against `ledger`.
 pub fn judge_received(received: Received, ledger: &Ledger, now: u64) -> Verdict {
-    let Received { op, cid } = received;
+    let Received { op, cid, form } = received;
     // A CID we hold names a body we hold with a valid signature: known, no
     // signature check needed. Only the very bytes we hold count as worth
     // forwarding (`fresh`): another signature over the same body (a forged
@@ -128,7 +136,7 @@ pub fn judge_received(received: Received, ledger: &Ledger, now: u64) -> Verdict 
     // `cid` was derived from these very bytes by `parse` (which also
     // refused any non-canonical encoding), so the ledger names the op the
     // same way, and a held op was answered above.
-    match ledger.validate(&op) {
+    match ledger.validate_formed(&op, form, None) {
         Ok(Check::New(v)) => Verdict::New(v),
         Ok(Check::Known(_)) => Verdict::Known { fresh: false },
         Err(OpError::UnknownPrev(_)) => Verdict::Orphan(Box::new(op), cid),

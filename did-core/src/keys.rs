@@ -92,7 +92,7 @@ impl PublicKey {
             .strip_prefix(&ED25519_PUB_MULTICODEC)
             .ok_or(KeyError::NotEd25519)?;
         let arr: [u8; 32] = key.try_into().map_err(|_| KeyError::NotEd25519)?;
-        let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::BadPoint)?;
+        let key = points::decompress(&arr).ok_or(KeyError::BadPoint)?;
         // `s` is already the encoding: base58 is one-to-one on byte strings
         // that do not start with a zero byte (0xed here), so re-encoding
         // would give `s` back.
@@ -108,9 +108,9 @@ impl PublicKey {
     }
 
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        VerifyingKey::from_bytes(bytes)
+        points::decompress(bytes)
             .map(PublicKey::from)
-            .map_err(|_| KeyError::BadPoint)
+            .ok_or(KeyError::BadPoint)
     }
 
     pub fn to_multibase(&self) -> String {
@@ -141,10 +141,26 @@ impl PublicKey {
         &self.key
     }
 
-    /// Strict verification (rejects small-order keys and malleable
-    /// signatures, RFC 8032 §5.1.7 plus the dalek `verify_strict` checks).
+    /// Strict verification: exactly dalek's `verify_strict` (RFC 8032
+    /// §5.1.7 with a canonical s, refusing small-order keys and R), one
+    /// square root cheaper.
+    ///
+    /// `verify_strict` decompresses R only to refuse a small-order one,
+    /// then checks `compress([s]B - [k]A) == R` byte for byte. That
+    /// equality already implies that R is the canonical encoding of a
+    /// point, and then R has small order exactly when its bytes are one of
+    /// the eight canonical encodings of the small-order points. So: the
+    /// byte check against [`SMALL_ORDER_ENCODINGS`], the key's own
+    /// small-order check, and dalek's cofactorless `verify` (the same
+    /// equation and the same canonical-s rule). `tests/verify_strict.rs`
+    /// checks the two agree on valid, forged, torsion-tweaked and
+    /// small-order inputs.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
-        self.key.verify_strict(msg, sig).is_ok()
+        use ed25519_dalek::Verifier as _;
+        if SMALL_ORDER_ENCODINGS.contains(sig.r_bytes()) || self.key.is_weak() {
+            return false;
+        }
+        self.key.verify(msg, sig).is_ok()
     }
 }
 
@@ -179,6 +195,84 @@ impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         PublicKey::from_multibase(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The canonical encodings of the eight points of small order (the
+/// identity, one point of order 2, two of order 4, four of order 8); see
+/// [`PublicKey::verify`].
+pub const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = {
+    const fn enc(first: [u8; 31], last: u8) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut i = 0;
+        while i < 31 {
+            out[i] = first[i];
+            i += 1;
+        }
+        out[31] = last;
+        out
+    }
+    let mut one = [0u8; 31];
+    one[0] = 1;
+    let mut minus_one = [0xff; 31];
+    minus_one[0] = 0xec;
+    const P8: [u8; 31] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03,
+    ];
+    const Q8: [u8; 31] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc,
+    ];
+    [
+        enc(one, 0x00),
+        enc(minus_one, 0x7f),
+        enc([0; 31], 0x00),
+        enc([0; 31], 0x80),
+        enc(P8, 0x7a),
+        enc(P8, 0xfa),
+        enc(Q8, 0x05),
+        enc(Q8, 0x85),
+    ]
+};
+
+/// Decompressed keys, remembered: an op's keys are parsed at the door,
+/// again when its DID's state is rebuilt from sled, and a `create` names
+/// its signer twice. Each parse would otherwise pay a field square root
+/// (about a fifth of a signature check). Bounded: a shard that fills is
+/// cleared. Only valid points are kept.
+mod points {
+    use ed25519_dalek::VerifyingKey;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    const SHARDS: usize = 16;
+    const PER_SHARD: usize = 1024;
+
+    type Shard = Mutex<Option<HashMap<[u8; 32], VerifyingKey>>>;
+
+    static CACHE: [Shard; SHARDS] = [const { Mutex::new(None) }; SHARDS];
+
+    pub(super) fn decompress(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        let shard = &CACHE[usize::from(bytes[0]) % SHARDS];
+        if let Some(key) = shard
+            .lock()
+            .ok()
+            .and_then(|map| map.as_ref().and_then(|m| m.get(bytes).copied()))
+        {
+            return Some(key);
+        }
+        let key = VerifyingKey::from_bytes(bytes).ok()?;
+        if let Ok(mut map) = shard.lock() {
+            let map = map.get_or_insert_with(HashMap::new);
+            if map.len() >= PER_SHARD {
+                map.clear();
+            }
+            map.insert(*bytes, key);
+        }
+        Some(key)
     }
 }
 

@@ -904,6 +904,23 @@ impl Ledger {
         self.stored(i)
     }
 
+    /// The canonical bytes of the op held under `cid`, as stored: what a
+    /// peer that asks for it is sent. Unlike [`Ledger::get`] the body is
+    /// not decoded (a late joiner's million fetches would otherwise cost
+    /// the serving node a JSON parse and two encodings each); a receiver
+    /// checks every op it is sent against the CID it asked for.
+    pub fn body(&self, cid: &Cid) -> Option<Vec<u8>> {
+        self.index.get(cid)?;
+        if let Some(m) = self.ops.get(cid) {
+            return Some(m.bytes.clone());
+        }
+        let bytes = self.bodies.load(cid);
+        if bytes.is_none() {
+            self.body_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        bytes
+    }
+
     /// Whether the op held under `op`'s CID carries the same signatures
     /// (`None` if not held). Cheaper than [`Ledger::get`]: a cached op is
     /// not copied, and no state is cloned (gossip echoes ask this often).
@@ -1049,12 +1066,38 @@ impl Ledger {
         self.validate_inner(op, Some(proof))
     }
 
+    /// [`Ledger::validate`] (or [`Ledger::validate_verified`] with a
+    /// `proof`) for an op whose canonical form is known already: `form`
+    /// must be `op`'s own, from [`Operation::from_canonical_json_form`]
+    /// or [`Operation::check_form`] of this very op (debug builds check
+    /// it), so the op is not encoded again.
+    pub fn validate_formed(
+        &self,
+        op: &Operation,
+        form: Form,
+        proof: Option<&crate::verify::SigVerified>,
+    ) -> Result<Check, OpError> {
+        debug_assert_eq!(op.cid().ok(), Some(form.cid), "a form of another op");
+        debug_assert_eq!(op.canonical_bytes().ok().as_ref(), Some(&form.bytes));
+        op.check_formed(&form, &self.limits)?;
+        self.validate_form(op, form, proof)
+    }
+
     fn validate_inner(
         &self,
         op: &Operation,
         proof: Option<&crate::verify::SigVerified>,
     ) -> Result<Check, OpError> {
         let form = op.check_form(&self.limits)?;
+        self.validate_form(op, form, proof)
+    }
+
+    fn validate_form(
+        &self,
+        op: &Operation,
+        form: Form,
+        proof: Option<&crate::verify::SigVerified>,
+    ) -> Result<Check, OpError> {
         // Same CID = the same signed body as an op that already verified
         // (the CID covers every byte but the signatures): skip the
         // signature; the held op's valid signature stands for it.

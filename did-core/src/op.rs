@@ -582,12 +582,20 @@ impl Operation {
     /// stored and sent between nodes) and returns it with its CID. Another
     /// encoding of the same op is refused, so one op has one byte form.
     pub fn from_canonical_json(bytes: &[u8]) -> Result<(Operation, Cid), OpError> {
+        Self::from_canonical_json_form(bytes).map(|(op, form)| (op, form.cid))
+    }
+
+    /// [`Operation::from_canonical_json`], returning the op's [`Form`]
+    /// (what [`Operation::check_form`] would encode, without the rule
+    /// checks of [`Operation::check_rules`]). One JSON value is built for
+    /// both encodings, where `canonical_bytes` then `cid` built two.
+    pub fn from_canonical_json_form(bytes: &[u8]) -> Result<(Operation, Form), OpError> {
         let op = Self::from_json(bytes)?;
-        if op.canonical_bytes()? != bytes {
+        let form = op.encode()?;
+        if form.bytes != bytes {
             return Err(OpError::Malformed("not in canonical encoding".into()));
         }
-        let cid = op.cid()?;
-        Ok((op, cid))
+        Ok((op, form))
     }
 
     /// The bytes that are signed: canonical JSON of every field but `sig`
@@ -815,6 +823,52 @@ impl Operation {
     /// from one serialization). Cheap; lets a ledger skip the signature of
     /// an op it already holds.
     pub fn check_form(&self, limits: &Limits) -> Result<Form, OpError> {
+        self.check_rules(limits)?;
+        let form = self.encode()?;
+        self.check_size(&form, limits)?;
+        Ok(form)
+    }
+
+    /// What [`Operation::check_form`] checks of `self` when its form is
+    /// already known (from [`Operation::from_canonical_json_form`] or an
+    /// earlier `check_form` of this very op): the rules and the size.
+    pub fn check_formed(&self, form: &Form, limits: &Limits) -> Result<(), OpError> {
+        self.check_rules(limits)?;
+        self.check_size(form, limits)
+    }
+
+    fn check_size(&self, form: &Form, limits: &Limits) -> Result<(), OpError> {
+        if form.bytes.len() > limits.max_op_bytes {
+            return Err(OpError::Limit(format!(
+                "operation is {} bytes, the limit is {}",
+                form.bytes.len(),
+                limits.max_op_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Both canonical encodings and the CID, from one JSON value.
+    fn encode(&self) -> Result<Form, OpError> {
+        let mut value =
+            serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
+        let bytes = canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("sig");
+            obj.remove("cosigs");
+        }
+        let signing_bytes =
+            canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
+        Ok(Form {
+            cid: Cid::of(&signing_bytes),
+            bytes,
+            signing_bytes,
+        })
+    }
+
+    /// The op's shape and limits: everything [`Operation::check_form`]
+    /// checks but the encoded size.
+    pub fn check_rules(&self, limits: &Limits) -> Result<(), OpError> {
         match (self.kind, &self.did, &self.prev, &self.state) {
             (OpKind::Create, None, None, Some(_)) => {}
             (OpKind::Create, _, _, _) => {
@@ -899,27 +953,7 @@ impl Operation {
         if let Some(state) = &self.state {
             state.check(limits)?;
         }
-        let mut value =
-            serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
-        let bytes = canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
-        if bytes.len() > limits.max_op_bytes {
-            return Err(OpError::Limit(format!(
-                "operation is {} bytes, the limit is {}",
-                bytes.len(),
-                limits.max_op_bytes
-            )));
-        }
-        if let Some(obj) = value.as_object_mut() {
-            obj.remove("sig");
-            obj.remove("cosigs");
-        }
-        let signing_bytes =
-            canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
-        Ok(Form {
-            cid: Cid::of(&signing_bytes),
-            bytes,
-            signing_bytes,
-        })
+        Ok(())
     }
 
     /// Verifies `sig` by `signer` (and every co-signature) over

@@ -68,6 +68,9 @@ struct Request {
     /// Signatures already checked on this node ([`Writer::submit_verified`]
     /// or the round's own check): validation skips them.
     proof: Option<SigVerified>,
+    /// The op's canonical form, when the submitter has it
+    /// ([`Writer::submit_formed`]): validation does not encode it again.
+    form: Option<Form>,
 }
 
 /// Ops checked per thread at least: below, a thread costs more than it
@@ -83,7 +86,7 @@ pub fn verify_on_all_cores(
     ops: &[&Operation],
     limits: &Limits,
 ) -> Vec<Option<(Form, Result<SigVerified, OpError>)>> {
-    let check = |part: &[&Operation]| -> Vec<Option<(Form, Result<SigVerified, OpError>)>> {
+    on_all_cores(ops, |part: &[&Operation]| {
         let forms: Vec<Option<Form>> = part.iter().map(|op| op.check_form(limits).ok()).collect();
         let items: Vec<(&Operation, &Form)> = part
             .iter()
@@ -95,17 +98,50 @@ pub fn verify_on_all_cores(
             .into_iter()
             .map(|f| Some((f?, results.next()?)))
             .collect()
-    };
+    })
+}
+
+/// [`verify_on_all_cores`] for ops whose canonical forms are known (each
+/// must be its op's own, as parsed: [`did_core::ingest::Received`]): the
+/// rules and the signatures are checked, nothing is encoded again. `None`
+/// for an op that breaks a rule (validation then says why).
+pub fn verify_formed_on_all_cores(
+    items: &[(&Operation, &Form)],
+    limits: &Limits,
+) -> Vec<Option<Result<SigVerified, OpError>>> {
+    on_all_cores(items, |part: &[(&Operation, &Form)]| {
+        let good: Vec<bool> = part
+            .iter()
+            .map(|(op, form)| op.check_formed(form, limits).is_ok())
+            .collect();
+        let ok: Vec<(&Operation, &Form)> = part
+            .iter()
+            .zip(&good)
+            .filter(|(_, g)| **g)
+            .map(|(item, _)| *item)
+            .collect();
+        let mut results = verify_batch(&ok).into_iter();
+        good.into_iter()
+            .map(|g| if g { results.next() } else { None })
+            .collect()
+    })
+}
+
+/// `check` over `items`, split over [`std::thread::available_parallelism`]
+/// scoped threads (at least [`MIN_PER_THREAD`] items each), results in
+/// order.
+fn on_all_cores<T: Sync, R: Send>(items: &[T], check: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
     // Asked once: the std call reads cgroup files on every call.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let threads =
         *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per = ops.len().div_ceil(threads).max(MIN_PER_THREAD);
-    if ops.len() <= per {
-        return check(ops);
+    let per = items.len().div_ceil(threads).max(MIN_PER_THREAD);
+    if items.len() <= per {
+        return check(items);
     }
+    let check = &check;
     std::thread::scope(|s| {
-        let parts: Vec<_> = ops
+        let parts: Vec<_> = items
             .chunks(per)
             .map(|part| s.spawn(move || check(part)))
             .collect();
@@ -155,7 +191,7 @@ impl Writer {
         op: Operation,
         allow_orphan: bool,
     ) -> Result<Submitted, SubmitError> {
-        self.send(op, None, allow_orphan).await
+        self.send(op, None, None, allow_orphan).await
     }
 
     /// Submits an op whose signatures were checked on this node
@@ -167,7 +203,19 @@ impl Writer {
         proof: SigVerified,
         allow_orphan: bool,
     ) -> Result<Submitted, SubmitError> {
-        self.send(op, Some(proof), allow_orphan).await
+        self.send(op, Some(proof), None, allow_orphan).await
+    }
+
+    /// [`Writer::submit_verified`] for an op whose canonical `form` is
+    /// known (it must be `op`'s own: [`Ledger::validate_formed`]).
+    pub async fn submit_formed(
+        &self,
+        op: Operation,
+        form: Form,
+        proof: SigVerified,
+        allow_orphan: bool,
+    ) -> Result<Submitted, SubmitError> {
+        self.send(op, Some(proof), Some(form), allow_orphan).await
     }
 
     /// Queues one op (with its signature proof, if any) and waits for the
@@ -176,6 +224,7 @@ impl Writer {
         &self,
         op: Operation,
         proof: Option<SigVerified>,
+        form: Option<Form>,
         allow_orphan: bool,
     ) -> Result<Submitted, SubmitError> {
         let (reply, rx) = oneshot::channel();
@@ -186,6 +235,7 @@ impl Writer {
                 reply: Some(reply),
                 pre: None,
                 proof,
+                form,
             })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -203,6 +253,7 @@ impl Writer {
                 reply: Some(reply),
                 pre: Some(Box::new(v)),
                 proof: None,
+                form: None,
             })
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -282,8 +333,9 @@ impl WriterLoop {
         let ops: Vec<&Operation> = todo.iter().map(|i| &pending[*i].op).collect();
         let checked = verify_on_all_cores(&ops, &limits);
         for (i, c) in todo.into_iter().zip(checked) {
-            if let Some((_, Ok(proof))) = c {
+            if let Some((form, Ok(proof))) = c {
                 pending[i].proof = Some(proof);
+                pending[i].form = Some(form);
             }
         }
     }
@@ -306,9 +358,12 @@ impl WriterLoop {
                 let check = match req.pre.take() {
                     Some(v) if ledger.contains(&v.cid) => Ok(Check::Known(v.cid)),
                     Some(v) => Ok(Check::New(v)),
-                    None => match &req.proof {
-                        Some(proof) => ledger.validate_verified(&req.op, proof),
-                        None => ledger.validate(&req.op),
+                    None => match (&req.proof, req.form.take()) {
+                        (Some(proof), Some(form)) => {
+                            ledger.validate_formed(&req.op, form, Some(proof))
+                        }
+                        (Some(proof), None) => ledger.validate_verified(&req.op, proof),
+                        (None, _) => ledger.validate(&req.op),
                     },
                 };
                 match check {
@@ -396,6 +451,7 @@ impl WriterLoop {
                         reply: None,
                         pre: None,
                         proof: None,
+                        form: None,
                     });
                 }
                 let _ = self.committed.send(shared);

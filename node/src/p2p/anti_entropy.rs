@@ -51,8 +51,9 @@
 use super::codec::{SyncRequest, SyncResponse, MAX_FETCH_CIDS};
 use super::event_loop::{Client, P2pError, SyncEvent};
 use super::ingest::Ingest;
-use crate::writer::{verify_on_all_cores, SubmitError, Submitted};
+use crate::writer::{verify_formed_on_all_cores, SubmitError, Submitted};
 use did_core::ingest::{self as verdicts, Received};
+use did_core::op::Form;
 use did_core::sync::{Message, Reconciler, Session, SyncConfig, SyncIndex};
 use did_core::verify::SigVerified;
 use did_core::{Cid, Ledger, OpError, Operation};
@@ -451,11 +452,12 @@ impl AntiEntropy {
                 // crate::oidc::consume, never here).
                 SyncRequest::Malformed(_) | SyncRequest::Consume(_) => SyncResponse::Busy,
                 SyncRequest::Fetch(cids) => {
-                    let ops = this.ingest.state.ledger.read().map(|l| {
-                        cids.iter()
-                            .filter_map(|c| l.get(c).map(|s| s.bytes.clone()))
-                            .collect::<Vec<_>>()
-                    });
+                    let ops = this
+                        .ingest
+                        .state
+                        .ledger
+                        .read()
+                        .map(|l| cids.iter().filter_map(|c| l.body(c)).collect::<Vec<_>>());
                     ops.map(SyncResponse::Ops).unwrap_or(SyncResponse::Busy)
                 }
             };
@@ -570,13 +572,13 @@ impl AntiEntropy {
     /// score, and so does one refused here.
     async fn store_fetched(&self, peer: PeerId, asked: HashSet<Cid>, raw: Vec<Vec<u8>>) {
         let now = crate::now();
-        let mut ops: Vec<(Cid, Operation)> = Vec::with_capacity(raw.len());
+        let mut ops: Vec<(Operation, Form)> = Vec::with_capacity(raw.len());
         let mut bad_here = 0u64;
         for bytes in raw {
             match self.ingest.judge_fetched(&bytes, &asked, now) {
                 verdicts::Fetched::Take(r) => {
-                    let Received { op, cid } = *r;
-                    ops.push((cid, op));
+                    let Received { op, form, .. } = *r;
+                    ops.push((op, form));
                 }
                 verdicts::Fetched::Invalid(e) => {
                     tracing::debug!(%peer, reason = %e, "peer served an unacceptable op");
@@ -591,8 +593,8 @@ impl AntiEntropy {
         // runtime; the writer gets the proofs and does not check again.
         let limits = self.ingest.state.limits;
         let checked = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&Operation> = ops.iter().map(|(_, op)| op).collect();
-            let checked = verify_on_all_cores(&refs, &limits);
+            let refs: Vec<(&Operation, &Form)> = ops.iter().map(|(op, f)| (op, f)).collect();
+            let checked = verify_formed_on_all_cores(&refs, &limits);
             drop(refs);
             (ops, checked)
         })
@@ -602,15 +604,16 @@ impl AntiEntropy {
             return;
         };
         let mut group: Vec<Fetched> = Vec::with_capacity(ops.len());
-        for ((cid, op), check) in ops.into_iter().zip(checked) {
+        for ((op, form), check) in ops.into_iter().zip(checked) {
             match check {
-                Some((_, Ok(proof))) => group.push(Fetched {
-                    cid,
+                Some(Ok(proof)) => group.push(Fetched {
+                    cid: form.cid,
                     op,
+                    form,
                     from: peer,
                     proof,
                 }),
-                Some((_, Err(e))) => {
+                Some(Err(e)) => {
                     tracing::info!(%peer, reason = %e, "peer served an op with a bad signature");
                     bad_here += 1;
                 }
@@ -750,9 +753,12 @@ impl AntiEntropy {
             tracing::debug!(dropped, "fetched ops left for a later session");
         }
         let from: Vec<PeerId> = store.iter().map(|f| f.from).collect();
-        let results =
-            futures::future::join_all(store.into_iter().map(|f| self.ingest.store(f.op, f.proof)))
-                .await;
+        let results = futures::future::join_all(
+            store
+                .into_iter()
+                .map(|f| self.ingest.store(f.op, f.form, f.proof)),
+        )
+        .await;
         let metrics = self.client.metrics();
         let meter = &self.client.replication().catch_up;
         let mut bad: HashMap<PeerId, u64> = HashMap::new();
@@ -818,6 +824,8 @@ enum Fate {
 pub(crate) struct Fetched {
     cid: Cid,
     op: Operation,
+    /// Its canonical form as parsed (the writer does not encode it again).
+    form: Form,
     from: PeerId,
     /// Its signatures checked on arrival.
     proof: SigVerified,
@@ -986,6 +994,7 @@ mod tests {
                 Fetched {
                     cid,
                     op,
+                    form,
                     from,
                     proof,
                 }

@@ -37,6 +37,7 @@ use super::event_loop::{Client, GossipMessage};
 use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
 use did_core::ingest::{self as verdicts, Fetched, Received, Verdict};
+use did_core::op::Form;
 use did_core::verify::{verify_one, SigVerified};
 use did_core::{Check, Cid, Ledger, Limits, OpError, Operation};
 use libp2p::gossipsub::MessageAcceptance;
@@ -91,8 +92,8 @@ pub(crate) fn judge_proved(
         Some(p) => Some(p),
         None => match received
             .op
-            .check_form(limits)
-            .and_then(|f| verify_one(&received.op, &f))
+            .check_formed(&received.form, limits)
+            .and_then(|()| verify_one(&received.op, &received.form))
         {
             Ok(p) => Some(p),
             Err(e) => return (Verdict::Invalid(e), None),
@@ -120,12 +121,12 @@ fn task_failed() -> (Verdict, Option<SigVerified>) {
 /// [`did_core::ingest::judge_received`] for an op whose signatures were
 /// just checked and that the ledger did not hold a moment ago.
 fn judge_verified(received: Received, ledger: &Ledger, proof: &SigVerified) -> Verdict {
-    let Received { op, cid } = received;
+    let Received { op, cid, form } = received;
     if ledger.contains(&cid) {
         // Committed meanwhile (by a fetch): old news, not forwarded again.
         return Verdict::Known { fresh: false };
     }
-    match ledger.validate_verified(&op, proof) {
+    match ledger.validate_formed(&op, form, Some(proof)) {
         Ok(Check::New(v)) => Verdict::New(v),
         Ok(Check::Known(_)) => Verdict::Known { fresh: false },
         Err(OpError::UnknownPrev(_)) => Verdict::Orphan(Box::new(op), cid),
@@ -234,18 +235,28 @@ impl Ingest {
         }
     }
 
-    /// Stores a fetched op, its signatures checked (`proof`), and waits
+    /// Stores a fetched op, its signatures checked (`proof`) and its
+    /// canonical `form` as parsed, and waits
     /// until it is durable; it is not republished on gossip. Orphans are
     /// not allowed: anti-entropy hands the writer parents before children
     /// and holds back the rest itself, so an op whose parent is still
     /// unknown here is refused (`UnknownPrev`) instead of filling the
     /// ledger's orphan pool outside any peer's budget.
-    pub async fn store(&self, op: Operation, proof: SigVerified) -> Result<Submitted, SubmitError> {
+    pub async fn store(
+        &self,
+        op: Operation,
+        form: Form,
+        proof: SigVerified,
+    ) -> Result<Submitted, SubmitError> {
         let cid = proof.cid();
         let _writing = self.reserve(cid);
         let replication = self.client.replication();
         replication.mark_fetched(cid);
-        let r = self.state.writer.submit_verified(op, proof, false).await;
+        let r = self
+            .state
+            .writer
+            .submit_formed(op, form, proof, false)
+            .await;
         if !matches!(r, Ok(Submitted::Created(_))) {
             // Not committed by this submission: nothing for the publisher
             // to skip.
