@@ -904,23 +904,6 @@ impl Ledger {
         self.stored(i)
     }
 
-    /// The canonical bytes of the op held under `cid`, as stored: what a
-    /// peer that asks for it is sent. Unlike [`Ledger::get`] the body is
-    /// not decoded (a late joiner's million fetches would otherwise cost
-    /// the serving node a JSON parse and two encodings each); a receiver
-    /// checks every op it is sent against the CID it asked for.
-    pub fn body(&self, cid: &Cid) -> Option<Vec<u8>> {
-        self.index.get(cid)?;
-        if let Some(m) = self.ops.get(cid) {
-            return Some(m.bytes.clone());
-        }
-        let bytes = self.bodies.load(cid);
-        if bytes.is_none() {
-            self.body_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        bytes
-    }
-
     /// Whether the op held under `op`'s CID carries the same signatures
     /// (`None` if not held). Cheaper than [`Ledger::get`]: a cached op is
     /// not copied, and no state is cloned (gossip echoes ask this often).

@@ -452,12 +452,11 @@ impl AntiEntropy {
                 // crate::oidc::consume, never here).
                 SyncRequest::Malformed(_) | SyncRequest::Consume(_) => SyncResponse::Busy,
                 SyncRequest::Fetch(cids) => {
-                    let ops = this
-                        .ingest
-                        .state
-                        .ledger
-                        .read()
-                        .map(|l| cids.iter().filter_map(|c| l.body(c)).collect::<Vec<_>>());
+                    let ops = this.ingest.state.ledger.read().map(|l| {
+                        cids.iter()
+                            .filter_map(|c| l.get_bytes(c))
+                            .collect::<Vec<_>>()
+                    });
                     ops.map(SyncResponse::Ops).unwrap_or(SyncResponse::Busy)
                 }
             };
