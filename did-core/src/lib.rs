@@ -35,7 +35,7 @@
 //! * [`sync`] — anti-entropy: range-based set reconciliation over op CIDs
 //!   (index, messages and their binary format, sessions) and the gossip
 //!   dedupe set.
-//! * [`sync_frame`] — the `/didmesh/sync/1` request and response bodies.
+//! * [`sync_frame`] — the `/didmesh/sync/2` request and response bodies.
 //! * [`time`] — RFC 3339 formatting of passed-in unix seconds.
 //!
 //! No tokio, axum, sled or libp2p here (ARCHITECTURE.md, "Crates"): every

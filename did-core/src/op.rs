@@ -795,7 +795,7 @@ impl Operation {
             .chain(self.cosigs.iter().map(|c| (&c.signer, &c.sig)));
         for (key, sig) in all {
             let sig = signature_from_b64(sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
-            if !key.verify(&bytes, &sig) {
+            if !key.verify_op(&bytes, &sig) {
                 return Err(OpError::BadSignature(format!(
                     "signature by {key} does not verify"
                 )));
@@ -965,7 +965,7 @@ impl Operation {
         }
         let sig =
             signature_from_b64(&self.sig).map_err(|e| OpError::BadSignature(e.to_string()))?;
-        if !self.signer.verify(signing_bytes, &sig) {
+        if !self.signer.verify_op(signing_bytes, &sig) {
             return Err(OpError::BadSignature(
                 "signature does not verify with signer".into(),
             ));

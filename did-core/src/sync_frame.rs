@@ -1,4 +1,4 @@
-//! The bodies of `/didmesh/sync/1` frames: reconciliation messages (the
+//! The bodies of `/didmesh/sync/2` frames: reconciliation messages (the
 //! [`crate::sync`] wire format, carried opaquely) and op fetches. Pure
 //! encode and decode; the node's libp2p codec reads the length-prefixed
 //! frames off a stream and hands the bodies here.

@@ -7,33 +7,23 @@
 //! HTTP burst) is not checked again by the writer; the node spreads a
 //! burst's [`verify_batch`] over all cores.
 //!
-//! **Why [`verify_batch`] does not use ed25519-dalek's `verify_batch`
-//! (issue 12, item 1).** The decisive rule for an op's signature is dalek's
-//! `verify_strict` ([`crate::PublicKey::verify`]): it refuses small-order
-//! keys and R, a non-canonical s, and checks the cofactorless equation
-//! `R = [s]B - [H]A` byte for byte. dalek's batch equation is cofactorless
-//! too, but its weights are derived from the batch itself (no secret
-//! randomness). A signature whose key or R carries a small-order
-//! component fails `verify_strict`, yet passes a batch whenever its weight
-//! is a multiple of that component's order (1 time in 2 for order 2, and
-//! the weight can be ground offline), and two such signatures in one batch
-//! can cancel each other out. A node batching would then accept ops that
-//! every other node refuses: a ledger split, and honest forwarders
-//! penalized for ops they passed on. Ruling that out needs a per-signature
-//! subgroup check of R and of a new key, each costing about one
-//! verification, which eats the batch's gain: measured here (release,
-//! 2 cores shared) raw `verify_batch` costs 19–33 us per signature against
-//! 57–66 us single (2.2–3.5x), but with the checks that make it agree with
-//! `verify_strict` 74–130 us (0.5–0.9x). `tests/verify_batch.rs`
-//! (`--ignored`) prints these figures. Batching becomes sound and free
-//! once ops are valid under the cofactored equation (ZIP-215): then a
-//! batch that passes implies every op passes, and a batch that fails is
-//! checked one by one. That is a protocol change (every node must move at
-//! once) left to a decision; until then a batch is checked op by op, and
-//! the gain comes from checking each op once, on all cores.
+//! **Batches (issue 12, item 1).** An op's signature rule is ZIP-215
+//! ([`crate::PublicKey::verify_op`]), which has a batch form that accepts
+//! exactly what single checks accept ([`crate::keys::verify_op_batch`]).
+//! [`verify_batch`] checks a burst with one equation and, only when that
+//! fails, each op alone to find the culprits: a batch with one forged op
+//! refuses exactly that op. Until step 9 the rule was dalek's
+//! `verify_strict`, whose cofactorless equation has no sound batch form: a
+//! signature with a small-order component could pass a batch (1 time in 2
+//! for order 2, and two of them can cancel out) while failing alone, so
+//! nodes batching differently would disagree on the op set.
+//! `tests/verify_op.rs` checks the rule and the batch against
+//! ed25519-consensus on honest, forged and torsion-crafted signatures.
 
 use crate::encoding::Cid;
+use crate::keys::{signature_from_b64, verify_op_batch, PublicKey};
 use crate::op::{Form, OpError, Operation};
+use ed25519_dalek::Signature;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Ops whose signatures this process checked, for the node's
@@ -89,11 +79,40 @@ pub fn verify_one(op: &Operation, form: &Form) -> Result<SigVerified, OpError> {
 }
 
 /// Checks many ops' signatures; one result per item, in order, each
-/// exactly what [`verify_one`] gives (see the module doc for why this is
-/// not dalek's batch equation yet).
+/// exactly what [`verify_one`] gives. The single-signature ops are checked
+/// together in one batch equation ([`verify_op_batch`]); membership ops
+/// (several signatures, and rules on who signed) and any op whose
+/// signature does not parse are checked alone, and so is every op of a
+/// batch that fails. Each op counts once in [`verified_ops`].
 pub fn verify_batch(items: &[(&Operation, &Form)]) -> Vec<Result<SigVerified, OpError>> {
+    VERIFIED_OPS.fetch_add(items.len() as u64, Ordering::Relaxed);
+    let mut batched = Vec::with_capacity(items.len());
+    let mut sigs = Vec::with_capacity(items.len());
+    for (i, (op, form)) in items.iter().enumerate() {
+        if op.kind.is_membership() {
+            continue;
+        }
+        if let Ok(sig) = signature_from_b64(&op.sig) {
+            batched.push(i);
+            sigs.push((&op.signer, sig, form.signing_bytes.as_slice()));
+        }
+    }
+    let batch: Vec<(&PublicKey, &Signature, &[u8])> =
+        sigs.iter().map(|(k, s, m)| (*k, s, *m)).collect();
+    let all_good = batch.len() > 1 && verify_op_batch(&batch);
+    let mut proven = batched.into_iter().peekable();
     items
         .iter()
-        .map(|(op, form)| verify_one(op, form))
+        .enumerate()
+        .map(|(i, (op, form))| {
+            let in_batch = proven.next_if_eq(&i).is_some();
+            if !(all_good && in_batch) {
+                op.check_signature(&form.signing_bytes)?;
+            }
+            Ok(SigVerified {
+                cid: form.cid,
+                sigs: sig_digest(op),
+            })
+        })
         .collect()
 }

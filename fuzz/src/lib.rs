@@ -140,7 +140,7 @@ pub fn sync_codec(data: &[u8]) {
     let _ = session.handle(sync_index(), data);
 }
 
-/// The `/didmesh/sync/1` frame bodies (`did_core::sync_frame`, what a node
+/// The `/didmesh/sync/2` frame bodies (`did_core::sync_frame`, what a node
 /// decodes from every sync request and response a peer sends). The first
 /// byte picks the side (even: request, odd: response), the rest is the
 /// body. For a body that decodes:

@@ -95,7 +95,7 @@ fn hostile_swarm() -> Swarm<Hostile> {
                 sync: request_response::Behaviour::with_codec(
                     RawCodec,
                     [(
-                        StreamProtocol::new("/didmesh/sync/1"),
+                        StreamProtocol::new("/didmesh/sync/2"),
                         ProtocolSupport::Outbound,
                     )],
                     request_response::Config::default(),
@@ -138,7 +138,7 @@ fn target_of(c: &BlockingClient, cluster: &Cluster, i: usize) -> Target {
     let s = status(c, cluster.url(i));
     let network_id = s["network_id"].as_str().unwrap();
     Target {
-        topic: IdentTopic::new(format!("/didmesh/{network_id}/ops/1")),
+        topic: IdentTopic::new(format!("/didmesh/{network_id}/ops/2")),
         addr: p2p_addr(&cluster.nodes[i]).parse().unwrap(),
         id: s["peer_id"].as_str().unwrap().parse().unwrap(),
     }

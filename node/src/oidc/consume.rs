@@ -15,7 +15,7 @@
 //!                ◄── Consumed(FirstUse | AlreadyUsed | Refused) ──
 //! ```
 //!
-//! over `/didmesh/sync/1` (did-core's `sync_frame`). When the redeemer is
+//! over `/didmesh/sync/2` (did-core's `sync_frame`). When the redeemer is
 //! the issuer, the same check runs locally. Anything but a first-use answer
 //! within [`CONSUME_TIMEOUT`] — an answer of "used", a refusal, an issuer
 //! that is down, unreachable or too busy — refuses the code (fail closed):

@@ -1,4 +1,4 @@
-//! Pull: anti-entropy over `/didmesh/sync/1`.
+//! Pull: anti-entropy over `/didmesh/sync/2`.
 //!
 //! On every new connection, and every `--sync-interval-ms` with a random
 //! connected peer, this node opens a reconciliation session

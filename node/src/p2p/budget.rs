@@ -152,7 +152,7 @@ struct Account {
     /// Decaying budget penalty (≤ 0) as of `penalty_at`.
     penalty: f64,
     penalty_at: Instant,
-    /// Non-decaying penalty for misbehaviour on `/didmesh/sync/1`.
+    /// Non-decaying penalty for misbehaviour on `/didmesh/sync/2`.
     sync_penalty: f64,
 }
 

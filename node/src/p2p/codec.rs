@@ -1,4 +1,4 @@
-//! The `/didmesh/sync/1` request-response protocol: the libp2p codec that
+//! The `/didmesh/sync/2` request-response protocol: the libp2p codec that
 //! reads and writes length-prefixed frames (`len:u32be body`, one per
 //! stream direction). The bodies — reconciliation messages, op fetches and
 //! authorization-code consumes — are did-core's [`did_core::sync_frame`] (pure, fuzzed there); their
@@ -25,7 +25,7 @@ use std::io;
 use std::sync::Arc;
 
 /// Protocol name of anti-entropy.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/didmesh/sync/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/didmesh/sync/2");
 /// Bytes reserved ahead of the data while a frame is read.
 const READ_CHUNK: usize = 64 * 1024;
 /// The reason given for a frame whose length prefix is 0 or above the limit.

@@ -7,7 +7,7 @@
 //! loop never awaits anything but its channels and the swarm, so a slow
 //! disk or a burst of signature checks cannot stall the network.
 //!
-//! Inbound `/didmesh/sync/1` requests go to anti-entropy, except consume
+//! Inbound `/didmesh/sync/2` requests go to anti-entropy, except consume
 //! requests (single use of authorization codes across nodes), which go to
 //! [`crate::oidc::consume`] on a channel of their own, so a busy
 //! reconciliation never delays a sign-in and the reverse.
@@ -49,9 +49,9 @@ pub const MAX_PEERS: usize = 50;
 /// first invalid op anyway).
 pub const MAX_BANNED_PEERS: usize = 4096;
 /// Application-score penalty for each invalid op or malformed frame a peer
-/// sent over `/didmesh/sync/1` (gossipsub's P5; weight 1).
+/// sent over `/didmesh/sync/2` (gossipsub's P5; weight 1).
 pub const SYNC_PENALTY: f64 = -30.0;
-/// Streams of `/didmesh/sync/1` open at once per connection.
+/// Streams of `/didmesh/sync/2` open at once per connection.
 pub const MAX_SYNC_STREAMS: usize = 16;
 /// A sync request that takes longer fails (a large fetch response included).
 pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

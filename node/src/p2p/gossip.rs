@@ -3,7 +3,7 @@
 //! message once it arrives is [`super::ingest`]'s business; what gets
 //! published is [`super::publish`]'s.
 //!
-//! * Topic `/didmesh/<network_id>/ops/1`; the message is the op's canonical
+//! * Topic `/didmesh/<network_id>/ops/2`; the message is the op's canonical
 //!   bytes; the message id is the blake3 hash of those bytes, so the same
 //!   op published by two nodes is one message and duplicates die in every
 //!   node's cache.
@@ -41,7 +41,7 @@ const INVALID_MESSAGE_DECAY: f64 = 0.95;
 
 /// The network's op topic.
 pub fn topic(network_id: &str) -> IdentTopic {
-    IdentTopic::new(format!("/didmesh/{network_id}/ops/1"))
+    IdentTopic::new(format!("/didmesh/{network_id}/ops/2"))
 }
 
 /// The message id of a gossiped op's bytes (blake3 of the bytes, as a
@@ -133,6 +133,6 @@ mod tests {
 
     #[test]
     fn topic_names_the_network() {
-        assert_eq!(topic("mesh-abc").to_string(), "/didmesh/mesh-abc/ops/1");
+        assert_eq!(topic("mesh-abc").to_string(), "/didmesh/mesh-abc/ops/2");
     }
 }

@@ -38,7 +38,7 @@ use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
 use did_core::ingest::{self as verdicts, Fetched, Received, Verdict};
 use did_core::op::Form;
-use did_core::verify::{verify_one, SigVerified};
+use did_core::verify::{verify_batch, SigVerified};
 use did_core::{Check, Cid, Ledger, Limits, OpError, Operation};
 use libp2p::gossipsub::MessageAcceptance;
 use std::collections::{HashMap, HashSet};
@@ -57,58 +57,110 @@ const PARENT_WAIT: Duration = Duration::from_secs(5);
 
 /// [`did_core::ingest::judge`] against the node's shared ledger: the checks
 /// that need no ledger run before the read lock is taken, and so does the
-/// signature check ([`verify_one`], counted in
+/// signature check ([`verify_batch`], counted in
 /// `didmesh_sig_verifications_total`), only for an op the ledger does not
 /// hold; the ledger then validates the rest
 /// ([`Ledger::validate_verified`]). The verdicts are
 /// [`did_core::ingest::judge_received`]'s. `now` is unix seconds.
 #[cfg(test)]
 pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now: u64) -> Verdict {
-    judge_proved(bytes, ledger, limits, now, None).0
+    judge_burst(vec![(bytes, None)], ledger, limits, now)
+        .pop()
+        .map_or_else(|| task_failed().0, |(v, _)| v)
 }
 
-/// `judge`, reusing `proof` from an earlier verdict on the same bytes
-/// (a child judged again once its parent is written), and returning the
-/// proof of the signature check it made or reused, so the writer (and a
-/// second verdict) do not check again.
-pub(crate) fn judge_proved(
-    bytes: &[u8],
+/// Where one message of a burst stands between the steps of
+/// [`judge_burst`].
+enum Step {
+    /// Verdict reached (refused by the screen or by its own rules).
+    Done(Verdict),
+    /// Held by the ledger when the burst was read: no signature check.
+    Held(Received),
+    /// Signatures checked (now or by an earlier verdict).
+    Proved(Received, SigVerified),
+    /// To be checked with the rest of the burst.
+    Verify(Received),
+}
+
+/// `judge` of every message of a burst, in order, each given the proof
+/// of an earlier check of the same bytes if there was one (a child judged
+/// again once its parent is written), returning the proof of the check it
+/// made or reused, so the writer (and a second verdict) do not check
+/// again. The screens,
+/// one ledger read for what is held, then the signatures of all the ops
+/// the ledger does not hold in one batch ([`verify_batch`]; an op whose
+/// batch fails is checked alone, so a forged op costs only its sender's
+/// verdict), then the ledger's verdicts under one read lock.
+pub(crate) fn judge_burst(
+    burst: Vec<(&[u8], Option<SigVerified>)>,
     ledger: &RwLock<Ledger>,
     limits: &Limits,
     now: u64,
-    proof: Option<SigVerified>,
-) -> (Verdict, Option<SigVerified>) {
+) -> Vec<(Verdict, Option<SigVerified>)> {
     let unavailable = || Verdict::Later(OpError::Invalid("ledger unavailable".into()));
-    let received = match verdicts::screen(bytes, limits, now) {
-        Ok(r) => r,
-        Err(refusal) => return (refusal.into(), None),
+    let n = burst.len();
+    let screened: Vec<_> = burst
+        .into_iter()
+        .map(|(bytes, proof)| (verdicts::screen(bytes, limits, now), proof))
+        .collect();
+    let mut steps: Vec<Step> = {
+        let Ok(l) = ledger.read() else {
+            return (0..n).map(|_| (unavailable(), None)).collect();
+        };
+        screened
+            .into_iter()
+            .map(|(screen, proof)| match screen {
+                Err(refusal) => Step::Done(refusal.into()),
+                Ok(r) if l.contains(&r.cid) => Step::Held(r),
+                Ok(r) => match proof.filter(|p| p.cid() == r.cid) {
+                    Some(p) => Step::Proved(r, p),
+                    None => match r.op.check_formed(&r.form, limits) {
+                        Ok(()) => Step::Verify(r),
+                        Err(e) => Step::Done(Verdict::Invalid(e)),
+                    },
+                },
+            })
+            .collect()
     };
-    let held = match ledger.read() {
-        Ok(l) => l.contains(&received.cid),
-        Err(_) => return (unavailable(), None),
-    };
-    let proof = match proof.filter(|p| p.cid() == received.cid) {
-        _ if held => None,
-        Some(p) => Some(p),
-        None => match received
-            .op
-            .check_formed(&received.form, limits)
-            .and_then(|()| verify_one(&received.op, &received.form))
-        {
-            Ok(p) => Some(p),
-            Err(e) => return (Verdict::Invalid(e), None),
-        },
-    };
+    let items: Vec<(&Operation, &Form)> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Verify(r) => Some((&r.op, &r.form)),
+            _ => None,
+        })
+        .collect();
+    let mut checked = verify_batch(&items).into_iter();
+    for step in &mut steps {
+        if matches!(step, Step::Verify(_)) {
+            let Step::Verify(r) = std::mem::replace(step, Step::Done(unavailable())) else {
+                continue;
+            };
+            *step = match checked.next() {
+                Some(Ok(p)) => Step::Proved(r, p),
+                Some(Err(e)) => Step::Done(Verdict::Invalid(e)),
+                None => Step::Done(unavailable()),
+            };
+        }
+    }
     let Ok(ledger) = ledger.read() else {
-        return (unavailable(), proof);
+        return steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Proved(_, p) => (unavailable(), Some(p)),
+                _ => (unavailable(), None),
+            })
+            .collect();
     };
-    let verdict = match &proof {
-        Some(proof) => judge_verified(received, &ledger, proof),
-        // Held (or committed meanwhile): did-core's verdict, which
-        // answers a held op without a signature check.
-        None => verdicts::judge_received(received, &ledger, now),
-    };
-    (verdict, proof)
+    steps
+        .into_iter()
+        .map(|s| match s {
+            Step::Done(v) => (v, None),
+            // Held (or committed meanwhile): did-core's verdict, which
+            // answers a held op without a signature check.
+            Step::Held(r) | Step::Verify(r) => (verdicts::judge_received(r, &ledger, now), None),
+            Step::Proved(r, p) => (judge_verified(r, &ledger, &p), Some(p)),
+        })
+        .collect()
 }
 
 /// The verdict on a message whose validation task failed (panicked): left
@@ -154,7 +206,7 @@ impl Ingest {
         }
     }
 
-    /// [`judge_proved`] on a blocking thread (the blocking pool spreads
+    /// [`judge_burst`] of one message on a blocking thread (the blocking pool spreads
     /// the signature checks of concurrent messages over all cores).
     pub async fn judge(
         &self,
@@ -167,7 +219,7 @@ impl Ingest {
             .unwrap_or_else(task_failed)
     }
 
-    /// [`judge_proved`] of each of `batch` (bytes, and the proof of an
+    /// [`judge_burst`] of `batch` (bytes, and the proof of an
     /// earlier check of them), in order, in one blocking task.
     pub async fn judge_all(
         &self,
@@ -176,11 +228,8 @@ impl Ingest {
         let state = self.state.clone();
         let n = batch.len();
         let run = move || {
-            let now = crate::now();
-            batch
-                .into_iter()
-                .map(|(b, proof)| judge_proved(&b, &state.ledger, &state.limits, now, proof))
-                .collect::<Vec<_>>()
+            let burst = batch.iter().map(|(b, p)| (b.as_slice(), *p)).collect();
+            judge_burst(burst, &state.ledger, &state.limits, crate::now())
         };
         tokio::task::spawn_blocking(run)
             .await

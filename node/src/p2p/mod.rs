@@ -11,7 +11,7 @@
 //! * [`peers`] — the peer snapshot the event loop publishes.
 //! * [`bootstrap`] — `--bootstrap` entries by address or DNS name,
 //!   re-resolved and redialed while disconnected.
-//! * [`codec`] — `/didmesh/sync/1` framing, with length limits.
+//! * [`codec`] — `/didmesh/sync/2` framing, with length limits.
 //! * [`budget`] — per-peer budgets: orphans outstanding, gossip and fetch
 //!   rates, and the addresses of banned peers.
 //! * [`gossip`] — the topic, gossipsub's configuration and peer scoring.
@@ -70,8 +70,8 @@
 //! | --- | --- |
 //! | `/didmesh/id/1.0.0` (identify) | agent, listen addresses, protocols |
 //! | `/didmesh/kad/1.0.0` (Kademlia) | learn more peers than `--bootstrap` names |
-//! | gossipsub topic `/didmesh/<network_id>/ops/1` | push: one op's canonical bytes per message, message id = blake3 of those bytes |
-//! | `/didmesh/sync/1` | pull: reconciliation rounds and op fetches, see [`codec`]; and the consume requests that keep authorization codes single-use across nodes ([`crate::oidc::consume`]) |
+//! | gossipsub topic `/didmesh/<network_id>/ops/2` | push: one op's canonical bytes per message, message id = blake3 of those bytes |
+//! | `/didmesh/sync/2` | pull: reconciliation rounds and op fetches, see [`codec`]; and the consume requests that keep authorization codes single-use across nodes ([`crate::oidc::consume`]) |
 
 pub mod anti_entropy;
 pub mod bootstrap;
