@@ -488,7 +488,13 @@ impl AntiEntropy {
         let _ = self.count_fetching(peer, need.len(), true);
         let meter = &self.client.replication().catch_up;
         meter.listed(need.len());
-        let mut storing: Option<tokio::task::JoinHandle<()>> = None;
+        // Batch k is checked (parsed, signatures on all cores) while batch
+        // k-1 is being written, and handed to the writer only once k-1 is
+        // stored, so parents still reach the writer before children. At
+        // most one batch is written, one checked and one on the wire.
+        let mut storing: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+            std::collections::VecDeque::new();
+        let mut written: Option<tokio::sync::oneshot::Receiver<()>> = None;
         // Listed ops whose batch was stored (progress counts them done).
         let mut done = 0usize;
         for batch in need.chunks(MAX_FETCH_CIDS) {
@@ -519,19 +525,31 @@ impl AntiEntropy {
                     break;
                 }
             };
-            if let Some(previous) = storing.take() {
-                let _ = previous.await;
+            if storing.len() >= 2 {
+                if let Some(oldest) = storing.pop_front() {
+                    let _ = oldest.await;
+                }
                 meter.settled(MAX_FETCH_CIDS);
                 done += MAX_FETCH_CIDS;
             }
             let this = self.clone();
             let asked: HashSet<Cid> = batch.iter().copied().collect();
-            storing = Some(tokio::spawn(async move {
-                this.store_fetched(peer, asked, ops).await
+            let before = written.take();
+            let (stored, next) = tokio::sync::oneshot::channel();
+            written = Some(next);
+            storing.push_back(tokio::spawn(async move {
+                let checked = this.check_fetched(peer, asked, ops).await;
+                if let Some(before) = before {
+                    // Sent or dropped (a failed task): either way k-1 is
+                    // done with the writer.
+                    let _ = before.await;
+                }
+                this.store_checked(peer, checked).await;
+                let _ = stored.send(());
             }));
         }
-        if let Some(last) = storing {
-            let _ = last.await;
+        for task in storing {
+            let _ = task.await;
         }
         if let Ok(mut fetching) = self.fetching.lock() {
             for c in &need {
@@ -565,11 +583,11 @@ impl AntiEntropy {
     }
 
     /// Judges fetched ops ([`Ingest::judge_fetched`]: asked for, within
-    /// the size limit, canonical, not held, not from the future) and
-    /// stores them with the held-back ops they release. The writer does
-    /// the full validation; an op it refuses as invalid costs the peer
-    /// score, and so does one refused here.
-    async fn store_fetched(&self, peer: PeerId, asked: HashSet<Cid>, raw: Vec<Vec<u8>>) {
+    /// the size limit, canonical, not held, not from the future) and checks
+    /// their signatures, for [`Self::store_checked`]. The writer does the
+    /// full validation; an op it refuses as invalid costs the peer score,
+    /// and so does one refused here.
+    async fn check_fetched(&self, peer: PeerId, asked: HashSet<Cid>, raw: Vec<Vec<u8>>) -> Checked {
         let now = crate::now();
         let mut ops: Vec<(Operation, Form)> = Vec::with_capacity(raw.len());
         let mut bad_here = 0u64;
@@ -600,7 +618,10 @@ impl AntiEntropy {
         .await;
         let Ok((ops, checked)) = checked else {
             tracing::warn!(%peer, "signature check task failed; a later session fetches again");
-            return;
+            return Checked {
+                group: vec![],
+                bad: bad_here,
+            };
         };
         let mut group: Vec<Fetched> = Vec::with_capacity(ops.len());
         for ((op, form), check) in ops.into_iter().zip(checked) {
@@ -622,6 +643,19 @@ impl AntiEntropy {
                 }
             }
         }
+        Checked {
+            group,
+            bad: bad_here,
+        }
+    }
+
+    /// Stores a [`Checked`] fetch response from `peer`, with the held-back
+    /// ops it releases, and charges `peer` for what it served wrong.
+    async fn store_checked(&self, peer: PeerId, checked: Checked) {
+        let Checked {
+            mut group,
+            bad: bad_here,
+        } = checked;
         // What arrived releases the ops held back for it, and so do
         // parents that other fetches or gossip committed meanwhile.
         let arrived: Vec<Cid> = group.iter().map(|f| f.cid).collect();
@@ -817,6 +851,14 @@ enum Fate {
     Stored,
     Deferred,
     Dropped,
+}
+
+/// A fetch response, judged and signature-checked, waiting for its turn at
+/// the writer.
+struct Checked {
+    group: Vec<Fetched>,
+    /// Ops the peer served that were refused here.
+    bad: u64,
 }
 
 /// A fetched op and the peer that served it (who answers for it).
