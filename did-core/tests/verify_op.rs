@@ -6,6 +6,8 @@
 //! ones, R or the key carrying a small-order component, R or the key of
 //! small order, a non-canonical s, and garbage.
 
+mod support;
+
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -13,30 +15,7 @@ use did_core::keys::verify_op_batch;
 use did_core::PublicKey;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use proptest::prelude::*;
-use sha2::{Digest, Sha512};
-
-/// A signature by the holder of scalar `a` (public `big_a`) over `msg`,
-/// with nonce point `rB + extra` and s = r + H(R, A, msg)·a.
-fn crafted(
-    a: Scalar,
-    big_a: &EdwardsPoint,
-    msg: &[u8],
-    r: Scalar,
-    extra: EdwardsPoint,
-) -> [u8; 64] {
-    let big_r = r * ED25519_BASEPOINT_POINT + extra;
-    let h = Scalar::from_hash(
-        Sha512::new()
-            .chain_update(big_r.compress().as_bytes())
-            .chain_update(big_a.compress().as_bytes())
-            .chain_update(msg),
-    );
-    let s = r + h * a;
-    let mut out = [0u8; 64];
-    out[..32].copy_from_slice(big_r.compress().as_bytes());
-    out[32..].copy_from_slice(s.as_bytes());
-    out
-}
+use support::signatures::crafted;
 
 /// One input: key bytes, message, signature bytes.
 type Case = ([u8; 32], Vec<u8>, [u8; 64]);

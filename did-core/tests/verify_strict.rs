@@ -4,6 +4,8 @@
 //! small-order component, R or the key of small order, a non-canonical s,
 //! and garbage.
 
+mod support;
+
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
@@ -11,7 +13,7 @@ use did_core::keys::SMALL_ORDER_ENCODINGS;
 use did_core::PublicKey;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use proptest::prelude::*;
-use sha2::{Digest, Sha512};
+use support::signatures::crafted;
 
 /// The byte list is the set of small-order points, nothing more or less.
 #[test]
@@ -24,29 +26,6 @@ fn the_small_order_encodings_are_the_eight_torsion_points() {
     for enc in SMALL_ORDER_ENCODINGS {
         assert!(VerifyingKey::from_bytes(&enc).unwrap().is_weak());
     }
-}
-
-/// A signature by the holder of scalar `a` (public `big_a`) over `msg`,
-/// with nonce point `rB + extra` and s = r + H(R, A, msg)·a.
-fn crafted(
-    a: Scalar,
-    big_a: &EdwardsPoint,
-    msg: &[u8],
-    r: Scalar,
-    extra: EdwardsPoint,
-) -> [u8; 64] {
-    let big_r = r * ED25519_BASEPOINT_POINT + extra;
-    let h = Scalar::from_hash(
-        Sha512::new()
-            .chain_update(big_r.compress().as_bytes())
-            .chain_update(big_a.compress().as_bytes())
-            .chain_update(msg),
-    );
-    let s = r + h * a;
-    let mut out = [0u8; 64];
-    out[..32].copy_from_slice(big_r.compress().as_bytes());
-    out[32..].copy_from_slice(s.as_bytes());
-    out
 }
 
 /// Both verdicts for key bytes `key` (skipped when they are no point at
