@@ -223,7 +223,7 @@ fn challenge(sig: &Signature, key: &PublicKey, msg: &[u8]) -> Scalar {
 /// signature contributes zero up to torsion, which the cofactor clears, so
 /// a batch of valid signatures always passes; a batch that fails says
 /// nothing about which failed, so the caller checks them one by one.
-pub fn verify_op_batch(items: &[(&PublicKey, &Signature, &[u8])]) -> bool {
+pub fn verify_op_batch(items: &[(&PublicKey, Signature, &[u8])]) -> bool {
     use curve25519_dalek::traits::VartimeMultiscalarMul as _;
     let mut weights = vec![0u8; 16 * items.len()];
     if getrandom::getrandom(&mut weights).is_err() {

@@ -54,6 +54,14 @@ impl SigVerified {
     pub fn covers(&self, op: &Operation, form: &Form) -> bool {
         self.cid == form.cid && self.sigs == sig_digest(op)
     }
+
+    /// The proof for `op`, whose signatures the caller just checked.
+    fn of(op: &Operation, form: &Form) -> SigVerified {
+        SigVerified {
+            cid: form.cid,
+            sigs: sig_digest(op),
+        }
+    }
 }
 
 fn sig_digest(op: &Operation) -> [u8; 32] {
@@ -72,10 +80,7 @@ fn sig_digest(op: &Operation) -> [u8; 32] {
 pub fn verify_one(op: &Operation, form: &Form) -> Result<SigVerified, OpError> {
     VERIFIED_OPS.fetch_add(1, Ordering::Relaxed);
     op.check_signature(&form.signing_bytes)?;
-    Ok(SigVerified {
-        cid: form.cid,
-        sigs: sig_digest(op),
-    })
+    Ok(SigVerified::of(op, form))
 }
 
 /// Checks many ops' signatures; one result per item, in order, each
@@ -87,18 +92,16 @@ pub fn verify_one(op: &Operation, form: &Form) -> Result<SigVerified, OpError> {
 pub fn verify_batch(items: &[(&Operation, &Form)]) -> Vec<Result<SigVerified, OpError>> {
     VERIFIED_OPS.fetch_add(items.len() as u64, Ordering::Relaxed);
     let mut batched = Vec::with_capacity(items.len());
-    let mut sigs = Vec::with_capacity(items.len());
+    let mut batch: Vec<(&PublicKey, Signature, &[u8])> = Vec::with_capacity(items.len());
     for (i, (op, form)) in items.iter().enumerate() {
         if op.kind.is_membership() {
             continue;
         }
         if let Ok(sig) = signature_from_b64(&op.sig) {
             batched.push(i);
-            sigs.push((&op.signer, sig, form.signing_bytes.as_slice()));
+            batch.push((&op.signer, sig, form.signing_bytes.as_slice()));
         }
     }
-    let batch: Vec<(&PublicKey, &Signature, &[u8])> =
-        sigs.iter().map(|(k, s, m)| (*k, s, *m)).collect();
     let all_good = batch.len() > 1 && verify_op_batch(&batch);
     let mut proven = batched.into_iter().peekable();
     items
@@ -109,10 +112,7 @@ pub fn verify_batch(items: &[(&Operation, &Form)]) -> Vec<Result<SigVerified, Op
             if !(all_good && in_batch) {
                 op.check_signature(&form.signing_bytes)?;
             }
-            Ok(SigVerified {
-                cid: form.cid,
-                sigs: sig_digest(op),
-            })
+            Ok(SigVerified::of(op, form))
         })
         .collect()
 }

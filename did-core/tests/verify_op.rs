@@ -161,8 +161,8 @@ proptest! {
                 Some((PublicKey::from_bytes(k).ok()?, m.clone(), Signature::from_bytes(s)))
             })
             .collect();
-        let items: Vec<(&PublicKey, &Signature, &[u8])> =
-            chosen.iter().map(|(k, m, s)| (k, s, m.as_slice())).collect();
+        let items: Vec<(&PublicKey, Signature, &[u8])> =
+            chosen.iter().map(|(k, m, s)| (k, *s, m.as_slice())).collect();
         let singles = items.iter().all(|(k, s, m)| k.verify_op(m, s));
         prop_assert_eq!(verify_op_batch(&items), singles);
     }
@@ -202,11 +202,11 @@ fn one_bad_signature_fails_the_batch_wherever_it_is() {
         .map(|(k, m)| ed25519_dalek::Signer::sign(k, m))
         .collect();
     let items = |sigs: &[Signature]| -> bool {
-        let v: Vec<(&PublicKey, &Signature, &[u8])> = publics
+        let v: Vec<(&PublicKey, Signature, &[u8])> = publics
             .iter()
             .zip(sigs)
             .zip(&msgs)
-            .map(|((k, s), m)| (k, s, m.as_slice()))
+            .map(|((k, s), m)| (k, *s, m.as_slice()))
             .collect();
         verify_op_batch(&v)
     };

@@ -69,14 +69,13 @@ pub(crate) fn judge(bytes: &[u8], ledger: &RwLock<Ledger>, limits: &Limits, now:
         .map_or_else(|| task_failed().0, |(v, _)| v)
 }
 
-/// Where one message of a burst stands between the steps of
-/// [`judge_burst`].
+/// Where one message of a burst stands before its signatures are checked.
 enum Step {
     /// Verdict reached (refused by the screen or by its own rules).
     Done(Verdict),
     /// Held by the ledger when the burst was read: no signature check.
     Held(Received),
-    /// Signatures checked (now or by an earlier verdict).
+    /// Signatures checked by an earlier verdict.
     Proved(Received, SigVerified),
     /// To be checked with the rest of the burst.
     Verify(Received),
@@ -86,11 +85,11 @@ enum Step {
 /// of an earlier check of the same bytes if there was one (a child judged
 /// again once its parent is written), returning the proof of the check it
 /// made or reused, so the writer (and a second verdict) do not check
-/// again. The screens,
-/// one ledger read for what is held, then the signatures of all the ops
-/// the ledger does not hold in one batch ([`verify_batch`]; an op whose
-/// batch fails is checked alone, so a forged op costs only its sender's
-/// verdict), then the ledger's verdicts under one read lock.
+/// again. The screens, one ledger read for what is held, then the
+/// signatures of all the ops the ledger does not hold in one batch
+/// ([`verify_batch`]; an op whose batch fails is checked alone, so a
+/// forged op costs only its sender's verdict), then the ledger's verdicts
+/// under one read lock.
 pub(crate) fn judge_burst(
     burst: Vec<(&[u8], Option<SigVerified>)>,
     ledger: &RwLock<Ledger>,
@@ -98,30 +97,32 @@ pub(crate) fn judge_burst(
     now: u64,
 ) -> Vec<(Verdict, Option<SigVerified>)> {
     let unavailable = || Verdict::Later(OpError::Invalid("ledger unavailable".into()));
-    let n = burst.len();
     let screened: Vec<_> = burst
         .into_iter()
         .map(|(bytes, proof)| (verdicts::screen(bytes, limits, now), proof))
         .collect();
-    let mut steps: Vec<Step> = {
-        let Ok(l) = ledger.read() else {
-            return (0..n).map(|_| (unavailable(), None)).collect();
-        };
-        screened
-            .into_iter()
-            .map(|(screen, proof)| match screen {
-                Err(refusal) => Step::Done(refusal.into()),
-                Ok(r) if l.contains(&r.cid) => Step::Held(r),
-                Ok(r) => match proof.filter(|p| p.cid() == r.cid) {
-                    Some(p) => Step::Proved(r, p),
-                    None => match r.op.check_formed(&r.form, limits) {
-                        Ok(()) => Step::Verify(r),
-                        Err(e) => Step::Done(Verdict::Invalid(e)),
-                    },
-                },
-            })
-            .collect()
+    let held: Vec<bool> = match ledger.read() {
+        Ok(l) => screened
+            .iter()
+            .map(|(r, _)| r.as_ref().is_ok_and(|r| l.contains(&r.cid)))
+            .collect(),
+        Err(_) => return screened.iter().map(|_| (unavailable(), None)).collect(),
     };
+    let steps: Vec<Step> = screened
+        .into_iter()
+        .zip(held)
+        .map(|((screen, proof), held)| match screen {
+            Err(refusal) => Step::Done(refusal.into()),
+            Ok(r) if held => Step::Held(r),
+            Ok(r) => match proof.filter(|p| p.cid() == r.cid) {
+                Some(p) => Step::Proved(r, p),
+                None => match r.op.check_formed(&r.form, limits) {
+                    Ok(()) => Step::Verify(r),
+                    Err(e) => Step::Done(Verdict::Invalid(e)),
+                },
+            },
+        })
+        .collect();
     let items: Vec<(&Operation, &Form)> = steps
         .iter()
         .filter_map(|s| match s {
@@ -129,36 +130,31 @@ pub(crate) fn judge_burst(
             _ => None,
         })
         .collect();
+    // One result per `Verify` step, in order.
     let mut checked = verify_batch(&items).into_iter();
-    for step in &mut steps {
-        if matches!(step, Step::Verify(_)) {
-            let Step::Verify(r) = std::mem::replace(step, Step::Done(unavailable())) else {
-                continue;
-            };
-            *step = match checked.next() {
-                Some(Ok(p)) => Step::Proved(r, p),
-                Some(Err(e)) => Step::Done(Verdict::Invalid(e)),
-                None => Step::Done(unavailable()),
-            };
-        }
-    }
-    let Ok(ledger) = ledger.read() else {
-        return steps
-            .into_iter()
-            .map(|s| match s {
-                Step::Proved(_, p) => (unavailable(), Some(p)),
-                _ => (unavailable(), None),
-            })
-            .collect();
-    };
+    let ledger = ledger.read();
     steps
         .into_iter()
-        .map(|s| match s {
-            Step::Done(v) => (v, None),
-            // Held (or committed meanwhile): did-core's verdict, which
-            // answers a held op without a signature check.
-            Step::Held(r) | Step::Verify(r) => (verdicts::judge_received(r, &ledger, now), None),
-            Step::Proved(r, p) => (judge_verified(r, &ledger, &p), Some(p)),
+        .map(|s| {
+            let (r, proof) = match s {
+                Step::Done(v) => return (v, None),
+                Step::Held(r) => (r, None),
+                Step::Proved(r, p) => (r, Some(p)),
+                Step::Verify(r) => match checked.next() {
+                    Some(Ok(p)) => (r, Some(p)),
+                    Some(Err(e)) => return (Verdict::Invalid(e), None),
+                    None => return (unavailable(), None),
+                },
+            };
+            let Ok(ledger) = &ledger else {
+                return (unavailable(), proof);
+            };
+            match &proof {
+                Some(p) => (judge_verified(r, ledger, p), proof),
+                // Held (or committed meanwhile): did-core's verdict, which
+                // answers a held op without a signature check.
+                None => (verdicts::judge_received(r, ledger, now), None),
+            }
         })
         .collect()
 }
