@@ -54,7 +54,7 @@ use did_core::member::NetworkRules;
 use did_core::store::OpBodies;
 use did_core::{Cid, Ledger, Limits, OpError, Operation};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// The calls into did-core's ledger that a start and a checkpoint make,
@@ -344,6 +344,16 @@ pub struct Walk {
     pub digest_at: Option<[u8; 32]>,
 }
 
+/// What [`Store::walk_log`] found.
+struct LogWalk {
+    n: u64,
+    running: [u8; 32],
+    chain_at: Option<[u8; 32]>,
+    digest_at: Option<[u8; 32]>,
+    in_log: PairSet,
+    converted: u64,
+}
+
 /// `Ledger::op_set_digest` of `count` ops whose CIDs XOR to `xor`.
 fn op_set_digest(count: u64, xor: &[u8; 32]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
@@ -566,6 +576,83 @@ impl Store {
         };
         progress.enter(Phase::VerifyingLog, 0, want_count);
 
+        // The two walks are independent: the bodies are hashed on a
+        // second thread while this one follows the chain.
+        let stop = AtomicBool::new(false);
+        let (walked, bodies) = std::thread::scope(|s| {
+            let bodies = s.spawn(|| guarded(|| Self::hash_bodies(&log, &stop)));
+            let walked = Self::walk_log(&db, &log, at, acked, progress);
+            if walked.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let bodies = bodies
+                .join()
+                .unwrap_or_else(|_| Err(StorageError::Damaged("sled failed reading it".into())));
+            (walked, bodies)
+        });
+        let LogWalk {
+            n,
+            running,
+            chain_at,
+            digest_at,
+            in_log,
+            converted,
+        } = walked?;
+        if let Some((count, _)) = acked {
+            if n < count {
+                return Err(StorageError::Damaged(format!(
+                    "the op log has {n} entries but this node acknowledged {count}: sled lost data"
+                )));
+            }
+        }
+        if n != want_count || running != want_head {
+            return Err(tampered(
+                n,
+                &format!("log has {n} entries but the head record says {want_count}, or its hash differs"),
+            ));
+        }
+        // Bodies moved beside their entries by the walk may have been
+        // missed by the concurrent hashing: hash them again, alone.
+        let in_ops = match bodies? {
+            Some(in_ops) if converted == 0 => in_ops,
+            _ => Self::hash_bodies(&log, &AtomicBool::new(false))?.unwrap_or_default(),
+        };
+        if in_ops != in_log {
+            return Err(Self::body_mismatch(&log));
+        }
+        let acked = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&acked_path)
+            .map_err(|e| StorageError::Write(sled::Error::Io(e)))?;
+        let store = Store {
+            db,
+            log,
+            count: n,
+            head: running,
+            acked,
+        };
+        Ok((
+            store,
+            Walk {
+                count: n,
+                chain_at,
+                digest_at,
+            },
+        ))
+    }
+
+    /// The chain walk of the log entries (module doc): order, chain
+    /// hashes, the acked record, the chain hash and op-set digest at
+    /// `at`; old-layout entries converted on the way.
+    fn walk_log(
+        db: &sled::Db,
+        log: &sled::Tree,
+        at: Option<u64>,
+        acked: Option<(u64, [u8; 32])>,
+        progress: &Progress,
+    ) -> Result<LogWalk, StorageError> {
         let mut running = [0u8; 32];
         let mut n = 0u64;
         let mut chain_at = (at == Some(0)).then_some(running);
@@ -607,7 +694,7 @@ impl Store {
                 convert.insert(body_key(cid.digest()), bytes);
                 converting += 1;
                 if converting == 4096 {
-                    Self::convert(&db, &log, &mut convert)?;
+                    Self::convert(db, log, &mut convert)?;
                     converted += converting as u64;
                     converting = 0;
                 }
@@ -635,7 +722,7 @@ impl Store {
             }
         }
         if converting > 0 {
-            Self::convert(&db, &log, &mut convert)?;
+            Self::convert(db, log, &mut convert)?;
             converted += converting as u64;
         }
         if converted > 0 {
@@ -644,49 +731,28 @@ impl Store {
                 "op log converted to the step 9 layout (bodies beside the entries)"
             );
         }
-        if let Some((count, _)) = acked {
-            if n < count {
-                return Err(StorageError::Damaged(format!(
-                    "the op log has {n} entries but this node acknowledged {count}: sled lost data"
-                )));
-            }
-        }
-        if n != want_count || running != want_head {
-            return Err(tampered(
-                n,
-                &format!("log has {n} entries but the head record says {want_count}, or its hash differs"),
-            ));
-        }
-        // The bodies: each hashed once, in key order (a sequential read).
+        Ok(LogWalk {
+            n,
+            running,
+            chain_at,
+            digest_at,
+            in_log,
+            converted,
+        })
+    }
+
+    /// The bodies, each hashed once, in key order (a sequential read);
+    /// `None` when `stop` was set before the end.
+    fn hash_bodies(log: &sled::Tree, stop: &AtomicBool) -> Result<Option<PairSet>, StorageError> {
         let mut in_ops = PairSet::default();
         for item in log.scan_prefix([BODY_PREFIX]) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let (key, value) = item.map_err(read_error)?;
             in_ops.add(&key[1..], blake3::hash(&value).as_bytes());
         }
-        if in_ops != in_log {
-            return Err(Self::body_mismatch(&log));
-        }
-        let acked = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&acked_path)
-            .map_err(|e| StorageError::Write(sled::Error::Io(e)))?;
-        let store = Store {
-            db,
-            log,
-            count: n,
-            head: running,
-            acked,
-        };
-        Ok((
-            store,
-            Walk {
-                count: n,
-                chain_at,
-                digest_at,
-            },
-        ))
+        Ok(Some(in_ops))
     }
 
     /// Writes a batch of converted old-layout entries with their bodies
