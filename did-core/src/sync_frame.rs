@@ -47,6 +47,11 @@ pub const MAX_CODE_BYTES: usize = 1024;
 /// Largest response frame.
 pub const MAX_RESPONSE_BYTES: usize = 3 + MAX_FETCH_CIDS * (4 + MAX_OP_WIRE_BYTES);
 
+/// Most ops in one gossip bundle ([`encode_bundle`]).
+pub const MAX_BUNDLE_OPS: usize = 64;
+/// Largest gossip bundle. One op at the wire limit always fits alone.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024;
+
 const TAG_RECONCILE: u8 = 0x01;
 const TAG_FETCH: u8 = 0x02;
 const TAG_OPS: u8 = 0x02;
@@ -123,6 +128,8 @@ pub enum FrameError {
     CodeLength,
     #[error("unknown consume verdict")]
     Verdict,
+    #[error("gossip bundle too large")]
+    BundleLength,
 }
 
 impl FrameError {
@@ -138,6 +145,7 @@ impl FrameError {
             FrameError::ResponseTag => "unknown sync response tag",
             FrameError::CodeLength => "authorization code length out of bounds",
             FrameError::Verdict => "unknown consume verdict",
+            FrameError::BundleLength => "gossip bundle too large",
         }
     }
 }
@@ -232,14 +240,8 @@ impl SyncResponse {
             SyncResponse::Reconcile(m) => [&[TAG_RECONCILE][..], m].concat(),
             SyncResponse::Ops(ops) => {
                 let ops = &ops[..ops.len().min(MAX_FETCH_CIDS)];
-                let mut out =
-                    Vec::with_capacity(3 + ops.iter().map(|o| 4 + o.len()).sum::<usize>());
-                out.push(TAG_OPS);
-                out.extend_from_slice(&(ops.len() as u16).to_be_bytes());
-                for op in ops {
-                    out.extend_from_slice(&(op.len() as u32).to_be_bytes());
-                    out.extend_from_slice(op);
-                }
+                let mut out = vec![TAG_OPS];
+                write_ops(&mut out, ops);
                 out
             }
             SyncResponse::Busy => vec![TAG_BUSY],
@@ -252,20 +254,11 @@ impl SyncResponse {
         match r.u8()? {
             TAG_RECONCILE => Ok(SyncResponse::Reconcile(r.0.to_vec())),
             TAG_OPS => {
-                let n = r.u16()?;
-                if n > MAX_FETCH_CIDS {
-                    return Err(FrameError::OpCount);
-                }
-                let mut ops = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let len = r.u32()?;
-                    if len == 0 || len > MAX_OP_WIRE_BYTES {
-                        return Err(FrameError::OpLength);
-                    }
-                    ops.push(r.take(len)?.to_vec());
-                }
+                let ops = read_ops(&mut r, 0..=MAX_FETCH_CIDS)?;
                 r.end()?;
-                Ok(SyncResponse::Ops(ops))
+                Ok(SyncResponse::Ops(
+                    ops.into_iter().map(<[u8]>::to_vec).collect(),
+                ))
             }
             TAG_BUSY => {
                 r.end()?;
@@ -279,6 +272,94 @@ impl SyncResponse {
             _ => Err(FrameError::ResponseTag),
         }
     }
+}
+
+/// `n:u16be (len:u32be op-bytes){n}`: the op list of a fetch response and
+/// of a gossip bundle.
+fn write_ops<B: AsRef<[u8]>>(out: &mut Vec<u8>, ops: &[B]) {
+    out.reserve(2 + ops.iter().map(|o| 4 + o.as_ref().len()).sum::<usize>());
+    out.extend_from_slice(&(ops.len() as u16).to_be_bytes());
+    for op in ops {
+        let op = op.as_ref();
+        out.extend_from_slice(&(op.len() as u32).to_be_bytes());
+        out.extend_from_slice(op);
+    }
+}
+
+/// Reads an op list whose count lies in `count`; each op is a borrowed
+/// slice of the body.
+fn read_ops<'a>(
+    r: &mut Reader<'a>,
+    count: std::ops::RangeInclusive<usize>,
+) -> Result<Vec<&'a [u8]>, FrameError> {
+    let n = r.u16()?;
+    if !count.contains(&n) {
+        return Err(FrameError::OpCount);
+    }
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u32()?;
+        if len == 0 || len > MAX_OP_WIRE_BYTES {
+            return Err(FrameError::OpLength);
+        }
+        ops.push(r.take(len)?);
+    }
+    Ok(ops)
+}
+
+/// A gossip message: a bundle of 1 to [`MAX_BUNDLE_OPS`] ops' canonical
+/// bytes, at most [`MAX_BUNDLE_BYTES`] in all (PROTOCOL.md §5):
+///
+/// ```text
+/// bundle = n:u16be (len:u32be op-bytes){n}       1 <= n <= 64
+/// ```
+///
+/// The caller keeps within the limits ([`bundles`] cuts a list to fit).
+pub fn encode_bundle<B: AsRef<[u8]>>(ops: &[B]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_ops(&mut out, ops);
+    out
+}
+
+/// The ops of a gossip bundle, borrowed from it; a bundle that breaks a
+/// rule of [`encode_bundle`] is an error.
+pub fn decode_bundle(body: &[u8]) -> Result<Vec<&[u8]>, FrameError> {
+    if body.len() > MAX_BUNDLE_BYTES {
+        return Err(FrameError::BundleLength);
+    }
+    let mut r = Reader(body);
+    let ops = read_ops(&mut r, 1..=MAX_BUNDLE_OPS)?;
+    r.end()?;
+    Ok(ops)
+}
+
+/// The number of ops a bundle says it holds (its first two bytes), for
+/// charging a sender before the bundle is read; 1 for a body too short
+/// to say, at most [`MAX_BUNDLE_OPS`].
+pub fn bundle_len_hint(body: &[u8]) -> usize {
+    match body {
+        [a, b, ..] => usize::from(u16::from_be_bytes([*a, *b])).clamp(1, MAX_BUNDLE_OPS),
+        _ => 1,
+    }
+}
+
+/// Cuts `ops` (each at most [`MAX_OP_WIRE_BYTES`]) into bundles within
+/// [`MAX_BUNDLE_OPS`] and [`MAX_BUNDLE_BYTES`], in order.
+pub fn bundles<B: AsRef<[u8]>>(ops: &[B]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 2);
+    for (i, op) in ops.iter().enumerate() {
+        let len = 4 + op.as_ref().len();
+        if i > start && (i - start == MAX_BUNDLE_OPS || bytes + len > MAX_BUNDLE_BYTES) {
+            out.push(encode_bundle(&ops[start..i]));
+            (start, bytes) = (i, 2);
+        }
+        bytes += len;
+    }
+    if start < ops.len() {
+        out.push(encode_bundle(&ops[start..]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -351,6 +432,72 @@ mod tests {
             Err(FrameError::Trailing)
         );
         assert_eq!(SyncResponse::decode(&[7]), Err(FrameError::ResponseTag));
+    }
+
+    #[test]
+    fn bundles_round_trip_and_are_cut_to_the_limits() {
+        let ops: Vec<Vec<u8>> = (0..150u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
+        let b = encode_bundle(&ops[..3]);
+        assert_eq!(&b[..2], &[0, 3]);
+        assert_eq!(
+            decode_bundle(&b).unwrap(),
+            vec![&ops[0][..], &ops[1], &ops[2]]
+        );
+        assert_eq!(bundle_len_hint(&b), 3);
+        // By count: 150 small ops make 64 + 64 + 22, in order.
+        let cut = bundles(&ops);
+        let back: Vec<Vec<&[u8]>> = cut.iter().map(|b| decode_bundle(b).unwrap()).collect();
+        assert_eq!(back.iter().map(Vec::len).collect::<Vec<_>>(), [64, 64, 22]);
+        let flat: Vec<&[u8]> = back.into_iter().flatten().collect();
+        assert_eq!(flat, ops.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // By bytes: ops at the wire limit, as many as fit, one alone at least.
+        let big = vec![vec![b'x'; MAX_OP_WIRE_BYTES]; 9];
+        let cut = bundles(&big);
+        assert!(cut.iter().all(|b| b.len() <= MAX_BUNDLE_BYTES));
+        let counts: Vec<usize> = cut
+            .iter()
+            .map(|b| decode_bundle(b).unwrap().len())
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), 9);
+        assert_eq!(counts[0], (MAX_BUNDLE_BYTES - 2) / (4 + MAX_OP_WIRE_BYTES));
+        assert!(bundles::<Vec<u8>>(&[]).is_empty());
+    }
+
+    #[test]
+    fn hostile_bundles_are_refused() {
+        let one = encode_bundle(&[b"op"]);
+        assert_eq!(decode_bundle(&[]), Err(FrameError::EndsEarly));
+        assert_eq!(decode_bundle(&[0, 0]), Err(FrameError::OpCount));
+        assert_eq!(decode_bundle(&[0, 65]), Err(FrameError::OpCount));
+        assert_eq!(decode_bundle(&[0xff, 0xff]), Err(FrameError::OpCount));
+        assert_eq!(
+            decode_bundle(&[0, 1, 0, 0, 0, 0]),
+            Err(FrameError::OpLength)
+        );
+        let over = (MAX_OP_WIRE_BYTES as u32 + 1).to_be_bytes();
+        assert_eq!(
+            decode_bundle(&[&[0, 1][..], &over].concat()),
+            Err(FrameError::OpLength)
+        );
+        // A length past the end, a second op promised and missing, a tail.
+        assert_eq!(
+            decode_bundle(&[0, 1, 0, 0, 0, 9, 1]),
+            Err(FrameError::EndsEarly)
+        );
+        let mut two = one.clone();
+        two[1] = 2;
+        assert_eq!(decode_bundle(&two), Err(FrameError::EndsEarly));
+        assert_eq!(
+            decode_bundle(&[&one[..], &[0]].concat()),
+            Err(FrameError::Trailing)
+        );
+        // Too large in all, before anything is read.
+        let huge = vec![0u8; MAX_BUNDLE_BYTES + 1];
+        assert_eq!(decode_bundle(&huge), Err(FrameError::BundleLength));
+        // The hint never promises more than a bundle may hold.
+        assert_eq!(bundle_len_hint(&[0xff, 0xff]), MAX_BUNDLE_OPS);
+        assert_eq!(bundle_len_hint(&[0, 0]), 1);
+        assert_eq!(bundle_len_hint(&[7]), 1);
     }
 
     /// The consume pair added for single-use authorization codes must not

@@ -148,13 +148,27 @@ pub fn sync_codec(data: &[u8]) {
 /// * what it holds is within the limits (at most `MAX_FETCH_CIDS` CIDs or
 ///   ops, each op at most `MAX_OP_WIRE_BYTES`), and a request never
 ///   decodes as `Malformed` (that variant is the receiver's own verdict).
+///
+/// The body is also read as a gossip bundle (`decode_bundle`, what a node
+/// decodes from every gossip message): one that decodes re-encodes to the
+/// same bytes, holds 1 to `MAX_BUNDLE_OPS` ops of 1 to `MAX_OP_WIRE_BYTES`
+/// each, and its count hint is its count.
 pub fn sync_frame(data: &[u8]) {
     use did_core::sync_frame::{
-        SyncRequest, SyncResponse, MAX_CODE_BYTES, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES,
+        bundle_len_hint, decode_bundle, encode_bundle, SyncRequest, SyncResponse, MAX_BUNDLE_OPS,
+        MAX_CODE_BYTES, MAX_FETCH_CIDS, MAX_OP_WIRE_BYTES,
     };
     let Some((side, body)) = data.split_first() else {
         return;
     };
+    if let Ok(ops) = decode_bundle(body) {
+        assert_eq!(encode_bundle(&ops), body, "a bundle re-encodes differently");
+        assert!((1..=MAX_BUNDLE_OPS).contains(&ops.len()));
+        assert_eq!(bundle_len_hint(body), ops.len());
+        assert!(ops
+            .iter()
+            .all(|o| !o.is_empty() && o.len() <= MAX_OP_WIRE_BYTES));
+    }
     if side % 2 == 0 {
         let Ok(req) = SyncRequest::decode(body) else {
             return;

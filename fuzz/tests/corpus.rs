@@ -76,6 +76,8 @@ fn seeds_reach_past_the_parsers() {
     for name in ["response-ops", "response-busy", "response-reconcile"] {
         did_core::sync_frame::SyncResponse::decode(&seed("sync_frame", name)[1..]).unwrap();
     }
+    let bundle = seed("sync_frame", "bundle-two-ops");
+    assert_eq!(did_core::sync_frame::decode_bundle(&bundle[1..]).unwrap().len(), 2);
     didmesh_client::wallet::parse_file(&seed("wallet_parse", "v2-with-did"), Path::new("s"))
         .unwrap();
     didmesh_client::wallet::parse_file(&seed("wallet_parse", "v1"), Path::new("s")).unwrap();

@@ -1,5 +1,6 @@
 //! A hostile libp2p peer (built here, in the test) joins a two-node cluster
-//! and misbehaves: it gossips forged, malformed and oversized ops, and sends
+//! and misbehaves: it gossips forged, malformed and oversized ops, broken
+//! bundles, and a forged op among good ones, and sends
 //! garbage on the anti-entropy protocol. The honest nodes must refuse every
 //! one of them (their digests do not move), count them
 //! (`didmesh_p2p_rejected_total`), score the peer down and ban it, while
@@ -9,6 +10,7 @@
 //! parked (`didmesh_p2p_orphans_per_peer_capped_total`) and is banned.
 
 use did_core::keys::public_of;
+use did_core::sync_frame::encode_bundle;
 use did_core::{Cid, DidState, Operation};
 use didmesh_tests::cluster::{digests, metric, p2p_addr, post_ops, status, Cluster};
 use didmesh_tests::http::{blocking_client, BlockingClient};
@@ -138,7 +140,7 @@ fn target_of(c: &BlockingClient, cluster: &Cluster, i: usize) -> Target {
     let s = status(c, cluster.url(i));
     let network_id = s["network_id"].as_str().unwrap();
     Target {
-        topic: IdentTopic::new(format!("/didmesh/{network_id}/ops/2")),
+        topic: IdentTopic::new(format!("/didmesh/{network_id}/ops/3")),
         addr: p2p_addr(&cluster.nodes[i]).parse().unwrap(),
         id: s["peer_id"].as_str().unwrap().parse().unwrap(),
     }
@@ -181,7 +183,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Forgeries around `good`, an honest create signed by `honest` that the
-/// cluster holds.
+/// cluster holds: gossip messages, each a bundle of one bad op, or not a
+/// bundle at all.
 fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
     let did = did_core::op::did_from_genesis(&cid(good));
     // A create whose signature is another key's.
@@ -215,13 +218,20 @@ fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
         .collect();
     let oversized = serde_json::to_vec(&Operation::create(huge, now(), honest).unwrap()).unwrap();
     assert!(oversized.len() > 8 * 1024);
-    vec![
+    let mut messages: Vec<Vec<u8>> = [
         serde_json::to_vec(&bad_sig).unwrap(),
         b"{\"type\":\"create\", not json".to_vec(),
         serde_json::to_vec(&hijack).unwrap(),
         oversized,
+        // Beyond the framing's op length: the bundle itself is refused.
         vec![0xff; 20_000],
     ]
+    .iter()
+    .map(|op| encode_bundle(&[op]))
+    .collect();
+    // A bare op, as the previous protocol version sent it: not a bundle.
+    messages.push(serde_json::to_vec(&bad_sig).unwrap());
+    messages
 }
 
 #[test]
@@ -304,7 +314,7 @@ fn hostile_peer_is_refused_scored_down_and_banned() {
     swarm3
         .behaviour_mut()
         .gossipsub
-        .publish(topic.clone(), one_forgery)
+        .publish(topic.clone(), encode_bundle(&[one_forgery]))
         .unwrap();
     let closed = rt.block_on(drive(&mut swarm3, Duration::from_secs(10), |e| {
         matches!(e, SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if *peer_id == target_id)
@@ -396,6 +406,75 @@ fn valid_orphans(n: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A bundle that hides one forged op among good ones is rejected whole:
+/// node 1 does not forward it and scores the sender down, yet keeps the
+/// good ops (they are valid whoever relays them) and never the forgery.
+#[test]
+fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(97, i)).0).collect();
+    let (cluster, before) = honest_cluster(tmp.path(), &honest);
+    let (urls, c) = (cluster.urls(), blocking_client());
+    let t = target_of(&c, &cluster, 0);
+    let rt = runtime();
+    let _runtime = rt.enter();
+    let mut swarm = join(&rt, &t);
+    let hostile_id = *swarm.local_peer_id();
+
+    let good: Vec<Operation> = (0..2).map(|i| create_op(&key(98, i)).0).collect();
+    let mut forged = create_op(&key(98, 2)).0;
+    forged.sig = create_op(&key(98, 3)).0.sig;
+    let bytes = |op: &Operation| op.canonical_bytes().unwrap();
+    let bundle = encode_bundle(&[bytes(&good[0]), bytes(&forged), bytes(&good[1])]);
+    let rejected_before = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(t.topic.clone(), bundle)
+        .unwrap();
+    let held = |url: &str| digests(&c, url).map_or(0, |d| d.2);
+    let stored = poll(Duration::from_secs(15), Duration::from_millis(10), || {
+        rt.block_on(drive(&mut swarm, Duration::from_millis(50), |_| false));
+        (held(urls[0]) == before.2 + 2).then_some(())
+    });
+    assert!(
+        stored.is_some(),
+        "node 1 holds {} ops, wanted {}",
+        held(urls[0]),
+        before.2 + 2
+    );
+    for op in &good {
+        let did = did_core::op::did_from_genesis(&cid(op));
+        assert_eq!(c.resolve(urls[0], &did).status, 200, "{did}");
+    }
+    let forged_did = did_core::op::did_from_genesis(&cid(&forged));
+    assert_eq!(c.resolve(urls[0], &forged_did).status, 404);
+    let rejected = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0) - rejected_before;
+    assert!(rejected >= 1.0, "rejected counter grew by {rejected}");
+    // The status view of peers is refreshed every second or so.
+    let score_of = |s: &serde_json::Value| {
+        s["peers"]
+            .as_array()
+            .and_then(|p| {
+                p.iter()
+                    .find(|p| p["peer_id"] == hostile_id.to_string().as_str())
+            })
+            .and_then(|p| p["score"].as_f64())
+    };
+    let score = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        rt.block_on(drive(&mut swarm, Duration::from_millis(20), |_| false));
+        score_of(&status(&c, urls[0])).filter(|s| *s < 0.0)
+    });
+    let s = status(&c, urls[0]);
+    let score = score.unwrap_or_else(|| panic!("the sender of a forged op kept its score: {s}"));
+    // Settled: one more held op would be the forgery.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(held(urls[0]), before.2 + 2);
+    println!(
+        "node 1 kept the bundle's 2 good ops, refused the forgery, scored the sender {score:.1}"
+    );
+}
+
 /// Orphans are budgeted per peer: a peer flooding valid orphans gets at most
 /// its budget parked at node 1, loses score (and is banned), and neither
 /// honest ledger moves.
@@ -428,7 +507,7 @@ fn orphan_flood_is_capped_per_peer() {
             match swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(topic.clone(), bytes.clone())
+                .publish(topic.clone(), encode_bundle(&[bytes]))
             {
                 Ok(_) => published += 1,
                 Err(gossipsub::PublishError::AllQueuesFull(_)) => {}

@@ -42,7 +42,7 @@
 //! ([`crate::writer::verify_on_all_cores`], on a blocking thread, never on
 //! the event loop) and the writer gets the proofs, so no fetched op is
 //! verified twice. Fetched ops are not republished on gossip
-//! ([`Replication::mark_fetched`]): they are repair, and a late joiner
+//! ([`Replication::mark_quiet`]): they are repair, and a late joiner
 //! echoing its whole catch-up would make every peer check it again. While
 //! a backlog is being fetched the node logs a progress line every
 //! [`PROGRESS_EVERY`] (ops/s, ETA) and `/v1/status` shows it as
@@ -96,24 +96,24 @@ const MAX_SYNC_WAIT: Duration = Duration::from_secs(10);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// A fetch backlog at least this large is a catch-up worth a progress line.
 pub const CATCH_UP_REPORT: u64 = 1000;
-/// Fetched CIDs remembered as not to republish; beyond (a writer that
-/// never committed them), the set is cleared: at worst a few fetched ops
-/// are published.
+/// CIDs from peers remembered as not to republish; beyond (a writer that
+/// never committed them, orphans never released), the set is cleared: at
+/// worst a few ops from peers are published again.
 const MAX_QUIET: usize = 1 << 17;
 
 /// Replication state shared by anti-entropy, ingest and the publisher
 /// (held by the [`Client`]).
 #[derive(Default)]
 pub(crate) struct Replication {
-    /// Fetched ops on their way to the writer: the publisher does not
-    /// publish them when they commit.
+    /// Ops from peers (fetched, or gossiped) on their way to the writer:
+    /// the publisher does not publish them when they commit.
     quiet: Mutex<HashSet<Cid>>,
     pub catch_up: CatchUpMeter,
 }
 
 impl Replication {
-    /// `cid` was fetched: not to be republished when it commits.
-    pub fn mark_fetched(&self, cid: Cid) {
+    /// `cid` came from a peer: not to be republished when it commits.
+    pub fn mark_quiet(&self, cid: Cid) {
         if let Ok(mut q) = self.quiet.lock() {
             if q.len() >= MAX_QUIET {
                 q.clear();
@@ -122,8 +122,8 @@ impl Replication {
         }
     }
 
-    /// Forgets `cid`; true when it was a fetched op (then not published).
-    pub fn take_fetched(&self, cid: &Cid) -> bool {
+    /// Forgets `cid`; true when it came from a peer (then not published).
+    pub fn take_quiet(&self, cid: &Cid) -> bool {
         self.quiet.lock().is_ok_and(|mut q| q.remove(cid))
     }
 }
@@ -1068,15 +1068,15 @@ mod tests {
         assert_eq!(m.status().unwrap().ops_fetched, 0);
     }
 
-    /// A fetched op is skipped by the publisher once, then forgotten.
+    /// An op from a peer is skipped by the publisher once, then forgotten.
     #[test]
-    fn fetched_ops_are_marked_not_to_republish() {
+    fn ops_from_peers_are_marked_not_to_republish() {
         let r = Replication::default();
         let (a, b) = (Cid::of(b"a"), Cid::of(b"b"));
-        r.mark_fetched(a);
-        assert!(r.take_fetched(&a));
-        assert!(!r.take_fetched(&a));
-        assert!(!r.take_fetched(&b));
+        r.mark_quiet(a);
+        assert!(r.take_quiet(&a));
+        assert!(!r.take_quiet(&a));
+        assert!(!r.take_quiet(&b));
     }
 
     #[test]

@@ -329,9 +329,10 @@ impl Budgets {
             .unwrap_or(false)
     }
 
-    /// One gossiped op from `peer` is about to be validated: true if its
-    /// rate allows, else it is penalised and the op should be ignored.
-    pub fn admit_gossip(&self, peer: PeerId) -> bool {
+    /// A gossiped bundle of `ops` ops from `peer` is about to be validated:
+    /// true if its rate allows them all, else it is penalised and the
+    /// bundle should be ignored.
+    pub fn admit_gossip(&self, peer: PeerId, ops: usize) -> bool {
         let now = Instant::now();
         let ok = self
             .with(|i| {
@@ -339,7 +340,7 @@ impl Budgets {
                 let div = a.divisor();
                 let ok = a
                     .gossip
-                    .take(1.0, GOSSIP_RATE / div, GOSSIP_BURST / div, now);
+                    .take(ops as f64, GOSSIP_RATE / div, GOSSIP_BURST / div, now);
                 if !ok {
                     a.penalise(RATE_PENALTY, now);
                 }
@@ -706,12 +707,22 @@ mod tests {
         let p = PeerId::random();
         b.connected(p, false);
         let admitted = (0..(GOSSIP_BURST as usize + 1000))
-            .filter(|_| b.admit_gossip(p))
+            .filter(|_| b.admit_gossip(p, 1))
             .count();
         // The burst, plus what refilled while the loop ran.
         assert!(admitted >= GOSSIP_BURST as usize, "{admitted}");
         assert!(admitted < GOSSIP_BURST as usize + 1000, "{admitted}");
         assert!(b.score(&p) < 0.0);
+
+        // A bundle is charged for each op it holds: the same burst admits
+        // 64 times fewer bundles of 64.
+        let q = PeerId::random();
+        b.connected(q, false);
+        let bundles = (0..(GOSSIP_BURST as usize / 64 + 100))
+            .filter(|_| b.admit_gossip(q, 64))
+            .count();
+        assert!(bundles >= GOSSIP_BURST as usize / 64, "{bundles}");
+        assert!(bundles < GOSSIP_BURST as usize / 64 + 10, "{bundles}");
     }
 
     #[test]

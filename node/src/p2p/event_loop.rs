@@ -18,7 +18,7 @@ use super::gossip::{self, BAN_DURATION};
 use super::peers::{BannedPeer, PeerInfo, PeerView};
 use crate::metrics::P2pMetrics;
 use did_core::sync::Seen;
-use did_core::{Cid, Limits};
+use did_core::Cid;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::identity::Keypair;
@@ -168,9 +168,10 @@ impl Client {
         self.commands.send(cmd).await.map_err(|_| P2pError::Stopped)
     }
 
-    /// Publishes an op's canonical bytes on the topic (`cid` is its CID).
-    pub(crate) async fn publish(&self, cid: Cid, bytes: Vec<u8>) -> Result<(), P2pError> {
-        self.send(Command::Publish { cid, bytes }).await
+    /// Publishes a bundle of ops ([`did_core::sync_frame::encode_bundle`])
+    /// on the topic.
+    pub(crate) async fn publish(&self, bundle: Vec<u8>) -> Result<(), P2pError> {
+        self.send(Command::Publish { bundle }).await
     }
 
     /// Tells gossipsub what validation made of message `id` from `source`
@@ -255,8 +256,7 @@ impl Client {
 /// What the [`Client`] asks of the event loop.
 enum Command {
     Publish {
-        cid: Cid,
-        bytes: Vec<u8>,
+        bundle: Vec<u8>,
     },
     Report {
         id: MessageId,
@@ -289,7 +289,7 @@ enum Command {
     },
 }
 
-/// A gossiped op to validate.
+/// A gossiped bundle of ops to validate.
 pub(crate) struct GossipMessage {
     pub id: MessageId,
     pub source: PeerId,
@@ -362,7 +362,6 @@ impl EventLoop {
     pub(crate) fn new(
         keypair: Keypair,
         network_id: &str,
-        limits: Limits,
         config: &P2pConfig,
         metrics: Arc<P2pMetrics>,
         budgets: Arc<Budgets>,
@@ -394,7 +393,7 @@ impl EventLoop {
         macro_rules! finish {
             ($builder:expr) => {
                 $builder
-                    .with_behaviour(|key| behaviour(key, &topic, &limits, codec, announce))
+                    .with_behaviour(|key| behaviour(key, &topic, codec, announce))
                     .map_err(|e| transport(&e))?
                     .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
                     .build()
@@ -518,22 +517,22 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish { cid, bytes } => {
-                // Ops that gossip brought in are already forwarded by
-                // gossipsub: publishing them again is a duplicate.
-                if !self.seen.insert(cid) {
-                    return;
-                }
+            Command::Publish { bundle } => {
+                // Only ops that became durable here by HTTP or a released
+                // orphan are published (`publish::run_publisher`); an echo
+                // of our own bundle is ignored on arrival.
+                let id = super::gossip::message_cid(&bundle);
+                self.seen.insert(id);
                 match self
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .publish(self.topic.clone(), bytes)
+                    .publish(self.topic.clone(), bundle)
                 {
                     Ok(_) => self.metrics.published.inc(),
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
                     Err(gossipsub::PublishError::Duplicate) => {}
-                    Err(e) => tracing::debug!(%cid, error = %e, "publish failed"),
+                    Err(e) => tracing::debug!(bundle = %id, error = %e, "publish failed"),
                 }
             }
             Command::Report {
@@ -790,7 +789,7 @@ impl EventLoop {
                     MessageAcceptance::Ignore,
                 );
         };
-        // Message ids are CIDs (see `gossip::behaviour`).
+        // Message ids are blake3 hashes of the bundle (see `gossip::behaviour`).
         let cid = <[u8; 32]>::try_from(message_id.0.as_slice()).map(Cid);
         let Ok(cid) = cid else {
             return ignore(self, &message_id);
@@ -800,8 +799,10 @@ impl EventLoop {
             return ignore(self, &message_id);
         }
         // Each op validated costs a signature check: within the sender's
-        // rate only (the budget penalises it beyond).
-        if !self.budgets.admit_gossip(propagation_source) {
+        // rate only (the budget penalises it beyond), charged for as many
+        // ops as the bundle says it holds.
+        let ops = did_core::sync_frame::bundle_len_hint(&message.data);
+        if !self.budgets.admit_gossip(propagation_source, ops) {
             return ignore(self, &message_id);
         }
         let msg = GossipMessage {
@@ -1007,11 +1008,10 @@ impl EventLoop {
 fn behaviour(
     key: &Keypair,
     topic: &IdentTopic,
-    limits: &Limits,
     codec: SyncCodec,
     hide_listen_addrs: bool,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-    let gossipsub = gossip::behaviour(topic, limits)?;
+    let gossipsub = gossip::behaviour(topic)?;
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
             .with_agent_version(format!("didmesh-node/{}", env!("CARGO_PKG_VERSION")))

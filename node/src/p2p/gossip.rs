@@ -1,23 +1,26 @@
-//! Push: one gossipsub topic per network, one op per message — the topic,
+//! Push: one gossipsub topic per network, a bundle of ops per message — the topic,
 //! gossipsub's configuration and its peer scoring. What happens to a
 //! message once it arrives is [`super::ingest`]'s business; what gets
 //! published is [`super::publish`]'s.
 //!
-//! * Topic `/didmesh/<network_id>/ops/2`; the message is the op's canonical
-//!   bytes; the message id is the blake3 hash of those bytes, so the same
-//!   op published by two nodes is one message and duplicates die in every
-//!   node's cache.
+//! * Topic `/didmesh/<network_id>/ops/3`; the message is a bundle of 1 to
+//!   64 ops' canonical bytes ([`did_core::sync_frame::encode_bundle`]): the
+//!   ops a node made durable together, so gossip's per-message costs
+//!   (framing, encryption, duplicate copies, validation reports) are paid
+//!   once per commit round, not once per op. The message id is the blake3
+//!   hash of the bundle; duplicates die in every node's cache.
 //! * Messages are unsigned (`Anonymous`): an op carries its own signature,
 //!   and the peer that forwarded a message is what scoring needs.
-//! * Manual validation (gossipsub's `validate_messages`): an op is fully
-//!   verified before gossipsub forwards it (see [`super::ingest`]). A
-//!   rejected message costs the forwarding peer score (P4) until it is
+//! * Manual validation (gossipsub's `validate_messages`): every op of a
+//!   bundle is fully verified before gossipsub forwards it (see
+//!   [`super::ingest`]). A rejected bundle costs the forwarding peer score (P4) until it is
 //!   graylisted ([`GRAYLIST_THRESHOLD`]), then banned by the event loop for
 //!   [`BAN_DURATION`].
 //! * Ops older than [`GOSSIP_MAX_AGE`] are repair, not news: not published
 //!   when they commit, and kept no longer in the duplicate cache.
 
-use did_core::{Cid, Limits};
+use did_core::sync_frame::MAX_BUNDLE_BYTES;
+use did_core::Cid;
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds,
     TopicScoreParams, ValidationMode,
@@ -41,11 +44,11 @@ const INVALID_MESSAGE_DECAY: f64 = 0.95;
 
 /// The network's op topic.
 pub fn topic(network_id: &str) -> IdentTopic {
-    IdentTopic::new(format!("/didmesh/{network_id}/ops/2"))
+    IdentTopic::new(format!("/didmesh/{network_id}/ops/3"))
 }
 
-/// The message id of a gossiped op's bytes (blake3 of the bytes, as a
-/// [`Cid`]; not the op's CID, which covers the signed body only).
+/// The message id of a gossiped bundle (blake3 of its bytes, as a
+/// [`Cid`]).
 pub fn message_cid(data: &[u8]) -> Cid {
     Cid::of(data)
 }
@@ -54,15 +57,16 @@ pub fn message_cid(data: &[u8]) -> Cid {
 /// peer scoring.
 pub(crate) fn behaviour(
     topic: &IdentTopic,
-    limits: &Limits,
 ) -> Result<gossipsub::Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| MessageId::new(message_cid(&m.data).digest()))
-        // An op is at most `max_op_bytes`; a message is the op plus the
-        // topic and protobuf framing. Larger ones count as invalid (P4).
-        .set_topic_max_transmit_size(topic.hash(), limits.max_op_bytes + 512)
+        // A bundle is at most `MAX_BUNDLE_BYTES`; a message is the bundle
+        // plus the topic and protobuf framing. Larger ones count as
+        // invalid (P4).
+        .max_transmit_size(MAX_BUNDLE_BYTES + 1024)
+        .set_topic_max_transmit_size(topic.hash(), MAX_BUNDLE_BYTES + 512)
         .duplicate_cache_time(Duration::from_secs(GOSSIP_MAX_AGE))
         // Ids are content addresses: a peer relaying an op we published
         // (because it got it by anti-entropy and published it too) is
@@ -133,6 +137,6 @@ mod tests {
 
     #[test]
     fn topic_names_the_network() {
-        assert_eq!(topic("mesh-abc").to_string(), "/didmesh/mesh-abc/ops/2");
+        assert_eq!(topic("mesh-abc").to_string(), "/didmesh/mesh-abc/ops/3");
     }
 }

@@ -6,7 +6,10 @@
 //! accept / ignore / reject, charges orphans to their sender's budget and
 //! hands acceptable ops to the writer.
 //!
-//! Gossip ([`run_validator`]), per [`Verdict`]:
+//! Gossip ([`run_validator`]): a message is a bundle of ops
+//! ([`did_core::sync_frame::decode_bundle`]; a broken one is rejected
+//! whole). Each op gets a [`Verdict`], and the bundle the worst of its
+//! ops' votes: forwarded only if every op votes Accept.
 //!
 //! * **New** — Accept (forward) and store; the writer skips a second
 //!   signature check. The signature is checked once, on a blocking
@@ -25,8 +28,8 @@
 //! * **Invalid** — Reject, which costs the forwarding peer score (P4) until
 //!   it is graylisted, then banned by the event loop.
 //!
-//! Before any of this, the event loop ignores a message beyond its
-//! sender's gossip rate, unvalidated.
+//! Before any of this, the event loop ignores a bundle beyond its
+//! sender's gossip rate (charged per op it holds), unvalidated.
 //!
 //! Fetches ([`Ingest::judge_fetched`]): an op must be one that was asked
 //! for, in canonical form, within the size limit; held ones are skipped
@@ -38,6 +41,7 @@ use crate::writer::{SubmitError, Submitted};
 use crate::NodeState;
 use did_core::ingest::{self as verdicts, Fetched, Received, Verdict};
 use did_core::op::Form;
+use did_core::sync_frame::{bundle_len_hint, decode_bundle, FrameError};
 use did_core::verify::{verify_batch, SigVerified};
 use did_core::{Check, Cid, Ledger, Limits, OpError, Operation};
 use libp2p::gossipsub::MessageAcceptance;
@@ -47,10 +51,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 /// Bursts of gossiped ops judged at once (each burst on a blocking
-/// thread: per op a signature check and a ledger read).
+/// thread: one signature batch and two ledger reads).
 pub const VALIDATION_CONCURRENCY: usize = 8;
-/// Most gossiped messages judged in one blocking task.
-pub const JUDGE_BATCH: usize = 64;
+/// Gossiped ops (of whole bundles) gathered into one blocking task before
+/// it starts; a bundle holds at most 64.
+pub const JUDGE_BATCH: usize = 256;
 /// How long a child waits for its parent, accepted a moment ago and still
 /// being written, before it is treated as an orphan.
 const PARENT_WAIT: Duration = Duration::from_secs(5);
@@ -296,7 +301,7 @@ impl Ingest {
         let cid = proof.cid();
         let _writing = self.reserve(cid);
         let replication = self.client.replication();
-        replication.mark_fetched(cid);
+        replication.mark_quiet(cid);
         let r = self
             .state
             .writer
@@ -305,7 +310,7 @@ impl Ingest {
         if !matches!(r, Ok(Submitted::Created(_))) {
             // Not committed by this submission: nothing for the publisher
             // to skip.
-            replication.take_fetched(&cid);
+            replication.take_quiet(&cid);
         }
         r
     }
@@ -327,30 +332,36 @@ impl Drop for InFlight {
     }
 }
 
-/// What to store after a gossip verdict.
-enum Store {
-    /// Verified new op: the writer does not verify it again.
-    Validated(Box<did_core::Validated>),
-    /// Parked orphan, charged to its sender's budget under this CID, and
-    /// the proof of its signature check.
-    Orphan(Box<Operation>, Cid, Option<SigVerified>),
-}
+/// An op of a gossiped bundle, judged: its bytes, verdict, the proof of
+/// its signature check, and its mark as being written if it was new.
+type Judged = (Arc<Vec<u8>>, Verdict, Option<SigVerified>, Option<InFlight>);
 
-/// Validates gossiped ops as they come and reports each verdict to
-/// gossipsub. The messages waiting when a round starts (at most
-/// [`JUDGE_BATCH`]) are judged together in one blocking task, at most
-/// [`VALIDATION_CONCURRENCY`] such tasks at once: one hand-off to the
-/// blocking pool per burst, not per message (a task per message cost more
-/// than its signature check under a sustained load; BENCHMARKS.md).
-/// Each verdict is then settled in a task of its own, since storing waits
-/// for the writer's fsync.
+/// Validates gossiped bundles as they come and reports each bundle's
+/// verdict to gossipsub. The bundles waiting when a round starts (at most
+/// [`JUDGE_BATCH`] ops in all) are judged together in one blocking task,
+/// at most [`VALIDATION_CONCURRENCY`] such tasks at once: one hand-off to
+/// the blocking pool and one signature batch per burst, not per op (a
+/// task per message cost more than its signature check under a sustained
+/// load; BENCHMARKS.md). Each bundle is then settled in a task of its own,
+/// since storing waits for the writer's fsync.
+///
+/// A bundle is forwarded (Accept) only when every op of it is new or
+/// fresh news here, so a node never relays, under its own name, an op a
+/// peer would charge it for (an orphan, an op from the future); a bundle
+/// holding an invalid op, or whose framing is broken, is rejected as a
+/// whole; anything else is ignored. Good ops of a bundle that is not
+/// forwarded are still stored (anti-entropy carries them on).
 pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, ingest: Ingest) {
     let permits = Arc::new(Semaphore::new(VALIDATION_CONCURRENCY));
     while let Some(first) = inbound.recv().await {
+        let mut ops = bundle_len_hint(&first.data);
         let mut msgs = vec![first];
-        while msgs.len() < JUDGE_BATCH {
+        while ops < JUDGE_BATCH {
             match inbound.try_recv() {
-                Ok(m) => msgs.push(m),
+                Ok(m) => {
+                    ops += bundle_len_hint(&m.data);
+                    msgs.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -359,118 +370,181 @@ pub(crate) async fn run_validator(mut inbound: mpsc::Receiver<GossipMessage>, in
         };
         let ingest = ingest.clone();
         tokio::spawn(async move {
-            let bytes: Vec<Arc<Vec<u8>>> = msgs
-                .iter_mut()
-                .map(|m| Arc::new(std::mem::take(&mut m.data)))
-                .collect();
-            let batch = bytes.iter().map(|b| (b.clone(), None)).collect();
-            let verdicts = ingest.judge_all(batch).await;
-            drop(permit);
-            // Every new op of the burst is marked as being written before
-            // any verdict is settled, so a child judged in the same burst
-            // as its parent waits for it instead of becoming an orphan.
-            let writing: Vec<Option<InFlight>> = verdicts
+            // Each bundle's ops, or why its framing is refused.
+            let bundles: Vec<Result<Vec<Arc<Vec<u8>>>, FrameError>> = msgs
                 .iter()
-                .map(|(v, _)| match v {
-                    Verdict::New(v) => Some(ingest.reserve(v.cid)),
-                    _ => None,
+                .map(|m| {
+                    let ops = decode_bundle(&m.data)?;
+                    Ok(ops.into_iter().map(|o| Arc::new(o.to_vec())).collect())
                 })
                 .collect();
-            for (((msg, bytes), (verdict, proof)), writing) in
-                msgs.into_iter().zip(bytes).zip(verdicts).zip(writing)
-            {
+            let batch = bundles
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|b| (b.clone(), None))
+                .collect();
+            let mut verdicts = ingest.judge_all(batch).await.into_iter();
+            drop(permit);
+            // Every new op of the burst is marked as being written before
+            // any bundle is settled, so a child judged in the same burst
+            // as its parent waits for it instead of becoming an orphan.
+            let judged: Vec<Result<Vec<Judged>, FrameError>> = bundles
+                .into_iter()
+                .map(|b| {
+                    Ok(b?
+                        .into_iter()
+                        .map(|bytes| {
+                            let (verdict, proof) = verdicts.next().unwrap_or_else(task_failed);
+                            let writing = match &verdict {
+                                Verdict::New(v) => Some(ingest.reserve(v.cid)),
+                                _ => None,
+                            };
+                            (bytes, verdict, proof, writing)
+                        })
+                        .collect())
+                })
+                .collect();
+            for (msg, ops) in msgs.into_iter().zip(judged) {
                 let ingest = ingest.clone();
-                tokio::spawn(async move {
-                    let (verdict, proof) = ingest.after_parent(bytes, verdict, proof).await;
-                    settle(&ingest, msg, verdict, proof, writing).await;
-                });
+                tokio::spawn(async move { settle(&ingest, msg, ops).await });
             }
         });
     }
 }
 
-/// Reports one gossip verdict and stores what it says to store.
-/// `writing`: the op marked as being written, if it was new when judged.
-async fn settle(
+/// What one op contributes to its bundle's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Vote {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// Settles a judged bundle: its new ops go to the writer at once, its
+/// orphans wait for a parent being written, then the bundle's verdict is
+/// reported (the worst vote of its ops; a broken framing rejects it).
+async fn settle(ingest: &Ingest, msg: GossipMessage, ops: Result<Vec<Judged>, FrameError>) {
+    let vote = match ops {
+        Err(e) => {
+            ingest.client.metrics().rejected.inc();
+            tracing::info!(peer = %msg.source, reason = e.reason(), "rejected a gossiped bundle");
+            Vote::Reject
+        }
+        Ok(ops) => {
+            let mut vote = Vote::Accept;
+            let mut waiting = Vec::new();
+            for (bytes, verdict, proof, writing) in ops {
+                if matches!(verdict, Verdict::Orphan(..)) {
+                    waiting.push(async move {
+                        let (verdict, proof) = ingest.after_parent(bytes, verdict, proof).await;
+                        (verdict, proof, writing)
+                    });
+                } else {
+                    vote = vote.max(settle_op(ingest, &msg, verdict, proof, writing));
+                }
+            }
+            for (verdict, proof, writing) in futures::future::join_all(waiting).await {
+                vote = vote.max(settle_op(ingest, &msg, verdict, proof, writing));
+            }
+            vote
+        }
+    };
+    let acceptance = match vote {
+        Vote::Accept => MessageAcceptance::Accept,
+        Vote::Ignore => MessageAcceptance::Ignore,
+        Vote::Reject => MessageAcceptance::Reject,
+    };
+    let _ = ingest
+        .client
+        .report_validation(msg.id, msg.source, acceptance)
+        .await;
+}
+
+/// One op's verdict: counted, logged, and what it says to store handed to
+/// the writer in a task of its own (marked as from a peer, so the
+/// publisher does not publish it again). `writing`: the op marked as
+/// being written, if it was new when judged.
+fn settle_op(
     ingest: &Ingest,
-    msg: GossipMessage,
+    msg: &GossipMessage,
     verdict: Verdict,
     proof: Option<SigVerified>,
     mut writing: Option<InFlight>,
-) {
+) -> Vote {
     let metrics = ingest.client.metrics();
-    let (acceptance, store) = match verdict {
+    let replication = ingest.client.replication();
+    match verdict {
         Verdict::New(v) => {
             metrics.gossip_accepted.inc();
-            // A new op is marked as being written before it is forwarded,
-            // so a child that follows it closely waits for it (see
-            // `after_parent`) instead of being parked as an orphan.
+            // A new op is marked as being written before its bundle is
+            // forwarded, so a child that follows it closely waits for it
+            // (see `after_parent`) instead of being parked as an orphan.
             if writing.as_ref().is_none_or(|w| w.cid != v.cid) {
                 writing = Some(ingest.reserve(v.cid));
             }
-            (MessageAcceptance::Accept, Some(Store::Validated(v)))
+            let (ingest, cid) = (ingest.clone(), v.cid);
+            replication.mark_quiet(cid);
+            tokio::spawn(async move {
+                let r = ingest.state.writer.submit_validated(*v).await;
+                if !matches!(r, Ok(Submitted::Created(_))) {
+                    ingest.client.replication().take_quiet(&cid);
+                }
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "gossiped op not stored");
+                }
+                drop(writing);
+            });
+            Vote::Accept
         }
         Verdict::Known { fresh: true } => {
             metrics.gossip_accepted.inc();
-            (MessageAcceptance::Accept, None)
+            Vote::Accept
         }
         Verdict::Known { fresh: false } => {
             metrics.gossip_ignored.inc();
-            (MessageAcceptance::Ignore, None)
+            Vote::Ignore
         }
         Verdict::Later(e) => {
             metrics.gossip_ignored.inc();
             tracing::debug!(peer = %msg.source, reason = %e, "gossiped op left for later");
-            (MessageAcceptance::Ignore, None)
+            Vote::Ignore
         }
         Verdict::Orphan(op, cid) => {
             metrics.gossip_ignored.inc();
             // Parked only within the sender's orphan budget.
-            match ingest.client.budgets().charge_orphan(msg.source, cid) {
-                Ok(()) => (
-                    MessageAcceptance::Ignore,
-                    Some(Store::Orphan(op, cid, proof)),
-                ),
-                Err(refused) => {
-                    tracing::debug!(peer = %msg.source, ?refused, "orphan not parked");
-                    (MessageAcceptance::Ignore, None)
-                }
+            if let Err(refused) = ingest.client.budgets().charge_orphan(msg.source, cid) {
+                tracing::debug!(peer = %msg.source, ?refused, "orphan not parked");
+                return Vote::Ignore;
             }
+            let ingest = ingest.clone();
+            replication.mark_quiet(cid);
+            tokio::spawn(async move {
+                let writer = &ingest.state.writer;
+                let r = match proof {
+                    Some(proof) => writer.submit_verified(*op, proof, true).await,
+                    None => writer.submit(*op, true).await,
+                };
+                // Not parked after all (its parent arrived meanwhile, or the
+                // writer refused it): nothing to charge.
+                if !matches!(r, Ok(Submitted::Orphaned)) {
+                    ingest.client.budgets().settle(&cid);
+                }
+                if !matches!(r, Ok(Submitted::Orphaned | Submitted::Created(_))) {
+                    ingest.client.replication().take_quiet(&cid);
+                }
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "gossiped op not stored");
+                }
+            });
+            Vote::Ignore
         }
         Verdict::Invalid(e) => {
             metrics.rejected.inc();
             tracing::info!(peer = %msg.source, reason = %e, "rejected a gossiped op");
-            (MessageAcceptance::Reject, None)
+            Vote::Reject
         }
-    };
-    let reported = ingest
-        .client
-        .report_validation(msg.id, msg.source, acceptance)
-        .await;
-    if reported.is_err() {
-        return;
     }
-    let stored = match store {
-        Some(Store::Validated(v)) => Some(ingest.state.writer.submit_validated(*v).await),
-        Some(Store::Orphan(op, cid, proof)) => {
-            let writer = &ingest.state.writer;
-            let r = match proof {
-                Some(proof) => writer.submit_verified(*op, proof, true).await,
-                None => writer.submit(*op, true).await,
-            };
-            // Not parked after all (its parent arrived meanwhile, or the
-            // writer refused it): nothing to charge.
-            if !matches!(r, Ok(Submitted::Orphaned)) {
-                ingest.client.budgets().settle(&cid);
-            }
-            Some(r)
-        }
-        None => None,
-    };
-    if let Some(Err(e)) = stored {
-        tracing::debug!(error = %e, "gossiped op not stored");
-    }
-    drop(writing);
 }
 
 #[cfg(test)]

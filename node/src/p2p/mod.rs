@@ -70,7 +70,7 @@
 //! | --- | --- |
 //! | `/didmesh/id/1.0.0` (identify) | agent, listen addresses, protocols |
 //! | `/didmesh/kad/1.0.0` (Kademlia) | learn more peers than `--bootstrap` names |
-//! | gossipsub topic `/didmesh/<network_id>/ops/2` | push: one op's canonical bytes per message, message id = blake3 of those bytes |
+//! | gossipsub topic `/didmesh/<network_id>/ops/3` | push: a bundle of the ops one commit round made durable per message, message id = blake3 of the bundle |
 //! | `/didmesh/sync/2` | pull: reconciliation rounds and op fetches, see [`codec`]; and the consume requests that keep authorization codes single-use across nodes ([`crate::oidc::consume`]) |
 
 pub mod anti_entropy;
@@ -118,7 +118,6 @@ pub async fn start(
     let (event_loop, client, inbound) = event_loop::EventLoop::new(
         keypair,
         &state.genesis.network_id,
-        state.limits,
         &config,
         metrics,
         budgets.clone(),

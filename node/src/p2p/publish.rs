@@ -1,19 +1,67 @@
-//! Ops that become durable here — from HTTP, from gossip, released
-//! orphans — are published on the gossip topic, unless older than
-//! [`GOSSIP_MAX_AGE`]. Ops fetched by anti-entropy are never published
-//! ([`super::anti_entropy::Replication::take_fetched`]), however young:
-//! they are repair, not news, and a late joiner re-flooding its whole
-//! catch-up would cost every peer a validation per op (issue 12, item 5:
-//! a 300,000-op join made the seed check 228,328 echoes of its own ops). The same task
-//! keeps the sync index in step with the ledger and gives a committed
-//! orphan's slot back to the peer it was charged to.
+//! Ops that become durable here — from HTTP, or orphans parked by a local
+//! submission and released — are published on the gossip topic, unless
+//! older than [`GOSSIP_MAX_AGE`], in bundles: what became durable since
+//! the last bundle goes out as one message
+//! ([`did_core::sync_frame::bundles`] cuts it to the bundle limits), so a
+//! burst of writes costs gossip a message per bundle, not per op. Bundles
+//! are paced ([`BUNDLE_RATE`], [`BUNDLE_BURST`]): a quiet node publishes
+//! each op at once, a busy one waits at most 1/[`BUNDLE_RATE`] s and
+//! sends more ops per message.
+//!
+//! Ops that came from peers are never published again
+//! ([`super::anti_entropy::Replication::take_quiet`]): gossip forwards the
+//! bundle that brought them when every op of it was good, and a fetched op
+//! is repair, not news (a late joiner re-flooding its whole catch-up
+//! would cost every peer a validation per op; issue 12, item 5: a
+//! 300,000-op join made the seed check 228,328 echoes of its own ops).
+//! The same task keeps the sync index in step with the ledger and gives a
+//! committed orphan's slot back to the peer it was charged to.
 
 use super::anti_entropy::SharedIndex;
 use super::event_loop::Client;
 use did_core::ingest::GOSSIP_MAX_AGE;
+use did_core::sync_frame::{bundles, MAX_BUNDLE_OPS};
 use did_core::{Ledger, Validated};
 use std::sync::{Arc, RwLock};
-use tokio::sync::broadcast;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+/// Most commits taken from the writer's channel before publishing.
+const MAX_ROUND: usize = 4 * MAX_BUNDLE_OPS;
+/// Bundles a node publishes per second when busy (20 ms apart) ...
+pub const BUNDLE_RATE: f64 = 50.0;
+/// ... after a burst of this many at once (a node taking an op now and
+/// then never waits).
+pub const BUNDLE_BURST: f64 = 10.0;
+
+/// A token bucket over bundles.
+struct Pace {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            tokens: BUNDLE_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next bundle.
+    fn wait(&mut self) -> Duration {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * BUNDLE_RATE;
+        self.tokens = (self.tokens + refill).min(BUNDLE_BURST);
+        self.at = now;
+        Duration::from_secs_f64(((1.0 - self.tokens) / BUNDLE_RATE).max(0.0))
+    }
+
+    /// A bundle was published.
+    fn spend(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
 
 /// Publishes ops as they become durable, and keeps the sync index in step
 /// with the ledger. Runs until the writer or the event loop stops.
@@ -23,30 +71,82 @@ pub(crate) async fn run_publisher(
     index: SharedIndex,
     ledger: Arc<RwLock<Ledger>>,
 ) {
+    let lagged = |missed: u64| {
+        // Commits outran us; the index must not miss them.
+        tracing::warn!(
+            missed,
+            "publisher lagged behind the writer; rebuilding the sync index"
+        );
+        index.rebuild(&ledger);
+    };
+    let mut pace = Pace::new();
     loop {
-        match committed.recv().await {
-            Ok(v) => {
+        let first = match committed.recv().await {
+            Ok(v) => v,
+            Err(RecvError::Lagged(missed)) => {
+                lagged(missed);
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        // Busy: let more commits arrive. Quiet: let the writer finish
+        // sending its round's commits, one after the other.
+        match pace.wait() {
+            Duration::ZERO => tokio::task::yield_now().await,
+            wait => tokio::time::sleep(wait).await,
+        }
+        let mut round = vec![first];
+        while round.len() < MAX_ROUND {
+            match committed.try_recv() {
+                Ok(v) => round.push(v),
+                Err(TryRecvError::Lagged(missed)) => lagged(missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        let now = crate::now();
+        let replication = client.replication();
+        let news: Vec<&[u8]> = round
+            .iter()
+            .filter(|v| {
                 index.insert(v.cid);
                 // A parked orphan that commits is resolved: its sender's
                 // budget gets the slot back.
                 client.budgets().settle(&v.cid);
-                let fetched = client.replication().take_fetched(&v.cid);
-                if !fetched
-                    && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
-                    && client.publish(v.cid, v.bytes.clone()).await.is_err()
-                {
-                    return;
-                }
+                let from_peer = replication.take_quiet(&v.cid);
+                !from_peer && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= now
+            })
+            .map(|v| v.bytes.as_slice())
+            .collect();
+        for bundle in bundles(&news) {
+            pace.spend();
+            if client.publish(bundle).await.is_err() {
+                return;
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Commits outran us; the index must not miss them.
-                tracing::warn!(
-                    missed,
-                    "publisher lagged behind the writer; rebuilding the sync index"
-                );
-                index.rebuild(&ledger);
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst goes out at once; beyond it, bundles are 1/BUNDLE_RATE
+    /// apart; a quiet spell refills the burst.
+    #[test]
+    fn bundles_are_paced_only_when_busy() {
+        let mut p = Pace::new();
+        for _ in 0..BUNDLE_BURST as usize {
+            assert_eq!(p.wait(), Duration::ZERO);
+            p.spend();
+        }
+        let wait = p.wait();
+        assert!(wait > Duration::from_millis(15), "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs_f64(1.0 / BUNDLE_RATE),
+            "{wait:?}"
+        );
+        p.at -= Duration::from_secs(1);
+        assert_eq!(p.wait(), Duration::ZERO);
+        assert!(p.tokens <= BUNDLE_BURST);
     }
 }
