@@ -3,7 +3,7 @@
 //! older than [`GOSSIP_MAX_AGE`], in bundles: what became durable since
 //! the last bundle goes out as one message
 //! ([`did_core::sync_frame::bundles`] cuts it to the bundle limits), so a
-//! burst of writes costs gossip a message per bundle, not per op. Bundles
+//! burst of writes costs gossip a message per bundle, not per op. Rounds
 //! are paced ([`BUNDLE_RATE`], [`BUNDLE_BURST`]): a quiet node publishes
 //! each op at once, a busy one waits at most 1/[`BUNDLE_RATE`] s and
 //! sends more ops per message.
@@ -26,15 +26,19 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-/// Most commits taken from the writer's channel before publishing.
-const MAX_ROUND: usize = 4 * MAX_BUNDLE_OPS;
-/// Bundles a node publishes per second when busy (20 ms apart) ...
+/// Most commits taken from the writer's channel in one round (the
+/// publisher's throughput is at most this many per 1/[`BUNDLE_RATE`] s,
+/// far above the writer's).
+const MAX_ROUND: usize = 16 * MAX_BUNDLE_OPS;
+/// Rounds of bundles a node publishes per second when busy (20 ms apart)
+/// ...
 pub const BUNDLE_RATE: f64 = 50.0;
 /// ... after a burst of this many at once (a node taking an op now and
 /// then never waits).
 pub const BUNDLE_BURST: f64 = 10.0;
 
-/// A token bucket over bundles.
+/// A token bucket over rounds of bundles (a round may fill several: the
+/// pace limits how often small bundles go out, never the ops/s).
 struct Pace {
     tokens: f64,
     at: Instant,
@@ -57,7 +61,7 @@ impl Pace {
         Duration::from_secs_f64(((1.0 - self.tokens) / BUNDLE_RATE).max(0.0))
     }
 
-    /// A bundle was published.
+    /// A round was published.
     fn spend(&mut self) {
         self.tokens -= 1.0;
     }
@@ -117,8 +121,8 @@ pub(crate) async fn run_publisher(
             })
             .map(|v| v.bytes.as_slice())
             .collect();
+        pace.spend();
         for bundle in bundles(&news) {
-            pace.spend();
             if client.publish(bundle).await.is_err() {
                 return;
             }
