@@ -1,5 +1,10 @@
 //! `didmesh-node`: see `didmesh-node --help` and the crate docs.
 
+/// mimalloc rather than glibc's malloc: see node/Cargo.toml and
+/// BENCHMARKS.md (session 15).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use did_core::OpKind;
 use didmesh_node::config::{Command, Config};
