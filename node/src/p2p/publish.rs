@@ -83,50 +83,58 @@ pub(crate) async fn run_publisher(
         );
         index.rebuild(&ledger);
     };
-    let mut pace = Pace::new();
-    loop {
-        let first = match committed.recv().await {
-            Ok(v) => v,
-            Err(RecvError::Lagged(missed)) => {
-                lagged(missed);
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        // Busy: let more commits arrive. Quiet: let the writer finish
-        // sending its round's commits, one after the other.
-        match pace.wait() {
-            Duration::ZERO => tokio::task::yield_now().await,
-            wait => tokio::time::sleep(wait).await,
-        }
-        let mut round = vec![first];
-        while round.len() < MAX_ROUND {
+    let replication = client.replication();
+    // Keeps the index and budgets in step with one commit; true if it is
+    // news to publish (a local op, young enough).
+    let take = |v: &Validated| {
+        index.insert(v.cid);
+        // A parked orphan that commits is resolved: its sender's budget
+        // gets the slot back.
+        client.budgets().settle(&v.cid);
+        let from_peer = replication.take_quiet(&v.cid);
+        !from_peer && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
+    };
+    // Takes the commits already waiting (at most `MAX_ROUND`).
+    let drain = |committed: &mut broadcast::Receiver<Arc<Validated>>,
+                 news: &mut Vec<Arc<Validated>>| {
+        for _ in 0..MAX_ROUND {
             match committed.try_recv() {
-                Ok(v) => round.push(v),
+                Ok(v) if take(&v) => news.push(v),
+                Ok(_) => {}
                 Err(TryRecvError::Lagged(missed)) => lagged(missed),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
-        let now = crate::now();
-        let replication = client.replication();
-        let news: Vec<&[u8]> = round
-            .iter()
-            .filter(|v| {
-                index.insert(v.cid);
-                // A parked orphan that commits is resolved: its sender's
-                // budget gets the slot back.
-                client.budgets().settle(&v.cid);
-                let from_peer = replication.take_quiet(&v.cid);
-                !from_peer && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= now
-            })
-            .map(|v| v.bytes.as_slice())
-            .collect();
+    };
+    let mut pace = Pace::new();
+    let mut news: Vec<Arc<Validated>> = Vec::new();
+    loop {
+        match committed.recv().await {
+            Ok(v) if take(&v) => news.push(v),
+            Ok(_) => {}
+            Err(RecvError::Lagged(missed)) => lagged(missed),
+            Err(RecvError::Closed) => return,
+        }
+        drain(&mut committed, &mut news);
+        if news.is_empty() {
+            // Ops from peers only: nothing to publish, no pace spent.
+            continue;
+        }
+        // Busy: let more local commits arrive. Quiet: let the writer
+        // finish sending its round's commits, one after the other.
+        match pace.wait() {
+            Duration::ZERO => tokio::task::yield_now().await,
+            wait => tokio::time::sleep(wait).await,
+        }
+        drain(&mut committed, &mut news);
         pace.spend();
-        for bundle in bundles(&news) {
+        let bytes: Vec<&[u8]> = news.iter().map(|v| v.bytes.as_slice()).collect();
+        for bundle in bundles(&bytes) {
             if client.publish(bundle).await.is_err() {
                 return;
             }
         }
+        news.clear();
     }
 }
 
