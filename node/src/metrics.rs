@@ -48,17 +48,21 @@ pub struct Metrics {
 /// Counters of the peer-to-peer layer.
 #[derive(Debug, Default)]
 pub struct P2pMetrics {
-    /// Gossip messages handed to validation.
+    /// Gossip messages (bundles of ops) handed to validation.
     pub gossip_received: Counter,
-    /// Gossip messages accepted (valid new ops, or known ones).
+    /// Gossiped ops accepted (valid new ops, or fresh known ones).
     pub gossip_accepted: Counter,
-    /// Gossip messages ignored (unknown parent, stale duplicate, overload).
+    /// Gossiped ops ignored (unknown parent, stale duplicate); whole
+    /// bundles refused unread (duplicate, over the sender's rate,
+    /// overload) count once.
     pub gossip_ignored: Counter,
     /// Ops refused as invalid, from gossip or from a fetch: the sender is
     /// scored down.
     pub rejected: Counter,
-    /// Committed ops published on the topic.
+    /// Gossip messages (bundles) published on the topic.
     pub published: Counter,
+    /// Committed ops published on the topic (in those bundles).
+    pub published_ops: Counter,
     /// Reconciliation sessions this node started and finished.
     pub sync_sessions: Counter,
     /// Reconciliation sessions that failed (peer gone, timeout, bad message).
@@ -270,17 +274,17 @@ pub fn render_sms(g: &SmsGauges) -> String {
 fn render_p2p(t: &mut Text, p: &P2pMetrics, g: P2pGauges) {
     t.counter(
         "didmesh_p2p_gossip_received_total",
-        "Gossiped ops received for validation.",
+        "Gossip messages (bundles of ops) received for validation.",
         &p.gossip_received,
     );
     t.counter(
         "didmesh_p2p_gossip_accepted_total",
-        "Gossiped ops accepted and forwarded.",
+        "Gossiped ops accepted (new, or fresh news).",
         &p.gossip_accepted,
     );
     t.counter(
         "didmesh_p2p_gossip_ignored_total",
-        "Gossiped ops neither accepted nor rejected.",
+        "Gossiped ops neither accepted nor rejected (a bundle refused unread counts once).",
         &p.gossip_ignored,
     );
     t.counter(
@@ -290,8 +294,13 @@ fn render_p2p(t: &mut Text, p: &P2pMetrics, g: P2pGauges) {
     );
     t.counter(
         "didmesh_p2p_published_total",
-        "Committed ops published on the gossip topic.",
+        "Gossip messages (bundles) published.",
         &p.published,
+    );
+    t.counter(
+        "didmesh_p2p_published_ops_total",
+        "Committed ops published on the gossip topic.",
+        &p.published_ops,
     );
     t.counter(
         "didmesh_p2p_sync_sessions_total",

@@ -6,8 +6,8 @@
 //! node alone, the others `--bootstrap` from it) and kills it on drop.
 
 use didmesh_tests::cluster::{
-    digests, p2p_addr, post_ops, start_peer, status, wait_converged, wait_peers, write_stream,
-    Cluster,
+    digests, metric, p2p_addr, post_ops, start_peer, status, wait_converged, wait_peers,
+    write_stream, Cluster,
 };
 use didmesh_tests::http::blocking_client;
 use didmesh_tests::ops::{cid, create_and_update_ops, create_op, key, update_op};
@@ -60,6 +60,19 @@ fn three_nodes_replicate_and_converge() {
     let (took, ops) = wait_converged(&all, Duration::from_secs(30)).unwrap();
     println!("3 nodes converged on {ops} ops {took:?} after the last write");
     assert_eq!(ops, 1 + 240 + 2);
+    // Gossip carried node 2's burst in bundles: each op published once,
+    // several to a message (a commit round, or what waited for the pace).
+    let published = |name| metric(&nodes[1].url, name).unwrap_or(0.0);
+    let (bundles, sent) = (
+        published("didmesh_p2p_published_total"),
+        published("didmesh_p2p_published_ops_total"),
+    );
+    println!("node 2 published {sent} ops in {bundles} gossip messages");
+    assert!(
+        (120.0..=121.0).contains(&sent),
+        "node 2 published {sent} ops"
+    );
+    assert!(bundles < sent / 2.0, "{sent} ops in {bundles} messages");
     // The fork resolves the same way everywhere.
     let heads: Vec<_> = all
         .iter()

@@ -522,6 +522,7 @@ impl EventLoop {
                 // orphan are published (`publish::run_publisher`); an echo
                 // of our own bundle is ignored on arrival.
                 let id = super::gossip::message_cid(&bundle);
+                let ops = did_core::sync_frame::bundle_len_hint(&bundle) as u64;
                 self.seen.insert(id);
                 match self
                     .swarm
@@ -529,7 +530,10 @@ impl EventLoop {
                     .gossipsub
                     .publish(self.topic.clone(), bundle)
                 {
-                    Ok(_) => self.metrics.published.inc(),
+                    Ok(_) => {
+                        self.metrics.published.inc();
+                        self.metrics.published_ops.add(ops);
+                    }
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
                     Err(gossipsub::PublishError::Duplicate) => {}
                     Err(e) => tracing::debug!(bundle = %id, error = %e, "publish failed"),
