@@ -24,6 +24,16 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use std::time::Duration;
 
+/// The tests of this file run one at a time: each floods, forges or bans
+/// on loopback, and a cluster forming beside another test's flood on two
+/// cores can miss the harness's deadlines (one CI run timed out forming
+/// a 2-node cluster while the other tests of this file ran).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Writes requests verbatim (no framing of ours), reads any answer.
 #[derive(Clone, Default)]
 struct RawCodec;
@@ -236,6 +246,7 @@ fn forged_ops(good: &Operation, honest: &SigningKey) -> Vec<Vec<u8>> {
 
 #[test]
 fn hostile_peer_is_refused_scored_down_and_banned() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     // Some honest history, including the DID the hostile peer tries to hijack.
     let honest: Vec<Operation> = (0..20).map(|i| create_op(&key(90, i)).0).collect();
@@ -411,6 +422,7 @@ fn valid_orphans(n: u32) -> Vec<Vec<u8>> {
 /// good ops (they are valid whoever relays them) and never the forgery.
 #[test]
 fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(97, i)).0).collect();
     let (cluster, before) = honest_cluster(tmp.path(), &honest);
@@ -480,6 +492,7 @@ fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
 /// honest ledger moves.
 #[test]
 fn orphan_flood_is_capped_per_peer() {
+    let _serial = one_at_a_time();
     const FLOOD: u32 = 3000;
     const PER_PEER_CAP: u64 = 192;
     let tmp = tempfile::tempdir().unwrap();
