@@ -124,10 +124,25 @@ impl Cluster {
         let dirs = init_network(out, n);
         let nodes = start_cluster(&dirs, extra);
         let cluster = Cluster { dirs, nodes };
-        assert!(
-            wait_peers(&cluster.urls(), n - 1, Duration::from_secs(60)),
-            "the {n} founders did not all connect to each other within 60 s"
-        );
+        if !wait_peers(&cluster.urls(), n - 1, Duration::from_secs(60)) {
+            // What each node saw, so a failure explains itself.
+            let c = blocking_client();
+            let seen: Vec<String> = cluster
+                .urls()
+                .iter()
+                .map(|u| {
+                    let s = c.status(u);
+                    format!(
+                        "{u}: peer {} listening on {} connected to {}",
+                        s["peer_id"], s["listen_addrs"], s["peers"]
+                    )
+                })
+                .collect();
+            panic!(
+                "the {n} founders did not all connect to each other within 60 s:\n{}",
+                seen.join("\n")
+            );
+        }
         cluster
     }
 
