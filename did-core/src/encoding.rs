@@ -69,17 +69,18 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            // RFC 8785 §3.2.3 sorts by UTF-16 code units.
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            if in_utf16_order(map) {
+                for (i, (k, v)) in map.iter().enumerate() {
+                    write_entry(i, k, v, out)?;
                 }
-                write_string(k, out);
-                out.push(b':');
-                write_value(v, out)?;
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                // RFC 8785 §3.2.3 sorts by UTF-16 code units.
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    write_entry(i, k, v, out)?;
+                }
             }
             out.push(b'}');
         }
@@ -87,27 +88,58 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
     Ok(())
 }
 
+fn write_entry(i: usize, k: &str, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
+    if i > 0 {
+        out.push(b',');
+    }
+    write_string(k, out);
+    out.push(b':');
+    write_value(v, out)
+}
+
+/// Whether `map` iterates in RFC 8785 order already: its keys ASCII (byte
+/// order is then UTF-16 order) and ascending, as serde_json's map gives
+/// them (a `BTreeMap`; not so with its `preserve_order` feature, hence the
+/// check). Every key of a didmesh op is; the sort is then skipped.
+fn in_utf16_order(map: &serde_json::Map<String, Value>) -> bool {
+    let mut prev: Option<&str> = None;
+    for k in map.keys() {
+        if !k.is_ascii() || prev.is_some_and(|p| p >= k.as_str()) {
+            return false;
+        }
+        prev = Some(k);
+    }
+    true
+}
+
 /// RFC 8785 §3.2.2.2 string escaping.
 fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    // Only ASCII bytes are escaped, and no byte of a multi-byte UTF-8
+    // character is ASCII: runs between escapes are copied whole.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if short.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(short);
         }
+        run = i + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -180,7 +212,88 @@ pub fn base32_lower(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// RFC 8785 output written the plain way: every map sorted by UTF-16
+    /// code units, every character escaped on its own.
+    fn reference(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reference(&Value::String(k.clone()), out);
+                    out.push(':');
+                    reference(v, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reference(v, out);
+                }
+                out.push(']');
+            }
+            Value::String(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        '\u{8}' => out.push_str("\\b"),
+                        '\u{c}' => out.push_str("\\f"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        '\t' => out.push_str("\\t"),
+                        c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        // Keys and strings from ASCII controls, quotes, BMP characters on
+        // both sides of the surrogates and supplementary ones: where byte
+        // order and UTF-16 order part.
+        let text = "[a-c\"\\\u{0}-\u{1f}\u{7f}é\u{e000}\u{ff61}\u{1f600}]{0,6}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(text, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The fast paths (maps already in order, strings copied by runs)
+        /// write what the plain RFC 8785 rules write.
+        #[test]
+        fn canonical_value_matches_the_plain_rules(v in json_value()) {
+            let mut expected = String::new();
+            reference(&v, &mut expected);
+            prop_assert_eq!(String::from_utf8(canonical_value(&v).unwrap()).unwrap(), expected);
+        }
+    }
 
     #[test]
     fn sorts_keys_and_strips_whitespace() {

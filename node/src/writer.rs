@@ -77,8 +77,8 @@ struct Request {
 /// saves.
 const MIN_PER_THREAD: usize = 8;
 
-/// Checks the signatures of `ops` spread over all cores (scoped threads,
-/// [`std::thread::available_parallelism`] of them at most), each op once.
+/// Checks the signatures of `ops` spread over all cores (rayon's pool),
+/// each op once.
 /// Per op: its canonical form and the check's result, or `None` when the
 /// op is not well-formed (validation then says why). Blocking: call it
 /// from a blocking thread, never from an async task.
@@ -127,33 +127,32 @@ pub fn verify_formed_on_all_cores(
     })
 }
 
-/// `check` over `items`, split over [`std::thread::available_parallelism`]
-/// scoped threads (at least [`MIN_PER_THREAD`] items each), results in
-/// order.
-fn on_all_cores<T: Sync, R: Send>(items: &[T], check: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
-    // Asked once: the std call reads cgroup files on every call.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads =
-        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per = items.len().div_ceil(threads).max(MIN_PER_THREAD);
+/// `check` over `items`, split over rayon's pool (a thread per core, kept
+/// for the node's life; at least [`MIN_PER_THREAD`] items each), results
+/// in order.
+fn on_all_cores<T: Sync, R: Send + Default>(
+    items: &[T],
+    check: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    let per = items
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(MIN_PER_THREAD);
     if items.len() <= per {
         return check(items);
     }
-    let check = &check;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(per)
-            .map(|part| s.spawn(move || check(part)))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| {
-                // A panic in a check (none is expected) leaves those ops to
-                // the writer's own validation.
-                h.join().unwrap_or_default()
-            })
-            .collect()
-    })
+    let parts: Vec<Vec<R>> = items
+        .par_chunks(per)
+        .map(|part| {
+            // A panic in a check (none is expected) leaves those ops
+            // unchecked (`R::default()`, one per op: the results stay in
+            // step with the ops) to the writer's own validation.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(part)))
+                .unwrap_or_else(|_| part.iter().map(|_| R::default()).collect())
+        })
+        .collect();
+    parts.into_iter().flatten().collect()
 }
 
 /// A cheap handle to submit ops; clone freely.

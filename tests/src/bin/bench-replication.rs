@@ -122,11 +122,32 @@ fn latency(nodes: &[Node], samples: usize) {
     );
 }
 
+/// CPU time (user + system) the process `pid` has used, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms); zero where that is not
+/// readable.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn nodes_cpu(nodes: &[Node]) -> Duration {
+    nodes.iter().map(|n| cpu_time(n.proc.child.id())).sum()
+}
+
 fn sustained(nodes: &[Node], n: usize, concurrency: usize) {
     let all = urls(nodes);
     let c = blocking_client();
     let base = digests(&c, all[0]).map(|d| d.2).unwrap_or(0);
     let ops = creates(201, n as u32);
+    let cpu0 = nodes_cpu(nodes);
+    let own0 = cpu_time(std::process::id());
     let t0 = Instant::now();
     let ok = post_ops(&all, &ops, concurrency);
     let written = t0.elapsed();
@@ -141,6 +162,18 @@ fn sustained(nodes: &[Node], n: usize, concurrency: usize) {
         nodes.len(),
         replicated.as_secs_f64(),
         ok as f64 / replicated.as_secs_f64(),
+    );
+    // CPU per op is what a throughput on a shared machine is made of, and
+    // it is far less noisy than the rate: compare builds by it.
+    let cpu = nodes_cpu(nodes).saturating_sub(cpu0);
+    let own = cpu_time(std::process::id()).saturating_sub(own0);
+    println!(
+        "   CPU: the {} nodes used {:.2} s ({:.0} µs per op, {:.0} µs per op and node), this load generator {:.2} s",
+        nodes.len(),
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
+        cpu.as_secs_f64() * 1e6 / (ok.max(1) * nodes.len()) as f64,
+        own.as_secs_f64(),
     );
 }
 
