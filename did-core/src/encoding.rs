@@ -88,6 +88,44 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
     Ok(())
 }
 
+/// The canonical encodings of `value` and of `value` without its top-level
+/// keys `skip`, in one pass: each top-level entry is written once, and
+/// copied to the second encoding unless skipped (an op's bytes and its
+/// signing bytes, [`crate::Operation`]).
+pub fn canonical_value_and_without(
+    value: &Value,
+    skip: &[&str],
+) -> Result<(Vec<u8>, Vec<u8>), EncodingError> {
+    let Value::Object(map) = value else {
+        let all = canonical_value(value)?;
+        return Ok((all.clone(), all));
+    };
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    if !in_utf16_order(map) {
+        entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    }
+    let mut all = Vec::with_capacity(512);
+    let mut kept = Vec::with_capacity(512);
+    all.push(b'{');
+    kept.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            all.push(b',');
+        }
+        let start = all.len();
+        write_entry(0, k, v, &mut all)?;
+        if !skip.contains(&k.as_str()) {
+            if kept.len() > 1 {
+                kept.push(b',');
+            }
+            kept.extend_from_slice(&all[start..]);
+        }
+    }
+    all.push(b'}');
+    kept.push(b'}');
+    Ok((all, kept))
+}
+
 fn write_entry(i: usize, k: &str, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodingError> {
     if i > 0 {
         out.push(b',');
@@ -285,6 +323,32 @@ mod tests {
     }
 
     proptest! {
+        /// One pass gives both encodings, each as if written on its own.
+        #[test]
+        fn encoding_with_and_without_keys_in_one_pass(
+            map in prop::collection::btree_map(
+                prop_oneof![Just("sig".to_string()), Just("cosigs".to_string()), "[a-t]{1,4}", "\\PC{1,3}"],
+                json_value(),
+                0..8,
+            ),
+            other in json_value(),
+        ) {
+            let skip = ["sig", "cosigs"];
+            let v = Value::Object(map.clone().into_iter().collect());
+            let mut without = map;
+            without.retain(|k, _| !skip.contains(&k.as_str()));
+            let without = Value::Object(without.into_iter().collect());
+            let (all, kept) = canonical_value_and_without(&v, &skip).unwrap();
+            prop_assert_eq!(all, canonical_value(&v).unwrap());
+            prop_assert_eq!(kept, canonical_value(&without).unwrap());
+            // Not an object: both are its encoding.
+            if !other.is_object() {
+                let (a, k) = canonical_value_and_without(&other, &skip).unwrap();
+                prop_assert_eq!(&a, &canonical_value(&other).unwrap());
+                prop_assert_eq!(a, k);
+            }
+        }
+
         /// The fast paths (maps already in order, strings copied by runs)
         /// write what the plain RFC 8785 rules write.
         #[test]

@@ -10,7 +10,9 @@
 //! first 20 bytes of the CID digest of its `create` op: self-certifying,
 //! nobody assigns it.
 
-use crate::encoding::{base32_lower, canonical_json, canonical_value, Cid};
+use crate::encoding::{
+    base32_lower, canonical_json, canonical_value, canonical_value_and_without, Cid,
+};
 use crate::keys::{sign_b64, signature_from_b64, PublicKey};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
@@ -850,15 +852,9 @@ impl Operation {
 
     /// Both canonical encodings and the CID, from one JSON value.
     fn encode(&self) -> Result<Form, OpError> {
-        let mut value =
-            serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
-        let bytes = canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.remove("sig");
-            obj.remove("cosigs");
-        }
-        let signing_bytes =
-            canonical_value(&value).map_err(|e| OpError::Malformed(e.to_string()))?;
+        let value = serde_json::to_value(self).map_err(|e| OpError::Malformed(e.to_string()))?;
+        let (bytes, signing_bytes) = canonical_value_and_without(&value, &["sig", "cosigs"])
+            .map_err(|e| OpError::Malformed(e.to_string()))?;
         Ok(Form {
             cid: Cid::of(&signing_bytes),
             bytes,
