@@ -487,6 +487,76 @@ fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
     );
 }
 
+/// A bundle holding a valid orphan beside a good op is ignored, not
+/// rejected: node 1 stores the good op and parks the orphan within the
+/// sender's budget, but does not forward the bundle (node 2 receives no
+/// gossip message; it gets the good op by reconciliation), and the sender,
+/// who may just be ahead of us, keeps its score.
+#[test]
+fn a_bundle_with_an_orphan_is_not_forwarded_yet_its_good_op_is_kept() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(99, i)).0).collect();
+    let (cluster, before) = honest_cluster(tmp.path(), &honest);
+    let (urls, c) = (cluster.urls(), blocking_client());
+    let t = target_of(&c, &cluster, 0);
+    let rt = runtime();
+    let _runtime = rt.enter();
+    let mut swarm = join(&rt, &t);
+    let hostile_id = *swarm.local_peer_id();
+
+    let good = create_op(&key(99, 10)).0;
+    let orphan = valid_orphans(1).remove(0);
+    let bundle = encode_bundle(&[good.canonical_bytes().unwrap(), orphan]);
+    let gossip_at_2 = || metric(urls[1], "didmesh_p2p_gossip_received_total").unwrap_or(0.0);
+    let received_before = gossip_at_2();
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(t.topic.clone(), bundle)
+        .unwrap();
+    let held = |url: &str| digests(&c, url).map_or(0, |d| d.2);
+    let parked = poll(Duration::from_secs(15), Duration::from_millis(10), || {
+        rt.block_on(drive(&mut swarm, Duration::from_millis(50), |_| false));
+        let orphans = metric(urls[0], "didmesh_p2p_orphans_held").unwrap_or(0.0);
+        (held(urls[0]) == before.2 + 1 && orphans == 1.0).then_some(())
+    });
+    assert!(
+        parked.is_some(),
+        "node 1 holds {} ops (wanted {}) and {:?} orphans (wanted 1)",
+        held(urls[0]),
+        before.2 + 1,
+        metric(urls[0], "didmesh_p2p_orphans_held")
+    );
+    let did = did_core::op::did_from_genesis(&cid(&good));
+    assert_eq!(c.resolve(urls[0], &did).status, 200);
+    // Node 2 catches up by reconciliation (rounds every 2 s)...
+    let caught_up = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        rt.block_on(drive(&mut swarm, Duration::from_millis(20), |_| false));
+        (held(urls[1]) == before.2 + 1).then_some(())
+    });
+    assert!(caught_up.is_some(), "node 2 never got the good op");
+    assert_eq!(c.resolve(urls[1], &did).status, 200);
+    // ... and was never sent the bundle.
+    assert_eq!(
+        gossip_at_2(),
+        received_before,
+        "node 1 forwarded a bundle holding an orphan"
+    );
+    let s = status(&c, urls[0]);
+    let score = s["peers"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p["peer_id"] == hostile_id.to_string().as_str())
+        })
+        .and_then(|p| p["score"].as_f64());
+    assert!(
+        score.is_some_and(|s| s >= 0.0),
+        "the sender of an orphan was scored down: {s}"
+    );
+}
+
 /// Orphans are budgeted per peer: a peer flooding valid orphans gets at most
 /// its budget parked at node 1, loses score (and is banned), and neither
 /// honest ledger moves.
