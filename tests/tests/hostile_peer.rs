@@ -183,6 +183,51 @@ fn honest_cluster(tmp: &std::path::Path, honest: &[Operation]) -> (Cluster, (Str
     (cluster, before)
 }
 
+/// A hostile peer's score in a node's status (refreshed every second or
+/// so).
+fn score_of(status: &serde_json::Value, peer: &PeerId) -> Option<f64> {
+    status["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer.to_string().as_str())?["score"]
+        .as_f64()
+}
+
+/// Publishes `data` on the target's topic.
+fn publish(swarm: &mut Swarm<Hostile>, t: &Target, data: Vec<u8>) {
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(t.topic.clone(), data)
+        .unwrap();
+}
+
+/// What an attack must keep alive: the one-at-a-time guard and the nodes'
+/// folders.
+type Keep = (std::sync::MutexGuard<'static, ()>, tempfile::TempDir);
+
+/// An honest two-node cluster holding five ops of key stream `seed`, set
+/// up for an attack on node 1: with the client, the target and a runtime
+/// for the hostile swarm.
+fn attack_node_1(
+    seed: u8,
+) -> (
+    Keep,
+    Cluster,
+    (String, String, u64),
+    BlockingClient,
+    Target,
+    tokio::runtime::Runtime,
+) {
+    let serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(seed, i)).0).collect();
+    let (cluster, before) = honest_cluster(tmp.path(), &honest);
+    let c = blocking_client();
+    let t = target_of(&c, &cluster, 0);
+    ((serial, tmp), cluster, before, c, t, runtime())
+}
+
 /// A runtime for the hostile swarms; enter it before building one (a swarm
 /// spawns its connection tasks on the current runtime).
 fn runtime() -> tokio::runtime::Runtime {
@@ -422,13 +467,8 @@ fn valid_orphans(n: u32) -> Vec<Vec<u8>> {
 /// good ops (they are valid whoever relays them) and never the forgery.
 #[test]
 fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
-    let _serial = one_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(97, i)).0).collect();
-    let (cluster, before) = honest_cluster(tmp.path(), &honest);
-    let (urls, c) = (cluster.urls(), blocking_client());
-    let t = target_of(&c, &cluster, 0);
-    let rt = runtime();
+    let (_keep, cluster, before, c, t, rt) = attack_node_1(97);
+    let urls = cluster.urls();
     let _runtime = rt.enter();
     let mut swarm = join(&rt, &t);
     let hostile_id = *swarm.local_peer_id();
@@ -439,11 +479,7 @@ fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
     let bytes = |op: &Operation| op.canonical_bytes().unwrap();
     let bundle = encode_bundle(&[bytes(&good[0]), bytes(&forged), bytes(&good[1])]);
     let rejected_before = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .publish(t.topic.clone(), bundle)
-        .unwrap();
+    publish(&mut swarm, &t, bundle);
     let held = |url: &str| digests(&c, url).map_or(0, |d| d.2);
     let stored = poll(Duration::from_secs(15), Duration::from_millis(10), || {
         rt.block_on(drive(&mut swarm, Duration::from_millis(50), |_| false));
@@ -464,18 +500,9 @@ fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
     let rejected = metric(urls[0], "didmesh_p2p_rejected_total").unwrap_or(0.0) - rejected_before;
     assert!(rejected >= 1.0, "rejected counter grew by {rejected}");
     // The status view of peers is refreshed every second or so.
-    let score_of = |s: &serde_json::Value| {
-        s["peers"]
-            .as_array()
-            .and_then(|p| {
-                p.iter()
-                    .find(|p| p["peer_id"] == hostile_id.to_string().as_str())
-            })
-            .and_then(|p| p["score"].as_f64())
-    };
     let score = poll(Duration::from_secs(10), Duration::from_millis(100), || {
         rt.block_on(drive(&mut swarm, Duration::from_millis(20), |_| false));
-        score_of(&status(&c, urls[0])).filter(|s| *s < 0.0)
+        score_of(&status(&c, urls[0]), &hostile_id).filter(|s| *s < 0.0)
     });
     let s = status(&c, urls[0]);
     let score = score.unwrap_or_else(|| panic!("the sender of a forged op kept its score: {s}"));
@@ -494,13 +521,8 @@ fn a_bundle_with_one_forged_op_is_rejected_and_its_good_ops_kept() {
 /// who may just be ahead of us, keeps its score.
 #[test]
 fn a_bundle_with_an_orphan_is_not_forwarded_yet_its_good_op_is_kept() {
-    let _serial = one_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    let honest: Vec<Operation> = (0..5).map(|i| create_op(&key(99, i)).0).collect();
-    let (cluster, before) = honest_cluster(tmp.path(), &honest);
-    let (urls, c) = (cluster.urls(), blocking_client());
-    let t = target_of(&c, &cluster, 0);
-    let rt = runtime();
+    let (_keep, cluster, before, c, t, rt) = attack_node_1(99);
+    let urls = cluster.urls();
     let _runtime = rt.enter();
     let mut swarm = join(&rt, &t);
     let hostile_id = *swarm.local_peer_id();
@@ -510,11 +532,7 @@ fn a_bundle_with_an_orphan_is_not_forwarded_yet_its_good_op_is_kept() {
     let bundle = encode_bundle(&[good.canonical_bytes().unwrap(), orphan]);
     let gossip_at_2 = || metric(urls[1], "didmesh_p2p_gossip_received_total").unwrap_or(0.0);
     let received_before = gossip_at_2();
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .publish(t.topic.clone(), bundle)
-        .unwrap();
+    publish(&mut swarm, &t, bundle);
     let held = |url: &str| digests(&c, url).map_or(0, |d| d.2);
     let parked = poll(Duration::from_secs(15), Duration::from_millis(10), || {
         rt.block_on(drive(&mut swarm, Duration::from_millis(50), |_| false));
@@ -544,15 +562,8 @@ fn a_bundle_with_an_orphan_is_not_forwarded_yet_its_good_op_is_kept() {
         "node 1 forwarded a bundle holding an orphan"
     );
     let s = status(&c, urls[0]);
-    let score = s["peers"]
-        .as_array()
-        .and_then(|p| {
-            p.iter()
-                .find(|p| p["peer_id"] == hostile_id.to_string().as_str())
-        })
-        .and_then(|p| p["score"].as_f64());
     assert!(
-        score.is_some_and(|s| s >= 0.0),
+        score_of(&s, &hostile_id).is_some_and(|s| s >= 0.0),
         "the sender of an orphan was scored down: {s}"
     );
 }
