@@ -26,6 +26,7 @@
 
 use super::anti_entropy::SharedIndex;
 use super::event_loop::Client;
+use crate::writer::COMMITTED_CHANNEL;
 use did_core::ingest::GOSSIP_MAX_AGE;
 use did_core::sync_frame::{bundles, MAX_BUNDLE_OPS};
 use did_core::{Ledger, Validated};
@@ -33,9 +34,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-/// Most commits taken from the writer's channel in one round (the
-/// publisher's throughput is at least this many per 1/[`BUSY_RATE`] s,
-/// far above the writer's).
+/// Most ops published in one round (the publisher's throughput is at
+/// least this many per 1/[`BUSY_RATE`] s, far above the writer's). Commits
+/// that came from peers are not counted: a round takes all that are
+/// waiting (up to the channel's capacity), so a node catching up at
+/// 15,000 ops/s while it takes local writes never falls behind the
+/// channel during a busy round's wait.
 const MAX_ROUND: usize = 16 * MAX_BUNDLE_OPS;
 /// Rounds of bundles a node publishes per second beyond a burst (20 ms
 /// apart)
@@ -119,10 +123,13 @@ pub(crate) async fn run_publisher(
         let from_peer = replication.take_quiet(&v.cid);
         !from_peer && v.op.created_at.saturating_add(GOSSIP_MAX_AGE) >= crate::now()
     };
-    // Takes the commits already waiting (at most `MAX_ROUND`).
+    // Takes the commits already waiting (at most `MAX_ROUND` news).
     let drain = |committed: &mut broadcast::Receiver<Arc<Validated>>,
                  news: &mut Vec<Arc<Validated>>| {
-        for _ in 0..MAX_ROUND {
+        for _ in 0..COMMITTED_CHANNEL {
+            if news.len() >= MAX_ROUND {
+                break;
+            }
             match committed.try_recv() {
                 Ok(v) if take(&v) => news.push(v),
                 Ok(_) => {}
