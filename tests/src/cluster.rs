@@ -120,30 +120,54 @@ impl Cluster {
     /// `init-network --nodes n --out out`, every founder started with
     /// `extra`, and each connected to all the others (Kademlia introduces
     /// the later ones to each other) within 60 s, or a panic.
+    ///
+    /// A cluster that does not form is reported on stderr with what each
+    /// node saw and started once more, in a new network under `out`: in
+    /// about one CI run of three in sessions 15 and 16, two fresh founders
+    /// on loopback stayed unconnected for 60 s (both answering, neither
+    /// with a peer; never reproduced outside CI, cause unknown). A second
+    /// failure panics.
     pub fn start(out: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let within = Duration::from_secs(60);
+        match Self::try_start(out, n, extra, within) {
+            Ok(cluster) => cluster,
+            Err(first) => {
+                eprintln!("Cluster::start: starting again after {first}");
+                Self::try_start(&out.join("again"), n, extra, within)
+                    .unwrap_or_else(|second| panic!("{first}\nand again: {second}"))
+            }
+        }
+    }
+
+    fn try_start(
+        out: &Path,
+        n: usize,
+        extra: &[&str],
+        within: Duration,
+    ) -> Result<Cluster, String> {
         let dirs = init_network(out, n);
         let nodes = start_cluster(&dirs, extra);
         let cluster = Cluster { dirs, nodes };
-        if !wait_peers(&cluster.urls(), n - 1, Duration::from_secs(60)) {
-            // What each node saw, so a failure explains itself.
-            let c = blocking_client();
-            let seen: Vec<String> = cluster
-                .urls()
-                .iter()
-                .map(|u| {
-                    let s = c.status(u);
-                    format!(
-                        "{u}: peer {} listening on {} connected to {}",
-                        s["peer_id"], s["listen_addrs"], s["peers"]
-                    )
-                })
-                .collect();
-            panic!(
-                "the {n} founders did not all connect to each other within 60 s:\n{}",
-                seen.join("\n")
-            );
+        if wait_peers(&cluster.urls(), n - 1, within) {
+            return Ok(cluster);
         }
-        cluster
+        // What each node saw, so a failure explains itself.
+        let c = blocking_client();
+        let seen: Vec<String> = cluster
+            .urls()
+            .iter()
+            .map(|u| {
+                let s = c.status(u);
+                format!(
+                    "{u}: peer {} listening on {} connected to {}",
+                    s["peer_id"], s["listen_addrs"], s["peers"]
+                )
+            })
+            .collect();
+        Err(format!(
+            "the {n} founders did not all connect to each other within {within:?}:\n{}",
+            seen.join("\n")
+        ))
     }
 
     pub fn urls(&self) -> Vec<&str> {
